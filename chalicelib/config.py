@@ -1,0 +1,45 @@
+"""Settings: the one place that reads the environment.
+
+Chalice sets these per stage from ``.chalice/config.json``; the local stack
+sets them for its child processes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Settings:
+    region: str = "us-east-1"
+    #: None on AWS; the moto server URL on the local stack.
+    aws_endpoint_url: str | None = None
+    stream_name: str = "eventpipe-events"
+    apps_table: str = "eventpipe-apps"
+    state_table: str = "eventpipe-state"
+    bucket: str = "eventpipe-lake"
+    glue_database: str = "eventpipe"
+    opensearch_url: str | None = None
+    search_retention_days: int = 7
+    kinesis_max_attempts: int = 5
+    #: Local debugging: the tap consumer appends delivered event ids here.
+    tap_file: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        return cls(
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.region,
+            aws_endpoint_url=env.get("EVENTPIPE_AWS_ENDPOINT_URL") or None,
+            stream_name=env.get("EVENTPIPE_STREAM", cls.stream_name),
+            apps_table=env.get("EVENTPIPE_APPS_TABLE", cls.apps_table),
+            state_table=env.get("EVENTPIPE_STATE_TABLE", cls.state_table),
+            bucket=env.get("EVENTPIPE_BUCKET", cls.bucket),
+            glue_database=env.get("EVENTPIPE_GLUE_DATABASE", cls.glue_database),
+            opensearch_url=env.get("OPENSEARCH_URL") or None,
+            search_retention_days=int(env.get("EVENTPIPE_SEARCH_RETENTION_DAYS", cls.search_retention_days)),
+            kinesis_max_attempts=int(env.get("EVENTPIPE_KINESIS_MAX_ATTEMPTS", cls.kinesis_max_attempts)),
+            tap_file=env.get("EVENTPIPE_TAP_FILE") or None,
+        )

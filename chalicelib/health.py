@@ -1,0 +1,37 @@
+"""Health of the components the API depends on."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+
+def check_components(checks: Mapping[str, Callable[[], str | None]]) -> dict:
+    """Run each check; a check returns a detail string or raises on failure."""
+    components = {}
+    for name, check in checks.items():
+        try:
+            detail = check()
+            components[name] = {"status": "ok", **({"detail": detail} if detail else {})}
+        except (ClientError, BotoCoreError, OSError, RuntimeError) as exc:
+            components[name] = {"status": "down", "error": f"{type(exc).__name__}: {exc}"[:300]}
+    healthy = all(c["status"] == "ok" for c in components.values())
+    return {"status": "ok" if healthy else "degraded", "components": components}
+
+
+def aws_checks(clients, settings) -> dict[str, Callable[[], str | None]]:
+    def stream() -> str:
+        summary = clients.kinesis.describe_stream_summary(StreamName=settings.stream_name)
+        description = summary["StreamDescriptionSummary"]
+        if description["StreamStatus"] not in ("ACTIVE", "UPDATING"):
+            raise RuntimeError(f"stream is {description['StreamStatus']}")
+        return f"{description['OpenShardCount']} open shard(s)"
+
+    def apps_table() -> None:
+        clients.dynamodb.describe_table(TableName=settings.apps_table)
+
+    def bucket() -> None:
+        clients.s3.head_bucket(Bucket=settings.bucket)
+
+    return {"kinesis": stream, "apps_table": apps_table, "s3": bucket}

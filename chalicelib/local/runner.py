@@ -1,0 +1,250 @@
+"""Local event-source runner: what Lambda's Kinesis event source mapping does.
+
+For each ``on_kinesis_record`` handler declared in app.py and each shard, a
+poller reads the shard, builds Lambda-shaped Kinesis events, invokes the
+handler with its BatchSize and batching window, honours ``batchItemFailures``
+(re-delivery from the first failed sequence number), retries a batch whose
+invocation raised, and checkpoints per shard in the state table so a restart
+resumes where it stopped. After ``max_retries`` failed deliveries the batch
+goes to the dead-letter sink (Lambda's on-failure destination) and the
+shard moves on, so a poison batch never blocks it forever.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from chalice.app import KinesisEventConfig
+from chalice.local import LambdaContext
+
+log = logging.getLogger("eventpipe.runner")
+MAX_BATCH_BYTES = 6 * 1024 * 1024  # Lambda's invocation payload limit
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """One Kinesis-triggered handler and its event source mapping settings."""
+
+    name: str
+    handler: Callable[[dict, Any], Any]
+    batch_size: int
+    starting_position: str
+    batching_window_s: float
+
+
+def consumers_from_app(app_module) -> list[Consumer]:
+    """The on_kinesis_record handlers declared in a Chalice app module."""
+    consumers = []
+    for source in app_module.app.event_sources:
+        if isinstance(source, KinesisEventConfig):
+            handler = getattr(app_module, source.handler_string.rsplit(".", 1)[-1])
+            consumers.append(Consumer(source.name, handler, source.batch_size, source.starting_position,
+                                      float(source.maximum_batching_window_in_seconds or 0)))
+    return consumers
+
+
+class CheckpointStore:
+    """Per (consumer, shard) checkpoints in the DynamoDB state table."""
+
+    def __init__(self, dynamodb, table: str, stream_arn: str) -> None:
+        self._db, self._table, self._stream_arn = dynamodb, table, stream_arn
+
+    def _key(self, consumer: str, shard_id: str) -> dict:
+        return {"pk": {"S": f"checkpoint|{self._stream_arn}|{consumer}|{shard_id}"}}
+
+    def get(self, consumer: str, shard_id: str) -> str | None:
+        item = self._db.get_item(TableName=self._table, Key=self._key(consumer, shard_id),
+                                 ConsistentRead=True).get("Item")
+        return item["sequence_number"]["S"] if item else None
+
+    def put(self, consumer: str, shard_id: str, sequence_number: str) -> None:
+        self._db.put_item(TableName=self._table, Item={**self._key(consumer, shard_id),
+                                                       "sequence_number": {"S": sequence_number}})
+
+
+def lambda_record(record: dict, shard_id: str, stream_arn: str, region: str) -> dict:
+    """One GetRecords record in the shape Lambda gives a Kinesis handler."""
+    arrival = record.get("ApproximateArrivalTimestamp")
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": record["PartitionKey"],
+            "sequenceNumber": record["SequenceNumber"],
+            "data": base64.b64encode(record["Data"]).decode("ascii"),
+            "approximateArrivalTimestamp": arrival.timestamp() if arrival else time.time(),
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard_id}:{record['SequenceNumber']}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::123456789012:role/eventpipe-local",
+        "awsRegion": region,
+        "eventSourceARN": stream_arn,
+    }
+
+
+def first_failed_sequence(result: Any, batch: list[dict]) -> str | None:
+    """The sequence number to restart from, per Lambda's partial-batch rules.
+
+    None means success. A malformed response or an unknown identifier fails
+    the whole batch (restart at its first record), as Lambda does.
+    """
+    if not isinstance(result, dict) or not result.get("batchItemFailures"):
+        return None
+    sequences = {r["kinesis"]["sequenceNumber"] for r in batch}
+    failed = []
+    for item in result["batchItemFailures"]:
+        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if identifier not in sequences:
+            return batch[0]["kinesis"]["sequenceNumber"]
+        failed.append(int(identifier))
+    return str(min(failed))
+
+
+class ShardPoller:
+    """Feeds one shard to one consumer; ``step()`` does one poll/invoke cycle."""
+
+    def __init__(self, kinesis, consumer: Consumer, stream_name: str, stream_arn: str, shard_id: str,
+                 checkpoints: CheckpointStore, region: str, dead_letter: Callable[[str, str, list[dict], str], None],
+                 max_retries: int = 10, backoff_s: float = 0.2, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.kinesis, self.consumer, self.shard_id = kinesis, consumer, shard_id
+        self.stream_name, self.stream_arn, self.region = stream_name, stream_arn, region
+        self.checkpoints, self.dead_letter = checkpoints, dead_letter
+        self.max_retries, self.backoff_s, self.clock, self.sleep = max_retries, backoff_s, clock, sleep
+        self.buffer: list[dict] = []
+        self.buffer_since: float | None = None
+        self.attempts = 0
+        self.delivered_records = 0
+        self.iterator = self._iterator(checkpoints.get(consumer.name, shard_id))
+
+    def _iterator(self, after: str | None, at: str | None = None) -> str:
+        kwargs: dict = {"StreamName": self.stream_name, "ShardId": self.shard_id}
+        if at is not None:
+            kwargs.update(ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=at)
+        elif after is not None:
+            kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after)
+        else:
+            kwargs["ShardIteratorType"] = self.consumer.starting_position
+        return self.kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+
+    def _fill(self) -> int:
+        room = self.consumer.batch_size - len(self.buffer)
+        if room <= 0 or self.iterator is None:
+            return 0
+        response = self.kinesis.get_records(ShardIterator=self.iterator, Limit=min(10000, room))
+        self.iterator = response.get("NextShardIterator")
+        records = [lambda_record(r, self.shard_id, self.stream_arn, self.region) for r in response["Records"]]
+        if records and not self.buffer:
+            self.buffer_since = self.clock()
+        self.buffer.extend(records)
+        return len(records)
+
+    def _next_batch(self) -> list[dict]:
+        batch, size = [], 0
+        for record in self.buffer[: self.consumer.batch_size]:
+            size += len(record["kinesis"]["data"]) + 200
+            if batch and size > MAX_BATCH_BYTES:
+                break
+            batch.append(record)
+        return batch
+
+    def _ready(self) -> bool:
+        if not self.buffer:
+            return False
+        if len(self.buffer) >= self.consumer.batch_size or self.consumer.batching_window_s <= 0:
+            return True
+        return self.clock() - (self.buffer_since or 0) >= self.consumer.batching_window_s
+
+    def step(self) -> int:
+        """Poll once and deliver at most one batch; returns records delivered."""
+        fetched = self._fill()
+        if not self._ready():
+            return 0 if fetched or self.buffer else -1
+        batch = self._next_batch()
+        first, last = batch[0]["kinesis"]["sequenceNumber"], batch[-1]["kinesis"]["sequenceNumber"]
+        try:
+            result = self.consumer.handler({"Records": batch}, LambdaContext(self.consumer.name, 1024))
+            restart_at = first_failed_sequence(result, batch)
+            reason = f"batchItemFailures from {restart_at}"
+        except Exception as exc:  # a crashed invocation: Lambda retries the batch
+            log.exception("%s %s: handler raised on %s..%s", self.consumer.name, self.shard_id, first, last)
+            restart_at, reason = first, f"{type(exc).__name__}: {exc}"
+        if restart_at is None:
+            return self._advance(batch, last)
+        done = [r for r in batch if int(r["kinesis"]["sequenceNumber"]) < int(restart_at)]
+        if done:
+            self.checkpoints.put(self.consumer.name, self.shard_id, done[-1]["kinesis"]["sequenceNumber"])
+        self.attempts += 1
+        if self.attempts > self.max_retries:
+            rest = [r for r in batch if int(r["kinesis"]["sequenceNumber"]) >= int(restart_at)]
+            log.error("%s %s: giving up on %s..%s after %d attempts; sent to dead-letter",
+                      self.consumer.name, self.shard_id, restart_at, last, self.attempts)
+            self.dead_letter(self.consumer.name, self.shard_id, rest, reason)
+            return self._advance(batch, last)
+        log.warning("%s %s: retry %d from %s (%s)", self.consumer.name, self.shard_id, self.attempts, restart_at,
+                    reason)
+        self.sleep(min(5.0, self.backoff_s * 2 ** (self.attempts - 1)))
+        self.buffer, self.buffer_since = [], None
+        self.iterator = self._iterator(None, at=restart_at)
+        return len(done)
+
+    def _advance(self, batch: list[dict], last: str) -> int:
+        self.checkpoints.put(self.consumer.name, self.shard_id, last)
+        self.buffer = self.buffer[len(batch):]
+        self.buffer_since = self.clock() if self.buffer else None
+        self.attempts = 0
+        self.delivered_records += len(batch)
+        log.info("%s %s: delivered %d record(s) %s..%s", self.consumer.name, self.shard_id, len(batch),
+                 batch[0]["kinesis"]["sequenceNumber"], last)
+        return len(batch)
+
+
+class Runner:
+    """Runs a poller thread per (consumer, shard) until stopped."""
+
+    def __init__(self, kinesis, dynamodb, state_table: str, stream_name: str, consumers: list[Consumer],
+                 region: str, dead_letter: Callable[[str, str, list[dict], str], None],
+                 poll_interval_s: float = 0.2, max_retries: int = 10) -> None:
+        self.kinesis, self.stream_name, self.consumers, self.region = kinesis, stream_name, consumers, region
+        self.dead_letter, self.poll_interval_s, self.max_retries = dead_letter, poll_interval_s, max_retries
+        summary = kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]
+        self.stream_arn = summary["StreamARN"]
+        self.checkpoints = CheckpointStore(dynamodb, state_table, self.stream_arn)
+        self.stop_event = threading.Event()
+        self.threads: dict[tuple[str, str], threading.Thread] = {}
+
+    def _poll_forever(self, poller: ShardPoller) -> None:
+        while not self.stop_event.is_set():
+            try:
+                if poller.step() <= 0:
+                    self.stop_event.wait(self.poll_interval_s)
+            except Exception:  # network blips against the endpoint: keep polling
+                log.exception("%s %s: poll failed", poller.consumer.name, poller.shard_id)
+                self.stop_event.wait(1.0)
+
+    def start(self) -> None:
+        shards = self.kinesis.list_shards(StreamName=self.stream_name)["Shards"]
+        for consumer in self.consumers:
+            for shard in shards:
+                key = (consumer.name, shard["ShardId"])
+                if key in self.threads:
+                    continue
+                poller = ShardPoller(self.kinesis, consumer, self.stream_name, self.stream_arn, shard["ShardId"],
+                                     self.checkpoints, self.region, self.dead_letter, self.max_retries)
+                thread = threading.Thread(target=self._poll_forever, args=(poller,), daemon=True,
+                                          name=f"{consumer.name}-{shard['ShardId']}")
+                self.threads[key] = thread
+                thread.start()
+                log.info("runner: %s <- %s (batch %d, window %.1fs)", consumer.name, shard["ShardId"],
+                         consumer.batch_size, consumer.batching_window_s)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for thread in self.threads.values():
+            thread.join(timeout=10)

@@ -1,0 +1,144 @@
+"""The composable index template of the daily event indices.
+
+``build_index_template`` is pure; ``ensure_template`` writes it only when the
+stored copy differs (a fingerprint in ``_meta``), so it is idempotent and
+cheap to call at every cold start.
+
+Mapping choices:
+
+* The envelope is ``dynamic: strict``; only ``attributes`` is dynamic, so a
+  producer bug cannot grow new top-level fields.
+* ``date_detection`` and ``numeric_detection`` are off: a string attribute
+  that happens to look like a date ("2024-01-01") must not pin the field to
+  ``date`` and turn every later free-text value into a mapping conflict.
+* Every JSON number in ``attributes`` maps to ``double``: a field first seen
+  as ``10`` and later as ``9.99`` (prices, the generator's ``value``) would be
+  truncated to an integer in a ``long`` field. Doubles are exact up to 2**53.
+* Strings map to ``text`` with a ``.keyword`` subfield (exact match and
+  aggregations; values over 256 characters are not keyword-indexed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from opensearchpy.exceptions import NotFoundError, TransportError
+
+from chalicelib.search.errors import TemplateError
+from chalicelib.search.naming import DEFAULT_PREFIX, check_prefix, index_pattern
+
+DATE_FORMAT = "strict_date_optional_time||epoch_millis"
+KEYWORD_IGNORE_ABOVE = 256
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    """Index settings; ``None`` leaves a setting out (Serverless collections reject them)."""
+
+    prefix: str = DEFAULT_PREFIX
+    shards: int | None = 1
+    replicas: int | None = 1
+    refresh_interval: str | None = "1s"
+    total_fields_limit: int | None = 2000
+    priority: int = 100
+
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)
+        if self.shards is not None and self.shards < 1:
+            raise ValueError("shards must be >= 1")
+        if self.replicas is not None and self.replicas < 0:
+            raise ValueError("replicas must be >= 0")
+
+    @property
+    def name(self) -> str:
+        return f"{self.prefix}-daily"
+
+
+def _index_settings(settings: TemplateSettings) -> dict[str, Any]:
+    index: dict[str, Any] = {}
+    if settings.shards is not None:
+        index["number_of_shards"] = settings.shards
+    if settings.replicas is not None:
+        index["number_of_replicas"] = settings.replicas
+    if settings.refresh_interval is not None:
+        index["refresh_interval"] = settings.refresh_interval
+    if settings.total_fields_limit is not None:
+        index["mapping"] = {"total_fields": {"limit": settings.total_fields_limit}}
+    return {"index": index} if index else {}
+
+
+def event_mappings() -> dict[str, Any]:
+    keyword = {"type": "keyword"}
+    date = {"type": "date", "format": DATE_FORMAT}
+    return {
+        "dynamic": "strict",
+        "date_detection": False,
+        "numeric_detection": False,
+        "properties": {
+            "event_id": keyword,
+            "event_type": keyword,
+            "app_id": keyword,
+            "user_id": keyword,
+            "event_time": date,
+            "received_at": date,
+            "client_event_time": date,
+            "location": {"type": "geo_point"},
+            "attributes": {"type": "object", "dynamic": True},
+        },
+        "dynamic_templates": [
+            {"attributes_strings": {
+                "path_match": "attributes.*", "match_mapping_type": "string",
+                "mapping": {"type": "text", "fields": {
+                    "keyword": {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE}}}}},
+            {"attributes_integers": {
+                "path_match": "attributes.*", "match_mapping_type": "long",
+                "mapping": {"type": "double"}}},
+            {"attributes_decimals": {
+                "path_match": "attributes.*", "match_mapping_type": "double",
+                "mapping": {"type": "double"}}},
+        ],
+    }
+
+
+def fingerprint(body: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def build_index_template(settings: TemplateSettings) -> dict[str, Any]:
+    """The body of ``PUT _index_template/<name>``, with a content fingerprint in ``_meta``."""
+    template: dict[str, Any] = {"mappings": event_mappings()}
+    index_settings = _index_settings(settings)
+    if index_settings:
+        template["settings"] = index_settings
+    body: dict[str, Any] = {
+        "index_patterns": [index_pattern(settings.prefix)],
+        "priority": settings.priority,
+        "template": template,
+    }
+    body["_meta"] = {"managed_by": "chalicelib.search", "fingerprint": fingerprint(body)}
+    return body
+
+
+def ensure_template(client: Any, settings: TemplateSettings) -> bool:
+    """Create or update the template; returns True when it was written, False when current.
+
+    Only indices created afterwards use a changed template: existing daily
+    indices keep their mapping (at most ``retention`` days of drift).
+    """
+    body = build_index_template(settings)
+    try:
+        try:
+            stored = client.indices.get_index_template(name=settings.name)
+        except NotFoundError:
+            stored = {"index_templates": []}
+        for entry in stored.get("index_templates", []):
+            meta = entry.get("index_template", {}).get("_meta") or {}
+            if entry.get("name") == settings.name and meta.get("fingerprint") == body["_meta"]["fingerprint"]:
+                return False
+        client.indices.put_index_template(name=settings.name, body=body)
+    except TransportError as exc:
+        raise TemplateError(f"index template {settings.name!r}: {exc}") from exc
+    return True
