@@ -2,7 +2,7 @@
 
 It is the simplest consumer of the stream and the one the end-to-end test
 watches: with a tap file configured it appends one JSON line per event
-(``event_id``, ``app_id``, shard-level ``sequence_number``) to it.
+(``event_id``, ``app_id``, ``shard_id``, ``sequence_number``) to it.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def tap_batch(records: list[dict], log: logging.Logger, tap_file: str | None = N
             events += 1
             if tap_file:
                 lines.append(orjson.dumps({"event_id": event["event_id"], "app_id": event["app_id"],
+                                           "shard_id": record["eventID"].split(":", 1)[0],
                                            "sequence_number": kinesis["sequenceNumber"]}))
     if tap_file and lines:
         with open(tap_file, "ab") as handle:

@@ -25,20 +25,15 @@ running() { [[ -s $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 launcher() { [[ -s $RUN/launcher.pid ]] && kill -0 "$(cat "$RUN/launcher.pid")" 2>/dev/null; }
 healthy() { curl -fsS --max-time 5 "$URL/_cluster/health" 2>/dev/null | grep -Eq '"status":"(green|yellow)"'; }
 
-# module name -> "maven artifactId|plugin class|extended plugins"
-module_info() {
-  case $1 in
-    analysis-common) echo "analysis-common|org.opensearch.analysis.common.CommonAnalysisPlugin|lang-painless" ;;
-    lang-painless) echo "lang-painless|org.opensearch.painless.PainlessPlugin|" ;;
-    mapper-extras) echo "mapper-extras-client|org.opensearch.index.mapper.MapperExtrasPlugin|" ;;
-    reindex) echo "reindex-client|org.opensearch.index.reindex.ReindexPlugin|" ;;
-    *) die "unknown module $1" ;;
-  esac
-}
-
 add_module() { # home version module: jars + descriptor (+ policy) under home/modules/<module>
-  local home=$1 v=$2 m=$3 art cls ext dir pom j
-  IFS='|' read -r art cls ext < <(module_info "$m")
+  local home=$1 v=$2 m=$3 art=$3-client cls ext="" dir pom j
+  case $m in # maven artifactId, plugin class, extended plugins
+    analysis-common) art=$m cls=org.opensearch.analysis.common.CommonAnalysisPlugin ext=lang-painless ;;
+    lang-painless) art=$m cls=org.opensearch.painless.PainlessPlugin ;;
+    mapper-extras) cls=org.opensearch.index.mapper.MapperExtrasPlugin ;;
+    reindex) cls=org.opensearch.index.reindex.ReindexPlugin ;;
+    *) die "unknown module $m" ;;
+  esac
   [[ " $MODULES " == *" $ext "* ]] || ext=""
   dir=$home/modules/$m pom=$(mktemp -d)
   cat >"$pom/pom.xml" <<EOF
@@ -51,17 +46,15 @@ EOF
   mvn -q -B -f "$pom/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
     -DoutputDirectory="$dir" >&2 || { rm -rf "$pom"; return 1; }
   rm -rf "$pom"
-  for j in "$dir"/*.jar; do # the server classpath already has these
-    if [[ -e $home/lib/${j##*/} ]]; then rm -f "$j"; fi
-  done
+  for j in "$dir"/*.jar; do [[ ! -e $home/lib/${j##*/} ]] || rm -f "$j"; done # already on the classpath
   printf '%s\n' "description=$m module (assembled from Maven Central)" "version=$v" "name=$m" \
     "classname=$cls" "java.version=11" "opensearch.version=$v" "custom.foldername=" \
     "extended.plugins=$ext" "has.native.controller=false" >"$dir/plugin-descriptor.properties"
-  case $m in
-    lang-painless) printf 'grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n  permission java.lang.RuntimePermission "getClassLoader";\n};\n' ;;
-    reindex) printf 'grant {\n  permission java.net.SocketPermission "*", "connect";\n};\n' ;;
-    *) false ;;
-  esac >"$dir/plugin-security.policy" || rm -f "$dir/plugin-security.policy"
+  case $m in # the permissions of the upstream modules' plugin-security.policy
+    lang-painless) echo 'grant { permission java.lang.RuntimePermission "createClassLoader";
+  permission java.lang.RuntimePermission "getClassLoader"; };' >"$dir/plugin-security.policy" ;;
+    reindex) echo 'grant { permission java.net.SocketPermission "*", "connect"; };' >"$dir/plugin-security.policy" ;;
+  esac
 }
 
 fetch() { # prints the home of an assembled distribution in the cache
@@ -70,11 +63,12 @@ fetch() { # prints the home of an assembled distribution in the cache
     home=$CACHE/opensearch-$v
     [[ -f $home/.complete && $(cat "$home/.complete") == "$MODULES" ]] && { echo "$home"; return; }
     log "fetching org.opensearch.distribution.integ-test-zip:opensearch:$v:zip with mvn"
-    mkdir -p "$CACHE"
+    mkdir -p "$CACHE" && rm -rf "$CACHE"/.unpack.*
     mvn -q -B dependency:copy -Dartifact="org.opensearch.distribution.integ-test-zip:opensearch:$v:zip" \
-      -DoutputDirectory="$CACHE" >&2 || { log "version $v not served"; continue; }
+      -DoutputDirectory="$CACHE" >&2 || { log "could not fetch $v"; continue; }
     tmp=$(mktemp -d "$CACHE/.unpack.XXXXXX")
-    unzip -q "$CACHE/opensearch-$v.zip" -d "$tmp"
+    if command -v unzip >/dev/null; then unzip -q "$CACHE/opensearch-$v.zip" -d "$tmp"
+    else python3 -m zipfile -e "$CACHE/opensearch-$v.zip" "$tmp" && chmod +x "$tmp/opensearch-$v"/bin/*; fi
     for m in $MODULES; do add_module "$tmp/opensearch-$v" "$v" "$m" || die "module $m $v failed"; done
     echo "$MODULES" >"$tmp/opensearch-$v/.complete"
     rm -rf "$home" && mv "$tmp/opensearch-$v" "$home" && rm -rf "$tmp" "$CACHE/opensearch-$v.zip"
@@ -100,7 +94,8 @@ start() {
   else
     healthy && die "something else already answers on $URL"
     local home java version
-    home=$(fetch) java=$(find_java)
+    home=$(fetch)
+    java=$(find_java)
     version=${home##*/opensearch-}
     if [[ $EUID -eq 0 ]]; then
       id -u "$RUN_USER" >/dev/null 2>&1 || useradd --system --user-group --no-create-home \
@@ -114,23 +109,17 @@ start() {
     sed -e "s/^-Xm\([sx]\).*/-Xm\1${OPENSEARCH_HEAP:-512m}/" -e "s|=data$|=$RUN/data|" \
       -e "s|logs/|$RUN/logs/|g" "$home/config/jvm.options" >"$RUN/config/jvm.options"
     cp "$home/config/log4j2.properties" "$RUN/config/"
-    {
-      echo "cluster.name: eventpipe-test"
-      echo "node.name: node-1"
-      echo "discovery.type: single-node"
-      echo "network.host: 127.0.0.1"
-      echo "http.port: $PORT"
-      echo "path.data: $RUN/data"
-      echo "path.logs: $RUN/logs"
-      echo "cluster.routing.allocation.disk.threshold_enabled: false"
-      echo "action.auto_create_index: true"
-      [[ -d $home/plugins/opensearch-security ]] && echo "plugins.security.disabled: true"
-    } >"$RUN/config/opensearch.yml"
-    [[ $EUID -eq 0 ]] && chown -R "$RUN_USER:" "$RUN"
+    printf '%s\n' "cluster.name: eventpipe-test" "node.name: node-1" "discovery.type: single-node" \
+      "network.host: 127.0.0.1" "http.port: $PORT" "path.data: $RUN/data" "path.logs: $RUN/logs" \
+      "cluster.routing.allocation.disk.threshold_enabled: false" >"$RUN/config/opensearch.yml"
+    if [[ -d $home/plugins/opensearch-security ]]; then # not in the integ-test zip
+      echo "plugins.security.disabled: true" >>"$RUN/config/opensearch.yml"
+    fi
+    if [[ $EUID -eq 0 ]]; then chown -R "$RUN_USER:" "$RUN"/{config,data,logs,tmp} && chown "$RUN_USER:" "$RUN"; fi
     log "starting OpenSearch $version from $home (config, data, logs in $RUN)"
     local cmd=(env OPENSEARCH_JAVA_HOME="$java" OPENSEARCH_PATH_CONF="$RUN/config" OPENSEARCH_TMPDIR="$RUN/tmp"
       OPENSEARCH_JAVA_OPTS="${OPENSEARCH_JAVA_OPTS:-}" "$home/bin/opensearch" -p "$PIDFILE")
-    [[ $EUID -eq 0 ]] && cmd=(runuser -u "$RUN_USER" -- "${cmd[@]}")
+    if [[ $EUID -eq 0 ]]; then cmd=(runuser -u "$RUN_USER" -- "${cmd[@]}"); fi
     (cd "$RUN" && exec setsid nohup "${cmd[@]}" >"$RUN/console.log" 2>&1 </dev/null) &
     echo $! >"$RUN/launcher.pid"
   fi

@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make run` (the whole local stack) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast bench clean-venv
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt -c constraints.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+## Start moto (AWS), bootstrap, the HTTP API on :8000 and the Kinesis runner; Ctrl-C stops all.
+run: $(STAMP)
+	$(BIN)/eventpipe run
+
+## The whole test suite (also against a real OpenSearch node when Java is available).
+test: $(STAMP)
+	bash scripts/test.sh
+
+## Unit and API tests only (no servers).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit tests/api
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean-venv:
+	rm -rf $(VENV)
