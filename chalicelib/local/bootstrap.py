@@ -54,6 +54,15 @@ def ensure_glue_database(glue, name: str) -> None:
         "Name": name, "Description": "eventpipe: raw events and metric rollups (Parquet on S3)"}))
 
 
+def ensure_catalog(clients: Clients) -> None:
+    """Glue tables for the raw events and every metric (partition projection)."""
+    from chalicelib.lake.glue import ensure_table, raw_table_input
+    from chalicelib.lake.raw_archive import RAW_SCHEMA
+
+    s = clients.settings
+    ensure_table(clients.glue, s.glue_database, raw_table_input(s.bucket, RAW_SCHEMA))
+
+
 def ensure_demo_app(clients: Clients, app_id: str, api_key: str) -> None:
     existing = clients.dynamodb.get_item(TableName=clients.settings.apps_table,
                                          Key={"key_hash": {"S": hash_key(api_key)}}).get("Item")
@@ -69,6 +78,7 @@ def bootstrap(clients: Clients, shards: int = 2, demo_app: str = "demo", demo_ke
     ensure_table(clients.dynamodb, s.state_table, "pk")
     ensure_bucket(clients.s3, s.bucket, s.region)
     ensure_glue_database(clients.glue, s.glue_database)
+    ensure_catalog(clients)
     ensure_demo_app(clients, demo_app, demo_key)
     return [f"kinesis stream {s.stream_name} ({shards} shards)", f"dynamodb tables {s.apps_table}, {s.state_table}",
             f"s3 bucket {s.bucket}", f"glue database {s.glue_database}", f"app {demo_app!r} with key {demo_key!r}"]
