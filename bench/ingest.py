@@ -62,7 +62,8 @@ def bench_e2e(events: int, batch: int, concurrency: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "events.ndjson")
         write_ndjson(path, generate_events(events, seed=7, start_ms=int(time.time() * 1000) - 3_600_000))
-        config = StackConfig(moto_port=free_port(), http_port=free_port(), project_dir=str(root), quiet=True)
+        config = StackConfig(moto_port=free_port(), http_port=free_port(), search_port=free_port(),
+                             project_dir=str(root), quiet=True)
         with Stack(config) as stack:
             summary = send_file(path, stack.api_url, "demo-key", batch, use_gzip=True, concurrency=concurrency,
                                 progress=False)

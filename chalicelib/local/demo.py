@@ -21,6 +21,7 @@ def _banner(stack: Stack) -> str:
         f"  API           {stack.api_url}   (POST /v1/events, GET /v1/health)",
         f"  AWS (moto)    {stack.moto_url}   (Kinesis {stack.settings.stream_name}, {c.shards} shards; "
         f"S3 {stack.settings.bucket}; DynamoDB; Glue)",
+        f"  search        {stack.search_url}   ({'external' if stack.external_search else 'embedded osmem-server'})",
         "  runner        feeding Kinesis to the on_kinesis_record handlers in app.py",
         f"  demo API key  {c.demo_key}   (app {c.demo_app!r})",
         "",

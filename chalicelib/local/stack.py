@@ -62,6 +62,9 @@ def wait_http(url: str, timeout_s: float = 30.0, accept=(200, 503)) -> None:
 class StackConfig:
     moto_port: int = 5000
     http_port: int = 8000
+    #: The embedded OpenSearch-compatible server (osmem); unused when OPENSEARCH_URL is set.
+    search_port: int = 9200
+    opensearch_url: str | None = None
     shards: int = 2
     demo_app: str = "demo"
     demo_key: str = "demo-key"
@@ -74,6 +77,8 @@ class StackConfig:
         env = os.environ
         return cls(moto_port=int(env.get("EVENTPIPE_MOTO_PORT", 5000)),
                    http_port=int(env.get("EVENTPIPE_HTTP_PORT", 8000)),
+                   search_port=int(env.get("EVENTPIPE_SEARCH_PORT", 9200)),
+                   opensearch_url=env.get("OPENSEARCH_URL") or None,
                    shards=int(env.get("EVENTPIPE_SHARDS", 2)),
                    demo_app=env.get("EVENTPIPE_DEMO_APP", "demo"),
                    demo_key=env.get("EVENTPIPE_DEMO_KEY", "demo-key"))
@@ -89,9 +94,12 @@ class Stack:
         for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
                             ("AWS_DEFAULT_REGION", "us-east-1")):
             os.environ.setdefault(name, value)
+        self.external_search = config.opensearch_url is not None
+        self.search_url = config.opensearch_url or f"http://{HOST}:{config.search_port}"
         self.env = {
             **os.environ,
             "EVENTPIPE_AWS_ENDPOINT_URL": self.moto_url,
+            "OPENSEARCH_URL": self.search_url,
             "PYTHONUNBUFFERED": "1",
             **config.extra_env,
         }
@@ -117,7 +125,12 @@ class Stack:
     def start(self) -> None:
         python = sys.executable
         self._spawn("moto", [python, "-m", "moto.server", "-H", HOST, "-p", str(self.config.moto_port)])
+        if not self.external_search:
+            from osmem_server import resolve_binary  # in-memory OpenSearch-compatible server, no JVM
+            self._spawn("search", [resolve_binary(), "-addr", f"{HOST}:{self.config.search_port}",
+                                   "-no-stdin-watch", "-parent-pid", str(os.getpid())])
         wait_http(f"{self.moto_url}/moto-api/", accept=(200,))
+        wait_http(self.search_url, accept=(200,))
         report = bootstrap(Clients(self.settings), self.config.shards, self.config.demo_app, self.config.demo_key)
         self._say("bootstrap: " + "; ".join(report))
         self._spawn("api", [python, "-m", "chalicelib.cli", "serve", "--host", HOST,
