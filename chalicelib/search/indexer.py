@@ -43,6 +43,8 @@ from chalicelib.search.naming import DAY_MS, DEFAULT_PREFIX, check_prefix, index
 log = logging.getLogger(__name__)
 
 _FILTER_PATH = "errors,items.*.status,items.*.error"
+#: Time kept back (beyond one request timeout) to write bad rows and return.
+_SAFETY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -160,11 +162,15 @@ class _SendState:
 
 
 def _send_chunk(client: Any, chunk: list[BulkItem], config: IndexerConfig, state: _SendState,
-                sleep: Callable[[float], None], rng: random.Random) -> None:
-    """Send one chunk until every item is settled or the retry budget is spent."""
+                sleep: Callable[[float], None], rng: random.Random,
+                time_left_s: Callable[[], float]) -> None:
+    """Send one chunk until every item is settled or the retry or time budget is spent."""
     queue: deque[tuple[list[BulkItem], int]] = deque([(chunk, 0)])
     while queue:
         pending, retry = queue.popleft()
+        if time_left_s() < config.request_timeout_s + _SAFETY_S:
+            state.transient.update(item.position for item in pending)
+            continue
         retry_items: list[BulkItem] = []
         try:
             response = client.bulk(body=bulk_body(pending), filter_path=_FILTER_PATH,
@@ -198,7 +204,8 @@ def _send_chunk(client: Any, chunk: list[BulkItem], config: IndexerConfig, state
         if not retry_items:
             continue
         delay = config.backoff.delay(retry, rng)
-        if retry + 1 >= config.backoff.max_attempts or state.slept_s + delay > config.max_total_sleep_s:
+        if (retry + 1 >= config.backoff.max_attempts or state.slept_s + delay > config.max_total_sleep_s
+                or time_left_s() - delay < config.request_timeout_s + _SAFETY_S):
             state.transient.update(item.position for item in retry_items)
             continue
         sleep(delay)
@@ -210,9 +217,19 @@ def _send_chunk(client: Any, chunk: list[BulkItem], config: IndexerConfig, state
 def index_kinesis_batch(records: Sequence[Mapping[str, Any]], *, client: Any, sink: BadRowsSink,
                         clock: Callable[[], int], config: IndexerConfig = IndexerConfig(),
                         sleep: Callable[[float], None] = time.sleep,
-                        rng: random.Random | None = None) -> IndexResult:
-    """Index one Lambda Kinesis batch (``event["Records"]``); see the module docstring."""
+                        rng: random.Random | None = None,
+                        remaining_ms: Callable[[], int] | None = None) -> IndexResult:
+    """Index one Lambda Kinesis batch (``event["Records"]``); see the module docstring.
+
+    ``remaining_ms`` (e.g. the Lambda context's ``get_remaining_time_in_millis``)
+    stops sending and retrying while there is still time to return a
+    ``batchItemFailures`` answer, instead of timing out (which retries the whole batch).
+    """
     rng = rng or random.Random()
+
+    def time_left_s() -> float:
+        return float("inf") if remaining_ms is None else remaining_ms() / 1000
+
     batch = prepare_batch(records, clock(), config)
     state = _SendState()
     stop_at: int | None = None  # record index from which everything is redelivered anyway
@@ -220,7 +237,7 @@ def index_kinesis_batch(records: Sequence[Mapping[str, Any]], *, client: Any, si
         if stop_at is not None:
             state.transient.update(item.position for item in chunk)
             continue
-        _send_chunk(client, chunk, config, state, sleep, rng)
+        _send_chunk(client, chunk, config, state, sleep, rng, time_left_s)
         if state.transient:
             stop_at = min(batch.origins[p].record for p in state.transient)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from opensearchpy.exceptions import NotFoundError, TransportError
+from opensearchpy.exceptions import TransportError
 
 from chalicelib.search.errors import TemplateError
 from chalicelib.search.naming import DEFAULT_PREFIX, check_prefix, index_pattern
@@ -130,10 +130,7 @@ def ensure_template(client: Any, settings: TemplateSettings) -> bool:
     """
     body = build_index_template(settings)
     try:
-        try:
-            stored = client.indices.get_index_template(name=settings.name)
-        except NotFoundError:
-            stored = {"index_templates": []}
+        stored = client.indices.get_index_template(name=settings.name, ignore=[404])  # 404: none yet
         for entry in stored.get("index_templates", []):
             meta = entry.get("index_template", {}).get("_meta") or {}
             if entry.get("name") == settings.name and meta.get("fingerprint") == body["_meta"]["fingerprint"]:
