@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 
 import orjson
-from chalice import Chalice, Response
+from chalice import Chalice, Rate, Response
 
 from chalicelib.config import Settings
 from chalicelib.errors import RequestError
 from chalicelib.health import aws_checks, check_components
+from chalicelib.search import (IndexerConfig, S3BadRowsSink, SearchSettings, delete_expired_indices,
+                               index_kinesis_batch, search_events)
 from chalicelib.tap import tap_batch
-from chalicelib.wiring import Container
+from chalicelib.wiring import Container, clock_ms
 
 app = Chalice(app_name="eventpipe")
 app.log.setLevel(logging.INFO)
@@ -46,8 +48,43 @@ def health():
     return _json(report, 200 if report["status"] == "ok" else 503)
 
 
-@app.on_kinesis_record(stream=container.settings.stream_name, batch_size=500, starting_position="TRIM_HORIZON",
-                       name="tap", maximum_batching_window_in_seconds=1)
-def tap(event):
-    """Counts and logs what arrives (and appends it to EVENTPIPE_TAP_FILE locally)."""
-    return tap_batch(event.to_dict()["Records"], app.log, container.settings.tap_file)
+@app.route("/v1/search", methods=["GET"])
+def search():
+    request = app.current_request
+    try:
+        app_id = container.apps.authenticate(request.headers.get("x-api-key"))
+        result = search_events(container.search_client, app_id, request.query_params or {}, clock_ms(),
+                               SearchSettings(prefix=container.settings.search_index_prefix))
+    except RequestError as exc:
+        return _error(exc)
+    return _json(result)
+
+
+@app.on_kinesis_record(stream=container.settings.stream_name, batch_size=1000, starting_position="TRIM_HORIZON",
+                       name="index_events", maximum_batching_window_in_seconds=1)
+def index_events(event):
+    """Bulk-indexes recent events into the daily OpenSearch indices (a second consumer of the stream)."""
+    settings = container.settings
+    result = index_kinesis_batch(
+        event.to_dict()["Records"], client=container.search_client,
+        sink=S3BadRowsSink(container.clients.s3, settings.bucket), clock=clock_ms,
+        config=IndexerConfig(prefix=settings.search_index_prefix, retention_days=settings.search_retention_days),
+        remaining_ms=getattr(event.context, "get_remaining_time_in_millis", None))
+    return result.lambda_response()
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS), name="search_retention")
+def search_retention(event):
+    """Deletes daily indices older than the retention (Parquet on S3 keeps the events)."""
+    deleted = delete_expired_indices(container.search_client, container.settings.search_retention_days, clock_ms(),
+                                     prefix=container.settings.search_index_prefix)
+    app.log.info("search retention: deleted %d index(es): %s", len(deleted), ", ".join(deleted) or "-")
+    return {"deleted": deleted}
+
+
+if container.settings.tap_file:  # local debugging only: never part of a deployment
+    @app.on_kinesis_record(stream=container.settings.stream_name, batch_size=500, starting_position="TRIM_HORIZON",
+                           name="tap", maximum_batching_window_in_seconds=1)
+    def tap(event):
+        """Counts and logs what arrives, appending event ids to EVENTPIPE_TAP_FILE."""
+        return tap_batch(event.to_dict()["Records"], app.log, container.settings.tap_file)

@@ -35,7 +35,7 @@ def cmd_serve(args) -> int:
 
 def cmd_runner(args) -> int:
     from chalicelib.local.processes import run_consumers
-    run_consumers(args.poll_interval, args.max_retries)
+    run_consumers(args.poll_interval, args.max_retries, args.schedule_every)
     return 0
 
 
@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runner", help="feed Kinesis to the handlers like Lambda's event source mapping")
     p.add_argument("--poll-interval", type=float, default=0.2)
     p.add_argument("--max-retries", type=int, default=10)
+    p.add_argument("--schedule-every", type=float,
+                   default=float(os.environ.get("EVENTPIPE_SCHEDULE_SECONDS", "0")) or None,
+                   help="run every @app.schedule handler this often (seconds) instead of its rate")
     p.set_defaults(func=cmd_runner)
 
     p = sub.add_parser("bootstrap", help="create the stream, tables, bucket and Glue database")

@@ -20,10 +20,10 @@ class Clients:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._session = boto3.session.Session(region_name=settings.region)
+        self.session = boto3.session.Session(region_name=settings.region)
 
     def _client(self, service: str):
-        return self._session.client(service, endpoint_url=self.settings.aws_endpoint_url, config=_BOTO_CONFIG)
+        return self.session.client(service, endpoint_url=self.settings.aws_endpoint_url, config=_BOTO_CONFIG)
 
     @functools.cached_property
     def kinesis(self):

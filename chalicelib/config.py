@@ -22,6 +22,11 @@ class Settings:
     bucket: str = "eventpipe-lake"
     glue_database: str = "eventpipe"
     opensearch_url: str | None = None
+    #: "es" or "aoss" to sign OpenSearch requests with SigV4 (AWS); empty for a plain URL.
+    opensearch_sigv4_service: str | None = None
+    search_index_prefix: str = "events"
+    search_replicas: int = 1
+    search_refresh_interval: str = "1s"
     search_retention_days: int = 7
     kinesis_max_attempts: int = 5
     #: Local debugging: the tap consumer appends delivered event ids here.
@@ -39,6 +44,10 @@ class Settings:
             bucket=env.get("EVENTPIPE_BUCKET", cls.bucket),
             glue_database=env.get("EVENTPIPE_GLUE_DATABASE", cls.glue_database),
             opensearch_url=env.get("OPENSEARCH_URL") or None,
+            opensearch_sigv4_service=env.get("EVENTPIPE_OPENSEARCH_SIGV4") or None,
+            search_index_prefix=env.get("EVENTPIPE_SEARCH_INDEX_PREFIX", cls.search_index_prefix),
+            search_replicas=int(env.get("EVENTPIPE_SEARCH_REPLICAS", cls.search_replicas)),
+            search_refresh_interval=env.get("EVENTPIPE_SEARCH_REFRESH_INTERVAL", cls.search_refresh_interval),
             search_retention_days=int(env.get("EVENTPIPE_SEARCH_RETENTION_DAYS", cls.search_retention_days)),
             kinesis_max_attempts=int(env.get("EVENTPIPE_KINESIS_MAX_ATTEMPTS", cls.kinesis_max_attempts)),
             tap_file=env.get("EVENTPIPE_TAP_FILE") or None,

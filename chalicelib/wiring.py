@@ -26,6 +26,29 @@ class Container:
         return AppStore(self.clients.dynamodb, self.settings.apps_table)
 
     @functools.cached_property
+    def search_client(self):
+        """OpenSearch client; the index template is applied once per process."""
+        from opensearchpy.exceptions import OpenSearchException
+
+        from chalicelib.search import SearchUnavailableError, client_for_aws, client_for_url, ensure_template
+        from chalicelib.search.template import TemplateSettings
+
+        s = self.settings
+        if not s.opensearch_url:
+            raise RuntimeError("OPENSEARCH_URL is not configured")
+        if s.opensearch_sigv4_service:
+            credentials = self.clients.session.get_credentials()
+            client = client_for_aws(s.opensearch_url, s.region, credentials, service=s.opensearch_sigv4_service)
+        else:
+            client = client_for_url(s.opensearch_url)
+        try:
+            ensure_template(client, TemplateSettings(prefix=s.search_index_prefix, replicas=s.search_replicas,
+                                                     refresh_interval=s.search_refresh_interval))
+        except OpenSearchException as exc:  # retried on the next call: cached_property keeps no failure
+            raise SearchUnavailableError(f"the search cluster is unavailable ({type(exc).__name__})") from exc
+        return client
+
+    @functools.cached_property
     def ingest(self) -> IngestService:
         writer = KinesisWriter(self.clients.kinesis, self.settings.stream_name,
                                RetryPolicy(max_attempts=self.settings.kinesis_max_attempts))

@@ -52,9 +52,9 @@ def s3_dead_letter(s3, bucket: str):
     return write
 
 
-def run_consumers(poll_interval_s: float = 0.2, max_retries: int = 10) -> None:
-    """Feed the stream to every on_kinesis_record handler until signalled."""
-    from chalicelib.local.runner import Runner, consumers_from_app
+def run_consumers(poll_interval_s: float = 0.2, max_retries: int = 10, schedule_override_s: float | None = None) -> None:
+    """Feed the stream to every on_kinesis_record handler, and run the schedules, until signalled."""
+    from chalicelib.local.runner import Runner, consumers_from_app, run_schedules, scheduled_jobs_from_app
 
     module = _import_app()
     container = module.container
@@ -66,7 +66,11 @@ def run_consumers(poll_interval_s: float = 0.2, max_retries: int = 10) -> None:
     done = threading.Event()
     _stop_on_signals(done.set)
     runner.start()
-    print(json.dumps({"runner": "started", "consumers": [c.name for c in consumers]}), flush=True)
+    jobs = scheduled_jobs_from_app(module, schedule_override_s)
+    threading.Thread(target=run_schedules, args=(jobs, settings.region, runner.stop_event), daemon=True,
+                     name="schedules").start()
+    print(json.dumps({"runner": "started", "consumers": [c.name for c in consumers],
+                      "schedules": {j.name: j.interval_s for j in jobs}}), flush=True)
     while not done.wait(30):
         runner.start()  # picks up new shards after a reshard
     runner.stop()

@@ -112,11 +112,12 @@ class ShardPoller:
     def __init__(self, kinesis, consumer: Consumer, stream_name: str, stream_arn: str, shard_id: str,
                  checkpoints: CheckpointStore, region: str, dead_letter: Callable[[str, str, list[dict], str], None],
                  max_retries: int = 10, backoff_s: float = 0.2, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, timeout_ms: int = 120_000) -> None:
         self.kinesis, self.consumer, self.shard_id = kinesis, consumer, shard_id
         self.stream_name, self.stream_arn, self.region = stream_name, stream_arn, region
         self.checkpoints, self.dead_letter = checkpoints, dead_letter
         self.max_retries, self.backoff_s, self.clock, self.sleep = max_retries, backoff_s, clock, sleep
+        self.timeout_ms = timeout_ms
         self.buffer: list[dict] = []
         self.buffer_since: float | None = None
         self.attempts = 0
@@ -169,7 +170,7 @@ class ShardPoller:
         batch = self._next_batch()
         first, last = batch[0]["kinesis"]["sequenceNumber"], batch[-1]["kinesis"]["sequenceNumber"]
         try:
-            result = self.consumer.handler({"Records": batch}, LambdaContext(self.consumer.name, 1024))
+            result = self.consumer.handler({"Records": batch}, LambdaContext(self.consumer.name, 1024, self.timeout_ms))
             restart_at = first_failed_sequence(result, batch)
             reason = f"batchItemFailures from {restart_at}"
         except Exception as exc:  # a crashed invocation: Lambda retries the batch
@@ -248,3 +249,56 @@ class Runner:
         self.stop_event.set()
         for thread in self.threads.values():
             thread.join(timeout=10)
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """An ``@app.schedule`` handler and how often the local stack runs it."""
+
+    name: str
+    handler: Callable[[dict, Any], Any]
+    interval_s: float
+
+
+def schedule_interval_s(expression) -> float:
+    """Seconds between runs for a Rate expression (Cron runs hourly locally)."""
+    value, unit = getattr(expression, "value", None), getattr(expression, "unit", None)
+    if value is None:
+        return 3600.0
+    return float(value) * {"MINUTES": 60, "HOURS": 3600, "DAYS": 86400}[unit]
+
+
+def scheduled_jobs_from_app(app_module, override_s: float | None = None) -> list[ScheduledJob]:
+    from chalice.app import ScheduledEventConfig
+
+    jobs = []
+    for source in app_module.app.event_sources:
+        if isinstance(source, ScheduledEventConfig):
+            handler = getattr(app_module, source.handler_string.rsplit(".", 1)[-1])
+            interval = override_s if override_s else schedule_interval_s(source.schedule_expression)
+            jobs.append(ScheduledJob(source.name, handler, interval))
+    return jobs
+
+
+def scheduled_event(name: str, region: str) -> dict:
+    """The EventBridge scheduled event a Lambda receives."""
+    return {"version": "0", "id": f"local-{name}-{time.time_ns()}", "detail-type": "Scheduled Event",
+            "source": "aws.events", "account": "123456789012", "region": region,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "resources": [f"arn:aws:events:{region}:123456789012:rule/{name}"], "detail": {}}
+
+
+def run_schedules(jobs: list[ScheduledJob], region: str, stop_event: threading.Event,
+                  timeout_ms: int = 900_000) -> None:
+    """Run each job at its interval (first run after one interval) until stopped."""
+    due = {job.name: time.monotonic() + job.interval_s for job in jobs}
+    while not stop_event.wait(1.0):
+        for job in jobs:
+            if time.monotonic() < due[job.name]:
+                continue
+            due[job.name] = time.monotonic() + job.interval_s
+            try:
+                result = job.handler(scheduled_event(job.name, region), LambdaContext(job.name, 1024, timeout_ms))
+                log.info("schedule %s: %s", job.name, str(result)[:300])
+            except Exception:  # a failed run is retried at the next interval, as EventBridge would
+                log.exception("schedule %s failed", job.name)
