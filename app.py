@@ -61,6 +61,28 @@ def search():
 
 
 @app.on_kinesis_record(stream=container.settings.stream_name, batch_size=1000, starting_position="TRIM_HORIZON",
+                       name="archive_events", maximum_batching_window_in_seconds=5)
+def archive_events(event):
+    """Raw archive: every valid event as a Parquet row under events/ (app, date, hour)."""
+    return container.archive.handle(event.to_dict()["Records"])
+
+
+@app.on_kinesis_record(stream=container.settings.stream_name, batch_size=1000, starting_position="TRIM_HORIZON",
+                       name="aggregate_events", maximum_batching_window_in_seconds=5)
+def aggregate_events(event):
+    """Windowed keyed aggregation: partial aggregates per (app, metric, window, key) to S3."""
+    return container.aggregation.handle(event.to_dict()["Records"])
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="finalize_windows")
+def finalize_windows(event):
+    """Recomputes closed windows from the raw archive (deduplicated) and compacts their partials."""
+    reports = container.finalizer.run()
+    return {"partitions": [f"{r.metric} {r.dt}/{r.hour}: {r.action} ({r.rows} rows, {r.partials} partials)"
+                           for r in reports]}
+
+
+@app.on_kinesis_record(stream=container.settings.stream_name, batch_size=1000, starting_position="TRIM_HORIZON",
                        name="index_events", maximum_batching_window_in_seconds=1)
 def index_events(event):
     """Bulk-indexes recent events into the daily OpenSearch indices (a second consumer of the stream)."""

@@ -29,6 +29,10 @@ class Settings:
     search_refresh_interval: str = "1s"
     search_retention_days: int = 7
     kinesis_max_attempts: int = 5
+    #: Finalization: covered partials are deleted this long after the switch (longer than any query).
+    finalize_grace_s: int = 900
+    #: ... and a window is finalized this long after it closed (beyond the allowed lateness).
+    finalize_close_delay_s: int = 60
     #: Local debugging: the tap consumer appends delivered event ids here.
     tap_file: str | None = None
 
@@ -51,4 +55,6 @@ class Settings:
             search_retention_days=int(env.get("EVENTPIPE_SEARCH_RETENTION_DAYS", cls.search_retention_days)),
             kinesis_max_attempts=int(env.get("EVENTPIPE_KINESIS_MAX_ATTEMPTS", cls.kinesis_max_attempts)),
             tap_file=env.get("EVENTPIPE_TAP_FILE") or None,
+            finalize_grace_s=int(env.get("EVENTPIPE_FINALIZE_GRACE_S", cls.finalize_grace_s)),
+            finalize_close_delay_s=int(env.get("EVENTPIPE_FINALIZE_CLOSE_DELAY_S", cls.finalize_close_delay_s)),
         )

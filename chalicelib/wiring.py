@@ -26,6 +26,33 @@ class Container:
         return AppStore(self.clients.dynamodb, self.settings.apps_table)
 
     @functools.cached_property
+    def metrics(self):
+        from chalicelib.processing import load_metrics
+        return load_metrics()  # a bad metrics.yaml fails here, at start-up, naming metric and field
+
+    @functools.cached_property
+    def state(self):
+        from chalicelib.lake.state import StateStore
+        return StateStore(self.clients.dynamodb, self.settings.state_table)
+
+    @functools.cached_property
+    def archive(self):
+        from chalicelib.lake.processor import ArchiveService
+        return ArchiveService(self.clients.s3, self.settings.bucket, self.state, clock_ms)
+
+    @functools.cached_property
+    def aggregation(self):
+        from chalicelib.lake.processor import AggregationService
+        return AggregationService(self.clients.s3, self.settings.bucket, self.state, self.metrics, clock_ms)
+
+    @functools.cached_property
+    def finalizer(self):
+        from chalicelib.lake.finalizer import Finalizer
+        s = self.settings
+        return Finalizer(self.clients.s3, s.bucket, self.state, self.metrics, clock_ms,
+                         grace_ms=s.finalize_grace_s * 1000, close_delay_ms=s.finalize_close_delay_s * 1000)
+
+    @functools.cached_property
     def search_client(self):
         """OpenSearch client; the index template is applied once per process."""
         from opensearchpy.exceptions import OpenSearchException

@@ -1,0 +1,177 @@
+"""Finalization / compaction of metric windows (an ``@app.schedule`` job).
+
+For a (metric, dt, hour) partition whose windows all closed more than the
+allowed lateness ago, the job recomputes the windows from the *raw archive*
+with duplicate ``event_id``s removed, and replaces the partition's partials
+with one compacted file. The mechanism that keeps every reader consistent
+(Athena lists every file under a table's location):
+
+1. ``stage=final/dt=/hour=/final.parquet`` is written with one PUT, atomic on
+   S3. Readers prefer final rows per (app, window) over partial rows, so from
+   that instant each window counts once, from the final file.
+2. ``_manifest.json`` beside it records which partial files the final file
+   covers and when it was written (files starting with ``_`` are ignored by
+   Athena, DuckDB and pyarrow datasets).
+3. Covered partials are deleted only after a grace period longer than any
+   query, so a reader that listed the partials before the switch can still
+   read them — never a moment where a window counts twice or not at all.
+
+A partial that is not in the manifest (an event that arrived after the
+window was finalized) makes the partition due again: it is re-finalized from
+the raw archive, which also holds that event. Before finalizing, the job
+checks that the raw archive has made durable every record the partials came
+from (per-shard progress vs. each partial's last sequence number), so a
+lagging archive can never make a finalized window lose events.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+from botocore.exceptions import ClientError
+
+from chalicelib.lake import layout
+from chalicelib.lake.processor import split_too_late
+from chalicelib.lake.reader import dedupe_events, list_keys, read_many, read_raw_events
+from chalicelib.lake.state import StateStore
+from chalicelib.processing import MetricDef, MetricSet, aggregate, encode_parquet, merge_partials, partials_schema
+from chalicelib.processing.decode import EVENT_SCHEMA
+
+log = logging.getLogger(__name__)
+MANIFEST = "_manifest.json"
+
+
+@dataclass(frozen=True)
+class PartitionReport:
+    metric: str
+    dt: str
+    hour: str
+    action: str  # finalized | waiting-for-archive | cleaned
+    rows: int = 0
+    partials: int = 0
+
+
+def manifest_key(metric: str, dt: str, hour: str) -> str:
+    return layout.rollup_prefix(metric, "final", dt, hour) + MANIFEST
+
+
+def raw_to_events(raw: pa.Table) -> pa.Table:
+    """Archive rows (timestamps) -> the events table shape the aggregator takes (epoch ms)."""
+    columns = {}
+    for field in EVENT_SCHEMA:
+        column = raw[field.name]
+        columns[field.name] = column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column
+    return pa.table(columns, schema=EVENT_SCHEMA)
+
+
+class Finalizer:
+    def __init__(self, s3, bucket: str, state: StateStore, metrics: MetricSet, clock_ms: Callable[[], int],
+                 grace_ms: int = 15 * 60_000, close_delay_ms: int = 60_000) -> None:
+        self._s3, self._bucket, self._state, self._metrics = s3, bucket, state, metrics
+        self._clock_ms, self._grace_ms, self._close_delay_ms = clock_ms, grace_ms, close_delay_ms
+
+    def run(self) -> list[PartitionReport]:
+        reports = []
+        for metric in self._metrics.metrics:
+            for (dt, hour), keys in sorted(self._partials_by_partition(metric.name).items()):
+                report = self.finalize_partition(metric, dt, hour, keys)
+                if report is not None:
+                    reports.append(report)
+        return reports
+
+    def _partials_by_partition(self, metric: str) -> dict[tuple[str, str], list[str]]:
+        found: dict[tuple[str, str], list[str]] = {}
+        for obj in list_keys(self._s3, self._bucket, layout.rollup_prefix(metric, "partial")):
+            part = layout.parse_partition(obj["Key"])
+            found.setdefault((part["dt"], part["hour"]), []).append(obj["Key"])
+        return found
+
+    def is_closed(self, metric: MetricDef, dt: str, hour: str) -> bool:
+        """Every window starting in the hour ended more than the allowed lateness ago."""
+        last_window_end = layout.hour_start_ms(dt, hour) + layout.HOUR_MS - metric.window.slide_ms + metric.window.size_ms
+        horizon = self._clock_ms() - self._metrics.settings.allowed_lateness_ms - self._close_delay_ms
+        return last_window_end <= horizon
+
+    def _manifest(self, metric: str, dt: str, hour: str) -> dict | None:
+        try:
+            body = self._s3.get_object(Bucket=self._bucket, Key=manifest_key(metric, dt, hour))["Body"].read()
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+        return orjson.loads(body)
+
+    def finalize_partition(self, metric: MetricDef, dt: str, hour: str,
+                           partial_keys: list[str]) -> PartitionReport | None:
+        if not self.is_closed(metric, dt, hour):
+            return None
+        manifest = self._manifest(metric.name, dt, hour)
+        covered = set(manifest["covers"]) if manifest else set()
+        uncovered = [k for k in partial_keys if k not in covered]
+        if not uncovered:  # nothing new: only the grace-period cleanup may be due
+            if manifest and self._clock_ms() - manifest["finalized_at"] >= self._grace_ms:
+                self._delete(partial_keys)
+                return PartitionReport(metric.name, dt, hour, "cleaned", partials=len(partial_keys))
+            return None
+        if not self._archived(partial_keys):
+            return PartitionReport(metric.name, dt, hour, "waiting-for-archive", partials=len(partial_keys))
+        # Late counts: the previous final already holds those of the partials it covered.
+        late_sources = uncovered + ([layout.final_key(metric.name, dt, hour)] if manifest else [])
+        final = self.compute_final(metric, dt, hour, late_sources)
+        self._s3.put_object(Bucket=self._bucket, Key=layout.final_key(metric.name, dt, hour),
+                            Body=encode_parquet(final))
+        self._s3.put_object(Bucket=self._bucket, Key=manifest_key(metric.name, dt, hour), Body=orjson.dumps(
+            {"finalized_at": self._clock_ms(), "covers": sorted(partial_keys), "rows": final.num_rows}),
+            ContentType="application/json")
+        log.info("finalized %s %s/%s: %d row(s) from the raw archive, replacing %d partial file(s)",
+                 metric.name, dt, hour, final.num_rows, len(partial_keys))
+        return PartitionReport(metric.name, dt, hour, "finalized", final.num_rows, len(partial_keys))
+
+    def _archived(self, partial_keys: list[str]) -> bool:
+        """True when the raw archive holds every record the partials came from."""
+        progress: dict[str, int | None] = {}
+        for key in partial_keys:
+            meta = self._s3.head_object(Bucket=self._bucket, Key=key)["Metadata"]
+            shard = meta["shard-id"]
+            if shard not in progress:
+                progress[shard] = self._state.archived_through(shard)
+            if progress[shard] is None or progress[shard] < int(meta["last-sequence"]):
+                return False
+        return True
+
+    def compute_final(self, metric: MetricDef, dt: str, hour: str, late_sources: list[str]) -> pa.Table:
+        """Exact, duplicate-free window rows of the partition, from the raw archive."""
+        hour_start = layout.hour_start_ms(dt, hour)
+        # Windows starting in this hour hold events up to the end of the last window.
+        raw = read_raw_events(self._s3, self._bucket, hour_start,
+                              hour_start + layout.HOUR_MS - metric.window.slide_ms + metric.window.size_ms)
+        events, _ = split_too_late(raw_to_events(dedupe_events(raw)), self._metrics.settings.max_lateness_ms)
+        rows = aggregate(events, [metric], watermark_ms=-(2 ** 62))[metric.name]
+        rows = rows.filter(pc.and_(pc.greater_equal(rows["window_start"], hour_start),
+                                   pc.less(rows["window_start"], hour_start + layout.HOUR_MS)))
+        return self._with_late_counts(metric, rows, late_sources)
+
+    def _with_late_counts(self, metric: MetricDef, rows: pa.Table, late_sources: list[str]) -> pa.Table:
+        """Carry late_count over from the replaced partials (it is arrival history,
+        which the raw archive cannot reproduce); at-least-once, like the partials."""
+        sources = read_many(self._s3, self._bucket, late_sources)
+        schema = partials_schema(metric)
+        if not sources or rows.num_rows == 0:
+            return rows.cast(schema)
+        merged = merge_partials([t.cast(schema) for t in sources])
+        keys = ["app_id", "window_start", *[k.name for k in metric.keys]]
+        late = merged.select([*keys, "late_count"]).rename_columns([*keys, "__late"])
+        joined = rows.drop_columns(["late_count"]).join(late, keys, join_type="left outer")
+        late_count = pc.fill_null(joined["__late"], 0)
+        out = joined.drop_columns(["__late"]).append_column("late_count", late_count)
+        return out.select(schema.names).sort_by([(k, "ascending") for k in keys]).cast(schema)
+
+    def _delete(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), 1000):
+            self._s3.delete_objects(Bucket=self._bucket, Delete={
+                "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
