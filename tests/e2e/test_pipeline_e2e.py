@@ -1,0 +1,105 @@
+"""100,000 generated events through the real local stack, checked against DuckDB over the NDJSON."""
+
+from __future__ import annotations
+
+import time
+
+import duckdb
+import pytest
+
+from chalicelib.clients import Clients
+from chalicelib.generate import generate_events, write_ndjson
+from chalicelib.lake import layout
+from chalicelib.lake.reader import list_keys, read_many
+from chalicelib.local.stack import Stack, StackConfig, free_port
+from chalicelib.processing import finalize, load_metrics, merge_partials, partials_schema
+from chalicelib.sender import send_file
+from tests.conftest import ROOT
+
+EVENTS = 100_000
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    config = StackConfig(moto_port=free_port(), http_port=free_port(), search_port=free_port(),
+                         project_dir=str(ROOT), quiet=True,
+                         extra_env={"EVENTPIPE_SCHEDULE_SECONDS": "3", "EVENTPIPE_FINALIZE_GRACE_S": "0",
+                                    "EVENTPIPE_FINALIZE_CLOSE_DELAY_S": "0"})
+    path = tmp_path_factory.mktemp("data") / "events.ndjson"
+    start_ms = (int(time.time()) // 3600 - 3) * 3_600_000  # windows long closed, still within retention
+    write_ndjson(str(path), generate_events(EVENTS, seed=2026, start_ms=start_ms, duration_ms=3_600_000))
+    with Stack(config) as stack:
+        summary = send_file(str(path), stack.api_url, "demo-key", batch_size=1000, use_gzip=True, concurrency=4,
+                            progress=False)
+        assert (summary.accepted, summary.rejected, summary.failed_requests) == (EVENTS, 0, 0)
+        yield stack, path, Clients(stack.settings)
+
+
+def final_rows(clients, bucket, metric, timeout_s=240.0):
+    """Wait until the metric's partitions are finalized and compacted, then read the final files."""
+    deadline = time.monotonic() + timeout_s
+    schema = partials_schema(metric)
+    while True:
+        partial = list(list_keys(clients.s3, bucket, layout.rollup_prefix(metric.name, "partial")))
+        final = [o["Key"] for o in list_keys(clients.s3, bucket, layout.rollup_prefix(metric.name, "final"))
+                 if o["Key"].endswith(".parquet")]
+        if final and not partial:
+            tables = [t.cast(schema) for t in read_many(clients.s3, bucket, final)]
+            rows = finalize(merge_partials(tables)).to_pylist()
+            if sum(r["count"] for r in rows if "count" in r) or metric.name == "active_users_5m":
+                return rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{metric.name}: {len(partial)} partial / {len(final)} final files after "
+                                 f"{timeout_s:.0f}s")
+        time.sleep(2)
+
+
+def duckdb_truth(path, sql):
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    con.execute(f"CREATE VIEW ev AS SELECT * FROM read_ndjson('{path}', columns={{event_id: 'VARCHAR', "
+                "event_type: 'VARCHAR', event_time: 'TIMESTAMPTZ', user_id: 'VARCHAR', attributes: 'JSON'})")
+    return con.execute(sql).fetchall()
+
+
+def test_raw_archive_holds_every_event(pipeline):
+    stack, _, clients = pipeline
+    deadline = time.monotonic() + 120
+    while True:
+        keys = [o["Key"] for o in list_keys(clients.s3, stack.settings.bucket, layout.EVENTS_PREFIX)]
+        rows = sum(t.num_rows for t in read_many(clients.s3, stack.settings.bucket, keys))
+        if rows >= EVENTS or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert rows == EVENTS
+
+
+def test_finalized_event_counts_equal_duckdb_over_the_ndjson(pipeline):
+    stack, path, clients = pipeline
+    metric = load_metrics()["event_counts"]
+    got = {(r["window_start"], r["event_type"]): (r["count"], r["users"])
+           for r in final_rows(clients, stack.settings.bucket, metric)}
+    truth = duckdb_truth(path, """
+        SELECT epoch_ms(date_trunc('minute', event_time)), event_type, count(*), count(DISTINCT user_id)
+        FROM ev GROUP BY ALL""")
+    assert {k: v[0] for k, v in got.items()} == {(w, t): c for w, t, c, _ in truth}
+    assert sum(v[0] for v in got.values()) == EVENTS
+    for window, event_type, _, users in truth:
+        assert abs(got[(window, event_type)][1] - users) <= 3 + 0.065 * users
+
+
+def test_finalized_class_activity_sums_equal_duckdb_over_the_ndjson(pipeline):
+    stack, path, clients = pipeline
+    metric = load_metrics()["class_activity"]
+    got = {(r["window_start"], r["character_class"]): r for r in final_rows(clients, stack.settings.bucket, metric)}
+    truth = duckdb_truth(path, """
+        SELECT epoch_ms(date_trunc('minute', event_time)), attributes->>'character_class', count(*),
+               sum(CAST(attributes->>'value' AS DOUBLE)), min(CAST(attributes->>'value' AS DOUBLE)),
+               max(CAST(attributes->>'value' AS DOUBLE))
+        FROM ev WHERE attributes->>'character_class' IS NOT NULL GROUP BY ALL""")
+    assert set(got) == {(w, c) for w, c, *_ in truth}
+    for window, character_class, count, total, low, high in truth:
+        row = got[(window, character_class)]
+        assert row["count"] == count
+        assert row["value_sum"] == pytest.approx(total, rel=1e-12, abs=1e-9)
+        assert (row["value_min"], row["value_max"]) == (low, high)
