@@ -38,6 +38,7 @@ from botocore.exceptions import ClientError
 from chalicelib.lake import layout
 from chalicelib.lake.processor import split_too_late
 from chalicelib.lake.reader import dedupe_events, list_keys, read_many, read_raw_events
+from chalicelib.lake.sql_sketch import register_columns, strip_register_columns
 from chalicelib.lake.state import StateStore
 from chalicelib.processing import MetricDef, MetricSet, aggregate, encode_parquet, merge_partials, partials_schema
 from chalicelib.processing.decode import EVENT_SCHEMA
@@ -124,7 +125,7 @@ class Finalizer:
         late_sources = uncovered + ([layout.final_key(metric.name, dt, hour)] if manifest else [])
         final = self.compute_final(metric, dt, hour, late_sources)
         self._s3.put_object(Bucket=self._bucket, Key=layout.final_key(metric.name, dt, hour),
-                            Body=encode_parquet(final))
+                            Body=encode_parquet(register_columns(final)))
         self._s3.put_object(Bucket=self._bucket, Key=manifest_key(metric.name, dt, hour), Body=orjson.dumps(
             {"finalized_at": self._clock_ms(), "covers": sorted(partial_keys), "rows": final.num_rows}),
             ContentType="application/json")
@@ -163,7 +164,7 @@ class Finalizer:
         schema = partials_schema(metric)
         if not sources or rows.num_rows == 0:
             return rows.cast(schema)
-        merged = merge_partials([t.cast(schema) for t in sources])
+        merged = merge_partials([strip_register_columns(t, metric) for t in sources])
         keys = ["app_id", "window_start", *[k.name for k in metric.keys]]
         late = merged.select([*keys, "late_count"]).rename_columns([*keys, "__late"])
         joined = rows.drop_columns(["late_count"]).join(late, keys, join_type="left outer")

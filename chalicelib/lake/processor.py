@@ -27,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.lake import layout
 from chalicelib.lake.raw_archive import archive_files
+from chalicelib.lake.sql_sketch import register_columns
 from chalicelib.lake.state import StateStore
 from chalicelib.processing import MetricSet, aggregate, decode_records, encode_parquet, watermark
 
@@ -160,7 +161,7 @@ class AggregationService:
                 dt, hour = layout.dt_hour(hour_start)
                 part = table.filter(pc.equal(hour_ms, hour_start))
                 self._s3.put_object(Bucket=self._bucket, Key=layout.partial_key(name, dt, hour, shard_id, first_seq),
-                                    Body=encode_parquet(part),
+                                    Body=encode_parquet(register_columns(part)),
                                     Metadata={"shard-id": shard_id, "last-sequence": last_seq})
                 written += 1
         return written

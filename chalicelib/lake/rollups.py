@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.lake import layout
 from chalicelib.lake.reader import list_keys, read_many
+from chalicelib.lake.sql_sketch import strip_register_columns
 from chalicelib.processing import MetricDef, finalize, merge_partials, partials_schema
 
 
@@ -42,11 +43,11 @@ def prefer_final(final: pa.Table, partial: pa.Table) -> pa.Table:
     return pa.concat_tables([final, open_rows.select(final.column_names).cast(final.schema)])
 
 
-def read_stage_tables(s3, bucket: str, metric: str, stage: str, dt: str, hour: str) -> list[pa.Table]:
-    keys = [o["Key"] for o in list_keys(s3, bucket, layout.rollup_prefix(metric, stage, dt, hour))
+def read_stage_tables(s3, bucket: str, metric: MetricDef, stage: str, dt: str, hour: str) -> list[pa.Table]:
+    keys = [o["Key"] for o in list_keys(s3, bucket, layout.rollup_prefix(metric.name, stage, dt, hour))
             if o["Key"].endswith(".parquet")]
     try:
-        return read_many(s3, bucket, keys)
+        return [strip_register_columns(t, metric) for t in read_many(s3, bucket, keys)]
     except ClientError as exc:
         if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
             raise RollupReadConflict(f"{stage} file of {metric} {dt}/{hour} vanished while reading") from exc
@@ -60,13 +61,13 @@ def read_partition(s3, bucket: str, metric: MetricDef, dt: str, hour: str, attem
         try:
             # Partials are listed before finals: with the grace period on deletes this
             # order is not needed for correctness, but it makes a conflict rarer.
-            partial = read_stage_tables(s3, bucket, metric.name, "partial", dt, hour)
-            final = read_stage_tables(s3, bucket, metric.name, "final", dt, hour)
+            partial = read_stage_tables(s3, bucket, metric, "partial", dt, hour)
+            final = read_stage_tables(s3, bucket, metric, "final", dt, hour)
             break
         except RollupReadConflict:
             if attempt + 1 == attempts:
                 raise
-    as_table = lambda tables: pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()  # noqa: E731
+    as_table = lambda tables: pa.concat_tables(tables) if tables else schema.empty_table()  # noqa: E731
     return prefer_final(as_table(final), as_table(partial)).replace_schema_metadata(schema.metadata)
 
 

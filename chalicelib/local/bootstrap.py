@@ -58,13 +58,14 @@ def ensure_catalog(clients: Clients) -> None:
     """Glue tables for the raw events and every metric (partition projection)."""
     from chalicelib.lake.glue import ensure_table, raw_table_input, rollup_table_input
     from chalicelib.lake.raw_archive import RAW_SCHEMA
-    from chalicelib.processing import load_metrics, partials_schema
+    from chalicelib.lake.sql_sketch import lake_schema
+    from chalicelib.processing import load_metrics
 
     s = clients.settings
     ensure_table(clients.glue, s.glue_database, raw_table_input(s.bucket, RAW_SCHEMA))
     for metric in load_metrics().metrics:
         ensure_table(clients.glue, s.glue_database,
-                     rollup_table_input(s.bucket, metric.name, partials_schema(metric), metric.description))
+                     rollup_table_input(s.bucket, metric.name, lake_schema(metric), metric.description))
 
 
 def ensure_demo_app(clients: Clients, app_id: str, api_key: str) -> None:

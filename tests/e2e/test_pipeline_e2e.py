@@ -12,7 +12,8 @@ from chalicelib.generate import generate_events, write_ndjson
 from chalicelib.lake import layout
 from chalicelib.lake.reader import list_keys, read_many
 from chalicelib.local.stack import Stack, StackConfig, free_port
-from chalicelib.processing import finalize, load_metrics, merge_partials, partials_schema
+from chalicelib.lake.sql_sketch import strip_register_columns
+from chalicelib.processing import finalize, load_metrics, merge_partials
 from chalicelib.sender import send_file
 from tests.conftest import ROOT
 
@@ -38,13 +39,12 @@ def pipeline(tmp_path_factory):
 def final_rows(clients, bucket, metric, timeout_s=240.0):
     """Wait until the metric's partitions are finalized and compacted, then read the final files."""
     deadline = time.monotonic() + timeout_s
-    schema = partials_schema(metric)
     while True:
         partial = list(list_keys(clients.s3, bucket, layout.rollup_prefix(metric.name, "partial")))
         final = [o["Key"] for o in list_keys(clients.s3, bucket, layout.rollup_prefix(metric.name, "final"))
                  if o["Key"].endswith(".parquet")]
         if final and not partial:
-            tables = [t.cast(schema) for t in read_many(clients.s3, bucket, final)]
+            tables = [strip_register_columns(t, metric) for t in read_many(clients.s3, bucket, final)]
             rows = finalize(merge_partials(tables)).to_pylist()
             if sum(r["count"] for r in rows if "count" in r) or metric.name == "active_users_5m":
                 return rows
