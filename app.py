@@ -48,6 +48,26 @@ def health():
     return _json(report, 200 if report["status"] == "ok" else 503)
 
 
+@app.route("/v1/metrics", methods=["GET"])
+def list_metrics():
+    try:
+        container.apps.authenticate(app.current_request.headers.get("x-api-key"))
+    except RequestError as exc:
+        return _error(exc)
+    return _json(container.metrics_api.list_metrics())
+
+
+@app.route("/v1/metrics/{name}", methods=["GET"])
+def get_metric(name):
+    request = app.current_request
+    try:
+        app_id = container.apps.authenticate(request.headers.get("x-api-key"))
+        result = container.metrics_api.query(app_id, name, request.query_params)
+    except RequestError as exc:
+        return _error(exc)
+    return _json(result)
+
+
 @app.route("/v1/search", methods=["GET"])
 def search():
     request = app.current_request

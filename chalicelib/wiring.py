@@ -46,6 +46,11 @@ class Container:
         return AggregationService(self.clients.s3, self.settings.bucket, self.state, self.metrics, clock_ms)
 
     @functools.cached_property
+    def metrics_api(self):
+        from chalicelib.metrics_api import MetricsService
+        return MetricsService(self.clients.s3, self.settings.bucket, self.metrics, clock_ms)
+
+    @functools.cached_property
     def finalizer(self):
         from chalicelib.lake.finalizer import Finalizer
         s = self.settings

@@ -71,7 +71,8 @@ def truth_event_counts(lines: list[bytes]) -> dict[tuple, tuple[int, int]]:
     return {k: (v, len(users[k])) for k, v in counts.items()}
 
 
-def truth_class_activity(lines: list[bytes]) -> dict[tuple, tuple[int, float, float, float]]:
+def truth_class_activity(lines: list[bytes]) -> dict[tuple, tuple[int, float, float, float, int]]:
+    """(app, window_start, class) -> (count, value sum, min, max, number of values), deduplicated."""
     seen, acc = set(), {}
     for line in lines:
         event = orjson.loads(line)
@@ -81,11 +82,12 @@ def truth_class_activity(lines: list[bytes]) -> dict[tuple, tuple[int, float, fl
             continue
         seen.add(ident)
         key = (event["app_id"], event["event_time"] // 60_000 * 60_000, attributes["character_class"])
-        count, total, low, high = acc.get(key, (0, 0.0, None, None))
+        count, total, low, high, n = acc.get(key, (0, 0.0, None, None, 0))
         value = attributes.get("value")
         if isinstance(value, (int, float)):
             total += value
             low = value if low is None else min(low, value)
             high = value if high is None else max(high, value)
-        acc[key] = (count + 1, total, low, high)
+            n += 1
+        acc[key] = (count + 1, total, low, high, n)
     return acc

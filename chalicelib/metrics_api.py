@@ -1,0 +1,124 @@
+"""GET /v1/metrics and /v1/metrics/{name}: window results for the caller's app.
+
+Answers are right at any moment: finalized windows come from the compacted
+files, the others from merged partials (chalicelib/lake/rollups.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from chalicelib.errors import BadRequest, NotFound
+from chalicelib.events import ms_to_iso
+from chalicelib.lake.rollups import read_windows_status
+from chalicelib.processing import MetricDef, MetricSet
+
+HOUR_MS = 3_600_000
+FIXED_PARAMS = ("from", "to", "limit")
+
+
+@dataclass(frozen=True)
+class MetricsLimits:
+    max_range_ms: int = 7 * 24 * HOUR_MS
+    default_range_ms: int = HOUR_MS
+    default_limit: int = 1000
+    max_limit: int = 10_000
+
+
+def describe_metric(metric: MetricDef) -> dict[str, Any]:
+    return {
+        "name": metric.name,
+        "description": metric.description,
+        "window": {"size_s": metric.window.size_ms // 1000, "slide_s": metric.window.slide_ms // 1000,
+                   "type": "tumbling" if metric.window.is_tumbling else "hopping"},
+        "key": ["app_id", *[k.name for k in metric.keys]],
+        "measures": [{"name": m.name, "aggregate": m.func + (f"({m.field.path})" if m.field is not None else "")}
+                     for m in metric.measures],
+    }
+
+
+def _time(params: Mapping[str, str], name: str) -> int | None:
+    text = params.get(name)
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"{name} {text[:64]!r} is not an ISO-8601 timestamp") from None
+    if moment.tzinfo is None:
+        raise BadRequest(f"{name} {text[:64]!r} has no time zone (add 'Z' or an offset)")
+    return int(moment.timestamp() * 1000)
+
+
+class MetricsService:
+    def __init__(self, s3, bucket: str, metrics: MetricSet, clock_ms: Callable[[], int],
+                 limits: MetricsLimits = MetricsLimits()) -> None:
+        self._s3, self._bucket, self._metrics, self._clock_ms, self._limits = s3, bucket, metrics, clock_ms, limits
+
+    def list_metrics(self) -> dict[str, Any]:
+        return {"metrics": [describe_metric(m) for m in self._metrics.metrics]}
+
+    def _metric(self, name: str) -> MetricDef:
+        for metric in self._metrics.metrics:
+            if metric.name == name:
+                return metric
+        known = ", ".join(m.name for m in self._metrics.metrics)
+        raise NotFound(f"unknown metric {name[:64]!r}; known metrics: {known}")
+
+    def query(self, app_id: str, name: str, params: Mapping[str, str] | None) -> dict[str, Any]:
+        metric = self._metric(name)
+        params = dict(params or {})
+        key_names = [k.name for k in metric.keys]
+        unknown = set(params) - set(FIXED_PARAMS) - set(key_names)
+        if unknown:
+            raise BadRequest(f"unknown parameter(s) {', '.join(sorted(unknown))}; allowed: "
+                             f"{', '.join([*FIXED_PARAMS, *key_names])}")
+        now = self._clock_ms()
+        end = _time(params, "to") or now
+        start = _time(params, "from") or end - self._limits.default_range_ms
+        if start >= end:
+            raise BadRequest("from must be before to")
+        if end - start > self._limits.max_range_ms:
+            raise BadRequest(f"the range is {(end - start) / HOUR_MS:.1f} h; the maximum is "
+                             f"{self._limits.max_range_ms // HOUR_MS} h")
+        limit = self._limit(params.get("limit"))
+        result = read_windows_status(self._s3, self._bucket, metric, start, end, app_id)
+        rows = result.rows
+        for key in key_names:
+            if key in params:
+                wanted = pa.array(params[key].split(","), pa.string())
+                rows = rows.filter(pc.is_in(rows[key].cast(pa.string()), value_set=wanted))
+        rows = rows.sort_by([("window_start", "ascending"), *[(k, "ascending") for k in key_names]])
+        horizon = now - self._metrics.settings.allowed_lateness_ms
+        open_from = result.first_open_window_ms
+        finalized_until = min(x for x in (open_from, end, horizon) if x is not None)
+        return {
+            "metric": metric.name,
+            "window": {"size_s": metric.window.size_ms // 1000, "slide_s": metric.window.slide_ms // 1000},
+            "rows": [self._row(row, key_names, metric) for row in rows.slice(0, limit).to_pylist()],
+            "truncated": rows.num_rows > limit,
+            "finalized_until": ms_to_iso(max(finalized_until, 0)),
+        }
+
+    def _limit(self, text: str | None) -> int:
+        if text is None:
+            return self._limits.default_limit
+        if not text.isdigit() or not 1 <= int(text) <= self._limits.max_limit:
+            raise BadRequest(f"limit must be an integer from 1 to {self._limits.max_limit}")
+        return int(text)
+
+    @staticmethod
+    def _row(row: dict, key_names: list[str], metric: MetricDef) -> dict[str, Any]:
+        out: dict[str, Any] = {"window_start": ms_to_iso(row["window_start"]),
+                               "window_end": ms_to_iso(row["window_end"])}
+        for key in key_names:
+            out[key] = row[key]
+        for measure in metric.measures:
+            out[measure.name] = row[measure.name]
+        out["late_count"] = row["late_count"]
+        return out
