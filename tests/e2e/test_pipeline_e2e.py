@@ -6,8 +6,10 @@ import time
 
 import duckdb
 import pytest
+import requests
 
 from chalicelib.clients import Clients
+from chalicelib.events import ms_to_iso
 from chalicelib.generate import generate_events, write_ndjson
 from chalicelib.lake import layout
 from chalicelib.lake.reader import list_keys, read_many
@@ -103,3 +105,50 @@ def test_finalized_class_activity_sums_equal_duckdb_over_the_ndjson(pipeline):
         assert row["count"] == count
         assert row["value_sum"] == pytest.approx(total, rel=1e-12, abs=1e-9)
         assert (row["value_min"], row["value_max"]) == (low, high)
+
+
+def api_rows(stack, metric, start_ms, end_ms):
+    response = requests.get(f"{stack.api_url}/v1/metrics/{metric}", headers={"x-api-key": "demo-key"}, timeout=30,
+                            params={"from": ms_to_iso(start_ms), "to": ms_to_iso(end_ms), "limit": 10000})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_metrics_api_after_finalization_equals_duckdb(pipeline):
+    stack, path, clients = pipeline
+    final_rows(clients, stack.settings.bucket, load_metrics()["event_counts"])  # wait for compaction
+    start_ms = (int(time.time()) // 3600 - 3) * 3_600_000
+    doc = api_rows(stack, "event_counts", start_ms, start_ms + 3_600_000)
+    got = {(r["window_start"], r["event_type"]): r["count"] for r in doc["rows"]}
+    truth = duckdb_truth(path, """
+        SELECT strftime(date_trunc('minute', event_time), '%Y-%m-%dT%H:%M:%S.000Z'), event_type, count(*)
+        FROM ev GROUP BY ALL""")
+    assert got == {(w, t): c for w, t, c in truth}
+    assert doc["finalized_until"] >= ms_to_iso(start_ms + 3_600_000)
+
+
+def test_metrics_api_before_finalization_equals_the_posted_events(pipeline, tmp_path):
+    """Recent events whose windows are still open are answered from partials, exactly."""
+    stack, _, _ = pipeline
+    now_ms = int(time.time() * 1000)
+    path = tmp_path / "recent.ndjson"
+    write_ndjson(str(path), generate_events(5000, seed=7, start_ms=now_ms - 120_000, duration_ms=110_000))
+    summary = send_file(str(path), stack.api_url, "demo-key", batch_size=500, concurrency=2, progress=False)
+    assert summary.accepted == 5000
+    truth = duckdb_truth(path, """
+        SELECT strftime(date_trunc('minute', event_time), '%Y-%m-%dT%H:%M:%S.000Z'),
+               attributes->>'character_class', count(*), sum(CAST(attributes->>'value' AS DOUBLE))
+        FROM ev WHERE attributes->>'character_class' IS NOT NULL GROUP BY ALL""")
+    expected_total = sum(n for _, _, n, _ in truth)
+    start, end = now_ms - 180_000, now_ms + 60_000
+    deadline = time.monotonic() + 60
+    while True:
+        doc = api_rows(stack, "class_activity", start, end)
+        if sum(r["count"] for r in doc["rows"]) >= expected_total or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    got = {(r["window_start"], r["character_class"]): (r["count"], r["value_sum"]) for r in doc["rows"]}
+    assert {k: v[0] for k, v in got.items()} == {(w, c): n for w, c, n, _ in truth}
+    for window, character_class, _, total in truth:
+        assert got[(window, character_class)][1] == (pytest.approx(total) if total is not None else None)
+    assert doc["finalized_until"] <= min(w for w, *_ in truth)
