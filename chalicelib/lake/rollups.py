@@ -13,6 +13,8 @@ exactly once (see chalicelib/lake/finalizer.py).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,7 +23,7 @@ import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
 from chalicelib.lake import layout
-from chalicelib.lake.reader import list_keys, read_many
+from chalicelib.lake.reader import list_keys, read_parquet
 from chalicelib.lake.sql_sketch import strip_register_columns
 from chalicelib.processing import MetricDef, finalize, merge_partials, partials_schema
 
@@ -46,38 +48,96 @@ def prefer_final(final: pa.Table, partial: pa.Table) -> pa.Table:
     return pa.concat_tables([final, open_rows.select(final.column_names).cast(final.schema)])
 
 
-def read_stage_tables(s3, bucket: str, metric: MetricDef, stage: str, dt: str, hour: str) -> list[pa.Table]:
-    keys = [o["Key"] for o in list_keys(s3, bucket, layout.rollup_prefix(metric.name, stage, dt, hour))
-            if o["Key"].endswith(".parquet")]
-    try:
-        return [strip_register_columns(t, metric) for t in read_many(s3, bucket, keys)]
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-            raise RollupReadConflict(f"{stage} file of {metric} {dt}/{hour} vanished while reading") from exc
-        raise
+class FileCache:
+    """Parsed rollup files keyed by (key, ETag): a changed file has a new ETag.
 
-
-def read_partition(s3, bucket: str, metric: MetricDef, dt: str, hour: str, attempts: int = 3) -> pa.Table:
-    """The rows of one (dt, hour) partition with the rule applied (final or partial, never both).
-
-    A ``__final`` boolean column tells which rows came from the final file.
+    Finals and partials are written once per name and only replaced whole, so a
+    warm Lambda container answers repeated dashboard queries without re-reading
+    unchanged files. Bounded by entry count (oldest first out).
     """
-    schema = partials_schema(metric)
-    for attempt in range(attempts):
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._entries: OrderedDict[tuple[str, str], pa.Table] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, key: str, etag: str) -> pa.Table | None:
+        with self._lock:
+            table = self._entries.get((key, etag))
+            if table is not None:
+                self._entries.move_to_end((key, etag))
+            return table
+
+    def put(self, key: str, etag: str, table: pa.Table) -> None:
+        with self._lock:
+            self._entries[(key, etag)] = table
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+
+DEFAULT_CACHE = FileCache()
+
+
+def list_stage_day(s3, bucket: str, metric: MetricDef, stage: str, dt: str) -> dict[str, list[tuple[str, str]]]:
+    """hour -> [(key, etag)] of the Parquet files of one stage and day."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for obj in list_keys(s3, bucket, layout.rollup_prefix(metric.name, stage, dt)):
+        if obj["Key"].endswith(".parquet"):
+            hour = layout.parse_partition(obj["Key"])["hour"]
+            found.setdefault(hour, []).append((obj["Key"], obj.get("ETag", "")))
+    return found
+
+
+def _read_file(s3, bucket: str, metric: MetricDef, key: str, etag: str, cache: FileCache) -> pa.Table:
+    table = cache.get(key, etag)
+    if table is None:
         try:
-            # Partials are listed before finals: with the grace period on deletes this
-            # order is not needed for correctness, but it makes a conflict rarer.
-            partial = read_stage_tables(s3, bucket, metric, "partial", dt, hour)
-            final = read_stage_tables(s3, bucket, metric, "final", dt, hour)
-            break
-        except RollupReadConflict:
-            if attempt + 1 == attempts:
-                raise
+            table = strip_register_columns(read_parquet(s3, bucket, key), metric)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                raise RollupReadConflict(f"{key} vanished while reading") from exc
+            raise
+        cache.put(key, etag, table)
+    return table
+
+
+def _read_range(s3, bucket: str, metric: MetricDef, hours: list[tuple[str, str]], pool: ThreadPoolExecutor,
+                cache: FileCache) -> list[pa.Table]:
+    days = sorted({dt for dt, _ in hours})
+    # Partials are listed before finals: with the grace period on deletes the
+    # order is not needed for correctness, but it makes a read conflict rarer.
+    listings = list(pool.map(lambda job: list_stage_day(s3, bucket, metric, *job),
+                             [(stage, dt) for stage in ("partial", "final") for dt in days]))
+    partial_by_day = dict(zip(days, listings[:len(days)]))
+    final_by_day = dict(zip(days, listings[len(days):]))
+    wanted = [(dt, hour, stage, key, etag) for dt, hour in hours
+              for stage, by_day in (("partial", partial_by_day), ("final", final_by_day))
+              for key, etag in by_day[dt].get(hour, [])]
+    tables = list(pool.map(lambda w: _read_file(s3, bucket, metric, w[3], w[4], cache), wanted))
+    schema = partials_schema(metric)
+    out = []
+    for dt, hour in hours:
+        parts = {"partial": [], "final": []}
+        for (w_dt, w_hour, stage, _, _), table in zip(wanted, tables):
+            if (w_dt, w_hour) == (dt, hour):
+                parts[stage].append(table)
+        out.append(_prefer_final_flagged(parts["final"], parts["partial"], schema))
+    return out
+
+
+def _prefer_final_flagged(final: list[pa.Table], partial: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    """Apply the rule to one partition; ``__final`` tells which rows came from the final file."""
     def flagged(tables: list[pa.Table], is_final: bool) -> pa.Table:
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         return table.append_column("__final", pa.array([is_final] * table.num_rows, pa.bool_()))
 
     return prefer_final(flagged(final, True), flagged(partial, False)).replace_schema_metadata(schema.metadata)
+
+
+def read_partition(s3, bucket: str, metric: MetricDef, dt: str, hour: str, cache: FileCache | None = None) -> pa.Table:
+    """The rows of one (dt, hour) partition with the rule applied (final or partial, never both)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return _read_range(s3, bucket, metric, [(dt, hour)], pool, cache or FileCache(0))[0]
 
 
 @dataclass(frozen=True)
@@ -89,12 +149,20 @@ class WindowRows:
 
 
 def read_windows_status(s3, bucket: str, metric: MetricDef, start_ms: int, end_ms: int,
-                        app_id: str | None = None, threads: int = 8) -> WindowRows:
-    """Windows with start_ms <= window_start < end_ms, partitions read in parallel."""
+                        app_id: str | None = None, threads: int = 16, cache: FileCache | None = None,
+                        attempts: int = 3) -> WindowRows:
+    """Windows with start_ms <= window_start < end_ms (listing per day, files read in parallel)."""
     schema = partials_schema(metric)
     hours = partition_hours(start_ms, end_ms)
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(hours)))) as pool:
-        tables = list(pool.map(lambda part: read_partition(s3, bucket, metric, *part), hours))
+    cache = DEFAULT_CACHE if cache is None else cache
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for attempt in range(attempts):
+            try:
+                tables = _read_range(s3, bucket, metric, hours, pool, cache)
+                break
+            except RollupReadConflict:  # a grace-period cleanup raced this read: list again
+                if attempt + 1 == attempts:
+                    raise
     rows = pa.concat_tables(tables) if tables else schema.empty_table().append_column(
         "__final", pa.array([], pa.bool_()))
     mask = pc.and_(pc.greater_equal(rows["window_start"], start_ms), pc.less(rows["window_start"], end_ms))
