@@ -94,6 +94,34 @@ def cmd_send(args) -> int:
     return 0 if summary.failed_requests == 0 else 1
 
 
+def cmd_quicksight(args) -> int:
+    from chalicelib.clients import Clients
+    from chalicelib.quicksight import setup
+    clients = Clients(_aws_settings(args))
+    account_id = args.aws_account_id or clients._client("sts").get_caller_identity()["Account"]
+    for line in setup(clients._client("quicksight"), account_id, workgroup=args.workgroup,
+                      principal_arn=args.principal_arn, app_id=args.app_id,
+                      database=clients.settings.glue_database):
+        print(line)
+    return 0
+
+
+def cmd_query(args) -> int:
+    from chalicelib.clients import Clients
+    from chalicelib.query.local_engine import QueryError
+    from chalicelib.query.service import QueryService, format_result, parse_param
+    try:
+        parsed = [parse_param(text) for text in args.param]
+        result = QueryService(Clients(_aws_settings(args))).run(
+            args.sql, args.file, {n: v for n, _, v in parsed}, {n: t for n, t, _ in parsed if t},
+            api_key=args.key, aws=args.aws)
+    except QueryError as exc:
+        print(f"query: {exc}", file=sys.stderr)
+        return 2
+    print(format_result(result.table, args.format))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventpipe", description=__doc__)
     parser.add_argument("--aws", action="store_true", help="use real AWS instead of the local stack")
@@ -145,6 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gzip", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("quicksight", help="QuickSight over the Athena views")
+    qs = p.add_subparsers(dest="quicksight_command", required=True)
+    qs_setup = qs.add_parser("setup", help="create or update the Athena data source, data sets and dashboard")
+    qs_setup.add_argument("--aws-account-id", help="default: the caller's account (STS)")
+    qs_setup.add_argument("--principal-arn", help="QuickSight user or group ARN to own the resources")
+    qs_setup.add_argument("--workgroup", default="primary", help="Athena workgroup")
+    qs_setup.add_argument("--app-id", help="data sets and dashboard restricted to this app's rows")
+    p.set_defaults(func=cmd_quicksight)
+
+    p = sub.add_parser("query", help="run Athena SQL or a named query of sql/queries (local stack: DuckDB)")
+    p.add_argument("sql", nargs="?", help="the SQL text (or use --file)")
+    p.add_argument("--file", help="a .sql file, or the name of a query in sql/queries (e.g. top_users)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="bind :NAME (repeatable)")
+    p.add_argument("--key", help="an app's API key: query only that app (forces app_id)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--aws", action="store_true", default=argparse.SUPPRESS, help="run on Athena")
+    p.set_defaults(func=cmd_query)
     return parser
 
 

@@ -60,9 +60,11 @@ def ensure_catalog(clients: Clients) -> None:
     from chalicelib.lake.raw_archive import RAW_SCHEMA
     from chalicelib.lake.sql_sketch import lake_schema
     from chalicelib.processing import load_metrics
+    from chalicelib.query.catalog import ensure_bad_rows_table
 
     s = clients.settings
     ensure_table(clients.glue, s.glue_database, raw_table_input(s.bucket, RAW_SCHEMA))
+    ensure_bad_rows_table(clients.glue, s.glue_database, s.bucket)
     for metric in load_metrics().metrics:
         ensure_table(clients.glue, s.glue_database,
                      rollup_table_input(s.bucket, metric.name, lake_schema(metric), metric.description))
