@@ -9,7 +9,7 @@ from chalice import Chalice, Rate, Response
 
 from chalicelib.config import Settings
 from chalicelib.errors import RequestError
-from chalicelib.health import aws_checks, check_components
+from chalicelib.health import aws_checks, check_components, search_check
 from chalicelib.search import (IndexerConfig, S3BadRowsSink, SearchSettings, delete_expired_indices,
                                index_kinesis_batch, search_events)
 from chalicelib.tap import tap_batch
@@ -44,7 +44,10 @@ def post_events():
 
 @app.route("/v1/health", methods=["GET"])
 def health():
-    report = check_components(aws_checks(container.clients, container.settings))
+    checks = aws_checks(container.clients, container.settings)
+    if container.settings.opensearch_url:
+        checks["search"] = search_check(container)
+    report = check_components(checks)
     return _json(report, 200 if report["status"] == "ok" else 503)
 
 

@@ -98,8 +98,8 @@ def cmd_quicksight(args) -> int:
     from chalicelib.clients import Clients
     from chalicelib.quicksight import setup
     clients = Clients(_aws_settings(args))
-    account_id = args.aws_account_id or clients._client("sts").get_caller_identity()["Account"]
-    for line in setup(clients._client("quicksight"), account_id, workgroup=args.workgroup,
+    account_id = args.aws_account_id or clients.client("sts").get_caller_identity()["Account"]
+    for line in setup(clients.client("quicksight"), account_id, workgroup=args.workgroup,
                       principal_arn=args.principal_arn, app_id=args.app_id,
                       database=clients.settings.glue_database):
         print(line)

@@ -22,21 +22,22 @@ class Clients:
         self.settings = settings
         self.session = boto3.session.Session(region_name=settings.region)
 
-    def _client(self, service: str):
+    def client(self, service: str):
+        """A new client for any other service (QuickSight, STS, Athena...)."""
         return self.session.client(service, endpoint_url=self.settings.aws_endpoint_url, config=_BOTO_CONFIG)
 
     @functools.cached_property
     def kinesis(self):
-        return self._client("kinesis")
+        return self.client("kinesis")
 
     @functools.cached_property
     def dynamodb(self):
-        return self._client("dynamodb")
+        return self.client("dynamodb")
 
     @functools.cached_property
     def s3(self):
-        return self._client("s3")
+        return self.client("s3")
 
     @functools.cached_property
     def glue(self):
-        return self._client("glue")
+        return self.client("glue")

@@ -20,6 +20,19 @@ def check_components(checks: Mapping[str, Callable[[], str | None]]) -> dict:
     return {"status": "ok" if healthy else "degraded", "components": components}
 
 
+def search_check(container) -> Callable[[], str | None]:
+    def search() -> str:
+        try:
+            health = container.search_client.cluster.health(request_timeout=2)
+        except Exception as exc:  # noqa: BLE001 - any failure means the component is down
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
+        if health.get("status") == "red":
+            raise RuntimeError("cluster status red")
+        return f"cluster {health.get('status')}"
+
+    return search
+
+
 def aws_checks(clients, settings) -> dict[str, Callable[[], str | None]]:
     def stream() -> str:
         summary = clients.kinesis.describe_stream_summary(StreamName=settings.stream_name)

@@ -61,3 +61,4 @@ def test_many_gzip_requests_over_both_shards_are_all_delivered_once(stack):
 def test_health_over_http_reports_ok(stack):
     doc = requests.get(f"{stack.api_url}/v1/health", timeout=10).json()
     assert doc["status"] == "ok" and doc["components"]["kinesis"]["detail"] == "2 open shard(s)"
+    assert doc["components"]["search"]["status"] == "ok"
