@@ -94,7 +94,8 @@ class MetricsService:
                 wanted = pa.array(params[key].split(","), pa.string())
                 rows = rows.filter(pc.is_in(rows[key].cast(pa.string()), value_set=wanted))
         rows = rows.sort_by([("window_start", "ascending"), *[(k, "ascending") for k in key_names]])
-        horizon = now - self._metrics.settings.allowed_lateness_ms
+        # Windows starting before this have ended and passed the allowed lateness.
+        horizon = now - self._metrics.settings.allowed_lateness_ms - metric.window.size_ms
         open_from = result.first_open_window_ms
         finalized_until = min(x for x in (open_from, end, horizon) if x is not None)
         return {

@@ -33,30 +33,26 @@ def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> byt
         return body
     if encoding not in ("gzip", "x-gzip"):
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; use gzip or none")
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     parts: list[bytes] = []
     total = 0
     data = body
     try:
-        while True:
-            out = inflater.decompress(data, _CHUNK)
-            total += len(out)
-            if total > max_bytes:
-                raise PayloadTooLarge(f"decompressed request body exceeds the limit of {max_bytes} bytes")
-            parts.append(out)
-            data = inflater.unconsumed_tail
+        while True:  # one gzip member per turn: a body may hold several (RFC 1952)
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while not inflater.eof:
+                out = inflater.decompress(data, _CHUNK)
+                total += len(out)
+                if total > max_bytes:
+                    raise PayloadTooLarge(f"decompressed request body exceeds the limit of {max_bytes} bytes")
+                parts.append(out)
+                data = inflater.unconsumed_tail
+                if not data and not out and not inflater.eof:
+                    raise BadRequest("body is not valid gzip: the stream is truncated")
+            data = inflater.unused_data
             if not data:
-                if inflater.eof or not out:
-                    break
-        tail = inflater.flush()
-        total += len(tail)
-        if total > max_bytes:
-            raise PayloadTooLarge(f"decompressed request body exceeds the limit of {max_bytes} bytes")
-        parts.append(tail)
+                break
     except zlib.error as exc:
         raise BadRequest(f"body is not valid gzip: {exc}") from None
-    if not inflater.eof:
-        raise BadRequest("body is not valid gzip: the stream is truncated")
     return b"".join(parts)
 
 

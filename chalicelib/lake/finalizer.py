@@ -40,11 +40,14 @@ from chalicelib.lake.processor import split_too_late
 from chalicelib.lake.reader import dedupe_events, list_keys, read_many, read_raw_events
 from chalicelib.lake.sql_sketch import register_columns, strip_register_columns
 from chalicelib.lake.state import StateStore
-from chalicelib.processing import MetricDef, MetricSet, aggregate, encode_parquet, merge_partials, partials_schema
+from chalicelib.processing import (MetricDef, MetricSet, aggregate, encode_parquet, hll, merge_partials,
+                                   partials_schema)
 from chalicelib.processing.decode import EVENT_SCHEMA
 
 log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
+#: Duplicates of an event are recognised if their copies are at most this far apart in event time.
+DEDUPE_MARGIN_MS = 15 * 60_000
 
 
 @dataclass(frozen=True)
@@ -79,17 +82,18 @@ class Finalizer:
     def run(self) -> list[PartitionReport]:
         reports = []
         for metric in self._metrics.metrics:
-            for (dt, hour), keys in sorted(self._partials_by_partition(metric.name).items()):
-                report = self.finalize_partition(metric, dt, hour, keys)
+            for (dt, hour), etags in sorted(self._partials_by_partition(metric.name).items()):
+                report = self.finalize_partition(metric, dt, hour, etags)
                 if report is not None:
                     reports.append(report)
         return reports
 
-    def _partials_by_partition(self, metric: str) -> dict[tuple[str, str], list[str]]:
-        found: dict[tuple[str, str], list[str]] = {}
+    def _partials_by_partition(self, metric: str) -> dict[tuple[str, str], dict[str, str]]:
+        """(dt, hour) -> {partial key: ETag}."""
+        found: dict[tuple[str, str], dict[str, str]] = {}
         for obj in list_keys(self._s3, self._bucket, layout.rollup_prefix(metric, "partial")):
             part = layout.parse_partition(obj["Key"])
-            found.setdefault((part["dt"], part["hour"]), []).append(obj["Key"])
+            found.setdefault((part["dt"], part["hour"]), {})[obj["Key"]] = obj.get("ETag", "")
         return found
 
     def is_closed(self, metric: MetricDef, dt: str, hour: str) -> bool:
@@ -108,26 +112,29 @@ class Finalizer:
         return orjson.loads(body)
 
     def finalize_partition(self, metric: MetricDef, dt: str, hour: str,
-                           partial_keys: list[str]) -> PartitionReport | None:
+                           partial_etags: dict[str, str]) -> PartitionReport | None:  # noqa: C901
+        """Finalize (or clean up) one partition; ``partial_etags`` maps its partial keys to ETags."""
         if not self.is_closed(metric, dt, hour):
             return None
+        partial_keys = sorted(partial_etags)
         manifest = self._manifest(metric.name, dt, hour)
-        covered = set(manifest["covers"]) if manifest else set()
-        uncovered = [k for k in partial_keys if k not in covered]
+        covered: dict[str, str] = manifest["covers"] if manifest else {}
+        # A covered name with new content (a re-delivered batch rewrote it) is not covered.
+        uncovered = [k for k in partial_keys if covered.get(k) != partial_etags[k]]
         if not uncovered:  # nothing new: only the grace-period cleanup may be due
             if manifest and self._clock_ms() - manifest["finalized_at"] >= self._grace_ms:
-                self._delete(partial_keys)
-                return PartitionReport(metric.name, dt, hour, "cleaned", partials=len(partial_keys))
+                deleted = self._delete_unchanged(partial_keys, covered)
+                return PartitionReport(metric.name, dt, hour, "cleaned", partials=deleted)
             return None
         if not self._archived(partial_keys):
             return PartitionReport(metric.name, dt, hour, "waiting-for-archive", partials=len(partial_keys))
         # Late counts: the previous final already holds those of the partials it covered.
         late_sources = uncovered + ([layout.final_key(metric.name, dt, hour)] if manifest else [])
-        final = self.compute_final(metric, dt, hour, late_sources)
+        final = self.compute_final(metric, dt, hour, late_sources, partial_keys)
         self._s3.put_object(Bucket=self._bucket, Key=layout.final_key(metric.name, dt, hour),
                             Body=encode_parquet(register_columns(final)))
         self._s3.put_object(Bucket=self._bucket, Key=manifest_key(metric.name, dt, hour), Body=orjson.dumps(
-            {"finalized_at": self._clock_ms(), "covers": sorted(partial_keys), "rows": final.num_rows}),
+            {"finalized_at": self._clock_ms(), "covers": partial_etags, "rows": final.num_rows}),
             ContentType="application/json")
         log.info("finalized %s %s/%s: %d row(s) from the raw archive, replacing %d partial file(s)",
                  metric.name, dt, hour, final.num_rows, len(partial_keys))
@@ -145,17 +152,52 @@ class Finalizer:
                 return False
         return True
 
-    def compute_final(self, metric: MetricDef, dt: str, hour: str, late_sources: list[str]) -> pa.Table:
+    def compute_final(self, metric: MetricDef, dt: str, hour: str, late_sources: list[str],
+                      partial_keys: list[str]) -> pa.Table:
         """Exact, duplicate-free window rows of the partition, from the raw archive."""
         hour_start = layout.hour_start_ms(dt, hour)
         # Windows starting in this hour hold events up to the end of the last window.
-        raw = read_raw_events(self._s3, self._bucket, hour_start,
-                              hour_start + layout.HOUR_MS - metric.window.slide_ms + metric.window.size_ms)
-        events, _ = split_too_late(raw_to_events(dedupe_events(raw)), self._metrics.settings.max_lateness_ms)
+        start, end = hour_start, hour_start + layout.HOUR_MS - metric.window.slide_ms + metric.window.size_ms
+        # Copies of one event can sit minutes apart (a retried request with sent_at is
+        # skew-corrected again): dedupe over a margin so neighbouring partitions keep the
+        # same copy (the first received), then keep this range.
+        raw = dedupe_events(read_raw_events(self._s3, self._bucket, start - DEDUPE_MARGIN_MS, end + DEDUPE_MARGIN_MS))
+        in_range = pc.and_(pc.greater_equal(raw["event_time"].cast(pa.int64()), start),
+                           pc.less(raw["event_time"].cast(pa.int64()), end))
+        events, _ = split_too_late(raw_to_events(raw.filter(in_range)), self._metrics.settings.max_lateness_ms)
         rows = aggregate(events, [metric], watermark_ms=-(2 ** 62))[metric.name]
         rows = rows.filter(pc.and_(pc.greater_equal(rows["window_start"], hour_start),
                                    pc.less(rows["window_start"], hour_start + layout.HOUR_MS)))
-        return self._with_late_counts(metric, rows, late_sources)
+        return self._with_tombstones(metric, self._with_late_counts(metric, rows, late_sources), partial_keys)
+
+    def _with_tombstones(self, metric: MetricDef, rows: pa.Table, partial_keys: list[str]) -> pa.Table:
+        """Add an empty row (event_count 0) for each (app, window) that has partials but
+        no final row — e.g. all its events were duplicates of events in a neighbouring
+        hour. Readers take the final rows of a window when any exist, so the tombstone
+        retires those partials; readers drop rows with event_count 0."""
+        schema = partials_schema(metric)
+        windows = pa.concat_tables([strip_register_columns(t, metric).select(["app_id", "window_start", "window_end"])
+                                    for t in read_many(self._s3, self._bucket, partial_keys)]
+                                   or [schema.empty_table().select(["app_id", "window_start", "window_end"])])
+        windows = windows.group_by(["app_id", "window_start", "window_end"]).aggregate([])
+        have = rows.select(["app_id", "window_start"]).group_by(["app_id", "window_start"]).aggregate([])
+        have = have.append_column("__have", pa.array([True] * have.num_rows, pa.bool_()))
+        missing = windows.join(have, ["app_id", "window_start"], join_type="left outer")
+        missing = missing.filter(pc.is_null(missing["__have"])).drop_columns(["__have"])
+        if missing.num_rows == 0:
+            return rows
+        empty_sketch = hll.sketch_of([])
+        columns = {}
+        for field in schema:
+            if field.name in missing.column_names:
+                columns[field.name] = missing[field.name]
+            elif field.name.endswith("__hll"):
+                columns[field.name] = pa.array([empty_sketch] * missing.num_rows, field.type)
+            elif not field.nullable:
+                columns[field.name] = pa.array([0] * missing.num_rows, field.type)
+            else:
+                columns[field.name] = pa.nulls(missing.num_rows, field.type)
+        return pa.concat_tables([rows, pa.table(columns, schema=schema)])
 
     def _with_late_counts(self, metric: MetricDef, rows: pa.Table, late_sources: list[str]) -> pa.Table:
         """Carry late_count over from the replaced partials (it is arrival history,
@@ -171,6 +213,21 @@ class Finalizer:
         late_count = pc.fill_null(joined["__late"], 0)
         out = joined.drop_columns(["__late"]).append_column("late_count", late_count)
         return out.select(schema.names).sort_by([(k, "ascending") for k in keys]).cast(schema)
+
+    def _delete_unchanged(self, keys: list[str], covered: dict[str, str]) -> int:
+        """Delete the covered partials whose content is still the covered one."""
+        unchanged = []
+        for key in keys:
+            try:
+                etag = self._s3.head_object(Bucket=self._bucket, Key=key)["ETag"]
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                    continue
+                raise
+            if etag == covered.get(key):
+                unchanged.append(key)
+        self._delete(unchanged)
+        return len(unchanged)
 
     def _delete(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):

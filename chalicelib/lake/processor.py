@@ -142,7 +142,10 @@ class AggregationService:
             self._bad_rows.write(shard_id, first_seq, bad_record_rows(decoded.bad, shard_id)
                                  + too_late_rows(too_late, settings.max_lateness_ms))
             if kept.num_rows:
-                self._state.raise_max_event_time(self._consumer, shard_id, pc.max(kept["event_time"]).as_py())
+                # An event stamped in the future (up to 24 h is accepted) must not drag the
+                # watermark ahead and make everything after it "late": cap at arrival time.
+                seen_now = pc.min_element_wise(kept["event_time"], kept["received_at"])
+                self._state.raise_max_event_time(self._consumer, shard_id, pc.max(seen_now).as_py())
         except TRANSIENT_ERRORS as exc:
             log.warning("aggregate %s %s..%s: transient failure, batch will be re-delivered: %s",
                         shard_id, first_seq, last_seq, exc)

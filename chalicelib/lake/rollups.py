@@ -172,7 +172,9 @@ def read_windows_status(s3, bucket: str, metric: MetricDef, start_ms: int, end_m
     open_rows = rows.filter(pc.invert(rows["__final"]))
     first_open = pc.min(open_rows["window_start"]).as_py() if open_rows.num_rows else None
     rows = rows.drop_columns(["__final"]).replace_schema_metadata(schema.metadata)
-    return WindowRows(finalize(merge_partials([rows])), first_open)
+    merged = merge_partials([rows])
+    # A final row without events is a tombstone (a window finalized empty): not a result.
+    return WindowRows(finalize(merged.filter(pc.greater(merged["event_count"], 0))), first_open)
 
 
 def read_windows(s3, bucket: str, metric: MetricDef, start_ms: int, end_ms: int,

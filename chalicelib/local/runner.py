@@ -136,8 +136,10 @@ class ShardPoller:
 
     def _fill(self) -> int:
         room = self.consumer.batch_size - len(self.buffer)
-        if room <= 0 or self.iterator is None:
+        if room <= 0:
             return 0
+        if self.iterator is None:
+            self.reset()
         response = self.kinesis.get_records(ShardIterator=self.iterator, Limit=min(10000, room))
         self.iterator = response.get("NextShardIterator")
         records = [lambda_record(r, self.shard_id, self.stream_arn, self.region) for r in response["Records"]]
@@ -192,8 +194,15 @@ class ShardPoller:
                     reason)
         self.sleep(min(5.0, self.backoff_s * 2 ** (self.attempts - 1)))
         self.buffer, self.buffer_since = [], None
+        self.iterator = None  # if the call below fails, reset() resumes from the checkpoint
         self.iterator = self._iterator(None, at=restart_at)
         return len(done)
+
+    def reset(self) -> None:
+        """Forget buffered records and read again after the checkpoint (after an error
+        in the poller itself, e.g. an expired iterator or a network failure)."""
+        self.buffer, self.buffer_since = [], None
+        self.iterator = self._iterator(self.checkpoints.get(self.consumer.name, self.shard_id))
 
     def _advance(self, batch: list[dict], last: str) -> int:
         self.checkpoints.put(self.consumer.name, self.shard_id, last)
@@ -225,9 +234,14 @@ class Runner:
             try:
                 if poller.step() <= 0:
                     self.stop_event.wait(self.poll_interval_s)
-            except Exception:  # network blips against the endpoint: keep polling
-                log.exception("%s %s: poll failed", poller.consumer.name, poller.shard_id)
+            except Exception:  # network blips, expired iterators: resume from the checkpoint
+                log.exception("%s %s: poll failed; resuming from the checkpoint", poller.consumer.name,
+                              poller.shard_id)
                 self.stop_event.wait(1.0)
+                try:
+                    poller.reset()
+                except Exception:  # still unreachable: try again on the next turn
+                    poller.iterator = None
 
     def start(self) -> None:
         shards = self.kinesis.list_shards(StreamName=self.stream_name)["Shards"]

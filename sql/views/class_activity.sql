@@ -18,7 +18,8 @@ WITH ranked AS (
 chosen AS (
     -- the consistency rule
     SELECT * FROM ranked
-    WHERE (has_final = 1 AND stage = 'final') OR (has_final = 0 AND stage = 'partial')
+    WHERE ((has_final = 1 AND stage = 'final') OR (has_final = 0 AND stage = 'partial'))
+      AND event_count > 0  -- a final row without events is a tombstone: the window was finalized empty
 ),
 parts AS (
     -- each chosen row's measures, plus one row per non-empty register of its sketch

@@ -248,3 +248,39 @@ def test_readers_during_compaction_see_every_window_exactly_once(lake):
     Finalizer(observed, lake.bucket, lake.state, lake.metrics, lake.clock).run()
     assert len(observed.seen) >= 8  # final files, manifests, deletes of every metric
     assert all(seen == expected for seen in observed.seen)
+
+
+def test_a_covered_partial_rewritten_by_a_redelivery_is_refinalized_not_lost(lake):
+    lines = canonical_lines(40, seed=31, duration_ms=60_000)
+    first = kinesis_record(codec.pack(lines[:20])[0].data, "shardId-000000000000", 101)
+    second = kinesis_record(codec.pack(lines[20:])[0].data, "shardId-000000000000", 102)
+    lake.deliver([first])
+    lake.clock.now_ms = T0 + 3 * HOUR
+    assert {r.action for r in lake.finalizer.run()} == {"finalized"}
+    # The batch is re-delivered from the same record, now with one more: same object names.
+    lake.deliver([first, second])
+    assert {r.action for r in lake.finalizer.run()} == {"finalized"}
+    lake.clock.now_ms += 16 * 60_000
+    lake.finalizer.run()  # grace-period cleanup
+    assert_counts_match(lake.event_counts(), truth_event_counts(lines), exact_users=False)
+
+
+def test_copies_of_an_event_in_neighbouring_hours_count_once_after_finalization(lake):
+    [line] = canonical_lines(1, seed=32, start_ms=T0 + HOUR - 1000, duration_ms=1)
+    event = orjson.loads(line)
+    retried = orjson.dumps({**event, "event_time": event["event_time"] + 2000, "received_at": event["received_at"] + 2000})
+    lake.deliver([kinesis_record(codec.pack([line])[0].data, "shardId-000000000000", 200)])
+    lake.deliver([kinesis_record(codec.pack([retried])[0].data, "shardId-000000000001", 300)])
+    lake.clock.now_ms = T0 + 4 * HOUR
+    lake.finalizer.run()
+    assert sum(v[0] for v in lake.event_counts().values()) == 1
+
+
+def test_a_future_dated_event_does_not_make_the_shard_count_everything_late(lake):
+    lines = canonical_lines(10, seed=33, duration_ms=60_000)
+    future = orjson.dumps({**orjson.loads(lines[0]), "event_id": "from-the-future",
+                           "event_time": orjson.loads(lines[0])["received_at"] + 20 * HOUR})
+    lake.deliver([kinesis_record(codec.pack([future])[0].data, "shardId-000000000000", 400)], archive=False)
+    lake.deliver([kinesis_record(codec.pack(lines)[0].data, "shardId-000000000000", 401)], archive=False)
+    table = read_windows(lake.s3, lake.bucket, lake.metrics["event_counts"], T0 - HOUR, T0 + 2 * HOUR)
+    assert sum(table["late_count"].to_pylist()) == 0

@@ -64,3 +64,13 @@ def test_unsupported_content_type_is_415():
         parse_events(b"x", "text/plain")
     with pytest.raises(UnsupportedMediaType, match=r"\(none\) is not supported"):
         parse_events(b"x", None)
+
+
+def test_every_member_of_a_multi_member_gzip_body_is_read():
+    body = gzip.compress(b'{"a": 1}\n') + gzip.compress(b'{"b": 2}\n')
+    assert decompress(body, "gzip", MIB) == b'{"a": 1}\n{"b": 2}\n'
+
+
+def test_trailing_garbage_after_gzip_is_400_not_silently_dropped():
+    with pytest.raises(BadRequest, match="not valid gzip"):
+        decompress(gzip.compress(b"[]") + b"junk", "gzip", MIB)

@@ -106,3 +106,36 @@ def test_poison_batch_goes_to_dead_letter_after_max_retries_and_the_shard_moves_
     put(aws[0], b"c")
     p.step()
     assert handler.batches[-1] == ["3"]
+
+
+class IteratorFailsOnce:
+    """A real (moto) Kinesis client whose first AT_SEQUENCE_NUMBER iterator request fails."""
+
+    def __init__(self, client):
+        self._client, self.failed = client, False
+
+    def get_shard_iterator(self, **kwargs):
+        if kwargs.get("ShardIteratorType") == "AT_SEQUENCE_NUMBER" and not self.failed:
+            self.failed = True
+            raise ConnectionError("endpoint unreachable")
+        return self._client.get_shard_iterator(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_a_failed_rewind_never_skips_the_records_to_redeliver(aws):
+    kinesis, checkpoints, arn, shard = aws
+    put(kinesis, b"a", b"b", b"c")
+    handler = Recorder([lambda e: {"batchItemFailures": [{"itemIdentifier": "2"}]}])
+    consumer = Consumer("c", handler, 2, "TRIM_HORIZON", 0)
+    p = ShardPoller(IteratorFailsOnce(kinesis), consumer, "s", arn, shard, checkpoints, "us-east-1",
+                    dead_letter=lambda *a: None, sleep=lambda s: None)
+    with pytest.raises(ConnectionError):
+        p.step()  # delivers 1..2, is told to restart at 2, and the rewind fails
+    p.reset()  # what the runner loop does after a poll error
+    p.step()
+    p.step()
+    delivered = [seq for batch in handler.batches for seq in batch]
+    assert delivered == ["1", "2", "2", "3"]
+    assert checkpoints.get("c", shard) == "3"
