@@ -29,6 +29,14 @@ def _error(exc: RequestError) -> Response:
     return _json({"error": exc.message}, exc.status, exc.headers)
 
 
+def _query_params(request) -> dict:
+    """Query parameters with repeats kept as lists, so services can refuse them."""
+    params = request.query_params
+    if not params:
+        return {}
+    return {name: (values if len(values := params.getlist(name)) > 1 else values[0]) for name in params}
+
+
 @app.route("/v1/events", methods=["POST"], content_types=["*/*"])
 def post_events():
     request = app.current_request
@@ -65,7 +73,7 @@ def get_metric(name):
     request = app.current_request
     try:
         app_id = container.apps.authenticate(request.headers.get("x-api-key"))
-        result = container.metrics_api.query(app_id, name, request.query_params)
+        result = container.metrics_api.query(app_id, name, _query_params(request))
     except RequestError as exc:
         return _error(exc)
     return _json(result)
@@ -76,7 +84,7 @@ def search():
     request = app.current_request
     try:
         app_id = container.apps.authenticate(request.headers.get("x-api-key"))
-        result = search_events(container.search_client, app_id, request.query_params or {}, clock_ms(),
+        result = search_events(container.search_client, app_id, _query_params(request), clock_ms(),
                                SearchSettings(prefix=container.settings.search_index_prefix))
     except RequestError as exc:
         return _error(exc)

@@ -54,9 +54,12 @@ def parse_timestamp(value: Any, field: str) -> int:
             raise InvalidEvent(f"{field} {value[:64]!r} is not an ISO-8601 timestamp") from None
         if parsed.tzinfo is None:
             raise InvalidEvent(f"{field} {value[:64]!r} has no time zone (add 'Z' or an offset such as +09:00)")
-        ms = int(parsed.timestamp() * 1000)
+        try:
+            ms = int(parsed.timestamp() * 1000)
+        except (OverflowError, ValueError):
+            ms = -1
         if not 0 <= ms <= MAX_EPOCH_MS:
-            raise InvalidEvent(f"{field} {value[:64]!r} is before 1970")
+            raise InvalidEvent(f"{field} {value[:64]!r} is outside 1970..9999")
         return ms
     raise InvalidEvent(f"{field} must be an ISO-8601 string with a time zone or epoch milliseconds, "
                        f"got {type(value).__name__}")

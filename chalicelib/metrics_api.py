@@ -6,6 +6,7 @@ files, the others from merged partials (chalicelib/lake/rollups.py).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping
@@ -19,6 +20,8 @@ from chalicelib.lake.rollups import read_windows_status
 from chalicelib.processing import MetricDef, MetricSet
 
 HOUR_MS = 3_600_000
+#: The latest instant accepted from a caller (9998-12-31): keeps date arithmetic in range.
+MAX_INSTANT_MS = 253370764800000
 FIXED_PARAMS = ("from", "to", "limit")
 
 
@@ -49,10 +52,29 @@ def _time(params: Mapping[str, str], name: str) -> int | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise BadRequest(f"{name} {text[:64]!r} is not an ISO-8601 timestamp") from None
+        hint = " (send '+' as %2B)" if " " in text else ""
+        raise BadRequest(f"{name} {text[:64]!r} is not an ISO-8601 timestamp{hint}") from None
     if moment.tzinfo is None:
         raise BadRequest(f"{name} {text[:64]!r} has no time zone (add 'Z' or an offset)")
-    return int(moment.timestamp() * 1000)
+    try:
+        ms = int(moment.timestamp() * 1000)
+    except (OverflowError, ValueError):
+        ms = -1
+    if not 0 <= ms <= MAX_INSTANT_MS:
+        raise BadRequest(f"{name} {text[:64]!r} is outside 1970..9998")
+    return ms
+
+
+def single_values(params: Mapping[str, Any]) -> dict[str, str]:
+    """Query parameters given once each (a list value holds the repeats of one name)."""
+    out = {}
+    for name, value in params.items():
+        if isinstance(value, (list, tuple)):
+            if len(value) != 1:
+                raise BadRequest(f"give {name} at most once (several values: comma-separated)")
+            value = value[0]
+        out[name] = value
+    return out
 
 
 class MetricsService:
@@ -72,15 +94,17 @@ class MetricsService:
 
     def query(self, app_id: str, name: str, params: Mapping[str, str] | None) -> dict[str, Any]:
         metric = self._metric(name)
-        params = dict(params or {})
+        params = single_values(params or {})
         key_names = [k.name for k in metric.keys]
         unknown = set(params) - set(FIXED_PARAMS) - set(key_names)
         if unknown:
             raise BadRequest(f"unknown parameter(s) {', '.join(sorted(unknown))}; allowed: "
                              f"{', '.join([*FIXED_PARAMS, *key_names])}")
         now = self._clock_ms()
-        end = _time(params, "to") or now
-        start = _time(params, "from") or end - self._limits.default_range_ms
+        end = _time(params, "to")
+        end = now if end is None else end
+        start = _time(params, "from")
+        start = end - self._limits.default_range_ms if start is None else start
         if start >= end:
             raise BadRequest("from must be before to")
         if end - start > self._limits.max_range_ms:
@@ -109,7 +133,7 @@ class MetricsService:
     def _limit(self, text: str | None) -> int:
         if text is None:
             return self._limits.default_limit
-        if not text.isdigit() or not 1 <= int(text) <= self._limits.max_limit:
+        if not re.fullmatch(r"[0-9]{1,6}", text) or not 1 <= int(text) <= self._limits.max_limit:
             raise BadRequest(f"limit must be an integer from 1 to {self._limits.max_limit}")
         return int(text)
 

@@ -62,12 +62,13 @@ class Container:
         """OpenSearch client; the index template is applied once per process."""
         from opensearchpy.exceptions import OpenSearchException
 
-        from chalicelib.search import SearchUnavailableError, client_for_aws, client_for_url, ensure_template
+        from chalicelib.search import (SearchUnavailableError, TemplateError, client_for_aws, client_for_url,
+                                       ensure_template)
         from chalicelib.search.template import TemplateSettings
 
         s = self.settings
         if not s.opensearch_url:
-            raise RuntimeError("OPENSEARCH_URL is not configured")
+            raise SearchUnavailableError("search is not configured (OPENSEARCH_URL)")
         if s.opensearch_sigv4_service:
             credentials = self.clients.session.get_credentials()
             client = client_for_aws(s.opensearch_url, s.region, credentials, service=s.opensearch_sigv4_service)
@@ -76,7 +77,7 @@ class Container:
         try:
             ensure_template(client, TemplateSettings(prefix=s.search_index_prefix, replicas=s.search_replicas,
                                                      refresh_interval=s.search_refresh_interval))
-        except OpenSearchException as exc:  # retried on the next call: cached_property keeps no failure
+        except (OpenSearchException, TemplateError) as exc:  # retried next call: no failure is cached
             raise SearchUnavailableError(f"the search cluster is unavailable ({type(exc).__name__})") from exc
         return client
 

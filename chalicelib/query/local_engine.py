@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -52,6 +53,8 @@ _SIMPLE_TYPES = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(),
                  "timestamp": pa.timestamp("ms", tz="UTC"), "date": pa.date32(), "smallint": pa.int16(),
                  "tinyint": pa.int8()}
 
+
+VIEW_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 def arrow_type(hive: str) -> pa.DataType:
     hive = hive.strip().lower()
@@ -257,7 +260,7 @@ def translate(sql: str) -> str:
     """Athena (Trino) SQL -> DuckDB SQL (no column types: see :meth:`LocalAthena.translate`)."""
     try:
         statements = sqlglot.transpile(sql, read="athena", write="duckdb")
-    except sqlglot.errors.ParseError as exc:
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as exc:
         raise QueryError(f"cannot parse the SQL: {exc}") from None
     if len(statements) != 1:
         raise QueryError("give exactly one SQL statement")
@@ -267,7 +270,7 @@ def translate(sql: str) -> str:
 def parse_one(sql: str) -> exp.Expression:
     try:
         statements = [s for s in sqlglot.parse(sql, read="athena") if s is not None]
-    except sqlglot.errors.ParseError as exc:
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as exc:
         raise QueryError(f"cannot parse the SQL: {exc}") from None
     if len(statements) != 1:
         raise QueryError("give exactly one SQL statement")
@@ -360,8 +363,11 @@ class LocalAthena:
             self._types[table.name] = {f.name: sql_type(f.type) for f in table.schema}
         if app_id is not None:
             # Only the registered (filtered) tables are reachable: no files, no settings changes.
-            for setting in ("SET enable_external_access=false", "SET python_enable_replacements=false",
-                            "SET lock_configuration=true"):
+            # DuckDB keeps its temp directory reachable even then, so give the session a
+            # private one: sessions can never exchange files through it.
+            self._temp_dir = tempfile.mkdtemp(prefix="eventpipe-duckdb-")
+            for setting in (f"SET temp_directory='{self._temp_dir}'", "SET enable_external_access=false",
+                            "SET python_enable_replacements=false", "SET lock_configuration=true"):
                 self.connection.execute(setting)
 
     # -- translation
@@ -391,6 +397,8 @@ class LocalAthena:
         self._create_view(name, parse_one(athena_sql))
 
     def _create_view(self, name: str, body: exp.Expression) -> None:
+        if not VIEW_NAME.fullmatch(name):
+            raise QueryError(f"view name {name[:64]!r} must match {VIEW_NAME.pattern}")
         typed = self._typed(body)
         duckdb_body = (typed or body).sql(dialect="duckdb")
         for qualified in (f'"{self.database}"."{name}"', f'"{name}"'):
@@ -400,7 +408,10 @@ class LocalAthena:
                 raise QueryError(f"view {name}: {exc}") from None
         # The view's column types for later typed translations: Trino's (sqlglot's annotation)
         # where known, else DuckDB's (HUGEINT sums are bigint on Athena).
-        described = {row[0]: row[1] for row in self.connection.execute(f'DESCRIBE "{name}"').fetchall()}
+        try:
+            described = {row[0]: row[1] for row in self.connection.execute(f'DESCRIBE "{name}"').fetchall()}
+        except duckdb.Error as exc:
+            raise QueryError(f"view {name}: {exc}") from None
         annotated = {s.alias_or_name: s.type for s in typed.selects} if typed is not None else {}
         types = {}
         for column, duck_type in described.items():

@@ -206,7 +206,7 @@ def literal(value: Any, kind: str = "string") -> str:
         if kind == "date":
             day = value if isinstance(value, date) else date.fromisoformat((text or "").strip())
             return f"DATE '{day.isoformat()}'"
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise QueryError(f"expected a {kind}: {exc}") from None
     raise QueryError(f"unknown parameter type {kind!r}")
 

@@ -64,6 +64,9 @@ class SearchQuery:
     fingerprint: str
 
 
+#: The latest instant accepted from a caller (9998-12-31): keeps date arithmetic in range.
+MAX_INSTANT_MS = 253370764800000
+
 def _single(params: Mapping[str, Any], name: str) -> str | None:
     value = params.get(name)
     if isinstance(value, (list, tuple)):
@@ -85,7 +88,13 @@ def parse_instant(value: str, name: str) -> int:
                                    "(e.g. 2026-11-25T09:00:00Z)") from None
     if parsed.tzinfo is None:
         raise SearchParameterError(f"{name} {value[:64]!r} has no time zone (add 'Z' or an offset such as +09:00)")
-    return ms_from_datetime(parsed)
+    try:
+        ms = ms_from_datetime(parsed)
+    except (OverflowError, ValueError):
+        ms = -1
+    if not 0 <= ms <= MAX_INSTANT_MS:
+        raise SearchParameterError(f"{name} {value[:64]!r} is outside 1970..9998")
+    return ms
 
 
 def check_free_text(q: str, settings: SearchSettings) -> str:
@@ -128,6 +137,9 @@ def decode_cursor(token: str, fingerprint: str) -> tuple[int, int, tuple[int, st
         if not (isinstance(from_ms, int) and isinstance(to_ms, int) and isinstance(after_time, int)
                 and isinstance(after_id, str)):
             raise TypeError("bad field types")
+        if not (0 <= from_ms <= MAX_INSTANT_MS and 0 <= to_ms <= MAX_INSTANT_MS
+                and -(2 ** 63) <= after_time < 2 ** 63):
+            raise ValueError("out of range")
     except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
         raise SearchParameterError("cursor is malformed; pass next_cursor from a previous response unchanged") \
             from None
@@ -161,7 +173,7 @@ def parse_search_params(app_id: str, params: Mapping[str, Any] | None, now_ms: i
 
     size = settings.default_size
     if values["size"] is not None:
-        if not values["size"].isdigit() or not 1 <= int(values["size"]) <= settings.max_size:
+        if not re.fullmatch(r"[0-9]{1,6}", values["size"]) or not 1 <= int(values["size"]) <= settings.max_size:
             raise SearchParameterError(f"size must be a whole number from 1 to {settings.max_size}")
         size = int(values["size"])
 

@@ -137,3 +137,17 @@ def test_bad_parameters_get_a_clear_error(client, container, path, params, statu
 
 def test_metrics_need_a_key(client, container):
     assert client.http.get("/v1/metrics/event_counts").status_code == 401
+
+
+@pytest.mark.parametrize("query, message", [
+    ("limit=%C2%B2", "limit must be an integer"),
+    ("limit=" + "9" * 5000, "limit must be an integer"),
+    ("from=0001-01-01T00:00:00%2B01:00&to=0001-01-01T01:00:00%2B01:00", "outside 1970..9998"),
+    ("from=9999-12-31T23:00:00-01:00&to=9999-12-31T23:30:00-01:00", "outside 1970..9998"),
+    ("from=1970-01-01T00:00:00Z&to=1970-01-08T01:00:00Z", "the maximum is 168 h"),
+    ("event_type=a&event_type=b", "give event_type at most once"),
+    ("from=2026-01-01T00:00:00+00:00", "send '+' as %2B"),
+])
+def test_edge_inputs_get_400_never_500(client, container, query, message):
+    response = client.http.get(f"/v1/metrics/event_counts?{query}", headers={"x-api-key": "demo-key"})
+    assert response.status_code == 400 and message in json.loads(response.body)["error"]

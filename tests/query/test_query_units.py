@@ -98,3 +98,28 @@ def test_cli_parser_takes_aws_before_or_after_the_subcommand():
     assert parser.parse_args(["query", "--aws", "SELECT 1"]).aws is True
     args = parser.parse_args(["query", "--file", "top_users", "--param", "app_id=demo", "--param", "limit=3"])
     assert (args.aws, args.file, args.param, args.format) == (False, "top_users", ["app_id=demo", "limit=3"], "table")
+
+
+def test_a_view_name_cannot_smuggle_sql():
+    from unittest import mock
+
+    from chalicelib.query.local_engine import LocalAthena, QueryError
+    engine = LocalAthena.__new__(LocalAthena)  # no catalog needed to reach the name check
+    engine.connection = mock.Mock()
+    with pytest.raises(QueryError, match="view name"):
+        engine.create_view('v" AS SELECT 1; CREATE TABLE pwn AS SELECT 42; CREATE VIEW "w', "SELECT 1")
+    engine.connection.execute.assert_not_called()
+
+
+@pytest.mark.parametrize("value, kind", [("9999999999999999999999999", "timestamp"),
+                                         ("0001-01-01T00:00:00+01:00", "timestamp")])
+def test_out_of_range_parameters_are_query_errors(value, kind):
+    from chalicelib.query.local_engine import QueryError
+    with pytest.raises(QueryError):
+        literal(value, kind)
+
+
+def test_unparseable_tokens_are_query_errors():
+    from chalicelib.query.local_engine import QueryError, translate
+    with pytest.raises(QueryError, match="cannot parse"):
+        translate("SELECT x'zz'")

@@ -201,3 +201,31 @@ def test_a_forged_cursor_window_is_still_capped_at_31_days():
 def test_cursor_round_trips_any_sort_values(event_time, event_id):
     query = parse({"q": "gg"})
     assert decode_cursor(encode_cursor(query, [event_time, event_id]), query.fingerprint)[2] == (event_time, event_id)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"size": "\u00b2"}, "size must be a whole number"),
+    ({"size": "9" * 5000}, "size must be a whole number"),
+    ({"from": "0001-01-01T00:00:00+01:00", "to": "0001-01-02T00:00:00Z"}, "outside 1970..9998"),
+    ({"from": "9999-12-31T00:00:00Z", "to": "9999-12-31T23:59:59-01:00"}, "outside 1970..9998"),
+    ({"size": ["1", "2"]}, "at most once"),
+])
+def test_edge_inputs_are_parameter_errors_not_crashes(params, message):
+    from chalicelib.search.errors import SearchParameterError
+    from chalicelib.search.query import parse_search_params
+    with pytest.raises(SearchParameterError, match=message):
+        parse_search_params("demo", params, 1_767_268_800_000)
+
+
+def test_a_forged_cursor_with_huge_times_is_rejected():
+    import base64
+
+    import orjson
+
+    from chalicelib.search.errors import SearchParameterError
+    from chalicelib.search.query import _fingerprint, parse_search_params
+    values = {name: None for name in ("q", "event_type", "user_id", "from", "to", "size", "cursor")}
+    forged = {"v": 1, "f": _fingerprint("demo", values), "w": [9 * 10 ** 18, 9 * 10 ** 18 + 1000], "a": [1, "x"]}
+    token = base64.urlsafe_b64encode(orjson.dumps(forged)).rstrip(b"=").decode()
+    with pytest.raises(SearchParameterError, match="cursor is malformed"):
+        parse_search_params("demo", {"cursor": token}, 1_767_268_800_000)
