@@ -80,12 +80,23 @@ class Finalizer:
         self._clock_ms, self._grace_ms, self._close_delay_ms = clock_ms, grace_ms, close_delay_ms
 
     def run(self) -> list[PartitionReport]:
-        reports = []
+        """Finalize or clean every due partition of every metric (one run at a time:
+        on AWS give the schedule's function a reserved concurrency of 1).
+
+        Hour by hour, so the metrics share one read of the hour's raw events and at
+        most one hour of raw events is held in memory."""
+        due: dict[tuple[str, str], list[tuple[MetricDef, dict[str, str]]]] = {}
         for metric in self._metrics.metrics:
-            for (dt, hour), etags in sorted(self._partials_by_partition(metric.name).items()):
+            for partition, etags in self._partials_by_partition(metric.name).items():
+                due.setdefault(partition, []).append((metric, etags))
+        reports = []
+        for (dt, hour), work in sorted(due.items()):
+            self._raw_cache: dict[tuple[int, int], pa.Table] = {}
+            for metric, etags in work:
                 report = self.finalize_partition(metric, dt, hour, etags)
                 if report is not None:
                     reports.append(report)
+        self._raw_cache = {}
         return reports
 
     def _partials_by_partition(self, metric: str) -> dict[tuple[str, str], dict[str, str]]:
@@ -161,7 +172,7 @@ class Finalizer:
         # Copies of one event can sit minutes apart (a retried request with sent_at is
         # skew-corrected again): dedupe over a margin so neighbouring partitions keep the
         # same copy (the first received), then keep this range.
-        raw = dedupe_events(read_raw_events(self._s3, self._bucket, start - DEDUPE_MARGIN_MS, end + DEDUPE_MARGIN_MS))
+        raw = self._deduped_raw(start - DEDUPE_MARGIN_MS, end + DEDUPE_MARGIN_MS)
         in_range = pc.and_(pc.greater_equal(raw["event_time"].cast(pa.int64()), start),
                            pc.less(raw["event_time"].cast(pa.int64()), end))
         events, _ = split_too_late(raw_to_events(raw.filter(in_range)), self._metrics.settings.max_lateness_ms)
@@ -169,6 +180,12 @@ class Finalizer:
         rows = rows.filter(pc.and_(pc.greater_equal(rows["window_start"], hour_start),
                                    pc.less(rows["window_start"], hour_start + layout.HOUR_MS)))
         return self._with_tombstones(metric, self._with_late_counts(metric, rows, late_sources), partial_keys)
+
+    def _deduped_raw(self, start_ms: int, end_ms: int) -> pa.Table:
+        cache = getattr(self, "_raw_cache", {})
+        if (start_ms, end_ms) not in cache:
+            cache[(start_ms, end_ms)] = dedupe_events(read_raw_events(self._s3, self._bucket, start_ms, end_ms))
+        return cache[(start_ms, end_ms)]
 
     def _with_tombstones(self, metric: MetricDef, rows: pa.Table, partial_keys: list[str]) -> pa.Table:
         """Add an empty row (event_count 0) for each (app, window) that has partials but
