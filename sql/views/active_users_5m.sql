@@ -1,12 +1,9 @@
--- view: active_users_5m
--- Metric active_users_5m (chalicelib/metrics.yaml): distinct active users per app over 5 minutes,
--- every minute (hopping windows: window_end - window_start = 5 minutes), read from
--- active_users_5m_rollup with the lake's consistency rule (sql/README.md): for each
--- (app_id, window_start) the stage='final' rows when any exist, otherwise the stage='partial' rows
--- merged (union of the HyperLogLog registers).
--- Columns: app_id, dt, window_start, window_end (timestamp, UTC), users (HLL estimate), late_count,
---   users_registers (merged registers, register * 256 + rank).
--- Filter on app_id, and on dt so that Athena reads only those partitions.
+-- view: active_users_5m  (generated from chalicelib/metrics.yaml by chalicelib/query/views.py)
+-- Distinct active users per app over the last 5 minutes, every minute.
+-- Window: size 300 s, slide 60 s. Columns: app_id, dt, window_start, window_end (timestamp, UTC),
+-- users, late_count, users_registers.
+-- Rule (sql/README.md): per (app_id, window_start) the final rows when any exist, else the merged
+-- partials. Filter on app_id, and on dt so that Athena reads only those partitions.
 CREATE OR REPLACE VIEW active_users_5m AS
 WITH ranked AS (
     SELECT r.*,
@@ -21,46 +18,48 @@ chosen AS (
       AND event_count > 0  -- a final row without events is a tombstone: the window was finalized empty
 ),
 parts AS (
-    -- each chosen row's measures, plus one row per non-empty register of its sketch
+    -- each chosen row's measures, plus one row per non-empty register of each sketch
     SELECT app_id, dt, window_start, window_end,
-           late_count,
-           CAST(NULL AS integer) AS hll_register, CAST(NULL AS integer) AS hll_rank
+           event_count, late_count,
+           CAST(NULL AS integer) AS hll_sketch, CAST(NULL AS integer) AS hll_register,
+           CAST(NULL AS integer) AS hll_rank
     FROM chosen
     UNION ALL
     SELECT app_id, dt, window_start, window_end,
-           0,
-           CAST(floor(r / 256) AS integer), CAST(r % 256 AS integer)
+           0, 0,
+           0, CAST(floor(r / 256) AS integer), CAST(r % 256 AS integer)
     FROM chosen CROSS JOIN UNNEST(user_id__registers) AS u (r)
 ),
 per_register AS (
     -- union of the sketches: the highest rank of each register
-    SELECT app_id, dt, window_start, window_end, hll_register,
-           sum(late_count) AS late_count, max(hll_rank) AS hll_rank
+    SELECT app_id, dt, window_start, window_end, hll_sketch, hll_register,
+           sum(event_count) AS event_count, sum(late_count) AS late_count,
+           max(hll_rank) AS hll_rank
     FROM parts
-    GROUP BY app_id, dt, window_start, window_end, hll_register
+    GROUP BY app_id, dt, window_start, window_end, hll_sketch, hll_register
 ),
 merged AS (
     SELECT app_id, dt, window_start, window_end,
-           sum(late_count) AS late_count,
-           4096 - count(hll_register) AS empty_registers,
-           coalesce(sum(power(2e0, -hll_rank)), 0e0) AS inverse_sum,
-           array_agg(hll_register * 256 + hll_rank) FILTER (WHERE hll_register IS NOT NULL) AS users_registers
+           sum(event_count) AS event_count, sum(late_count) AS late_count,
+           4096 - count(hll_register) FILTER (WHERE hll_sketch = 0) AS user_id__empty,
+           coalesce(sum(power(2e0, -hll_rank)) FILTER (WHERE hll_sketch = 0), 0e0) AS user_id__inverse,
+           array_agg(hll_register * 256 + hll_rank) FILTER (WHERE hll_sketch = 0) AS user_id__merged
     FROM per_register
     GROUP BY app_id, dt, window_start, window_end
 ),
 estimated AS (
     -- classic HyperLogLog, m = 4096: alpha * m^2 / (V + sum of 2^-rank over the non-empty registers)
     SELECT merged.*,
-           0.7213e0 / (1e0 + 1.079e0 / 4096) * 4096 * 4096 / (empty_registers + inverse_sum) AS raw_estimate
+           0.7213e0 / (1e0 + 1.079e0 / 4096) * 4096 * 4096 / (user_id__empty + user_id__inverse) AS user_id__raw
     FROM merged
 )
 SELECT app_id,
        dt,
        CAST(from_unixtime(window_start / 1000) AS timestamp) AS window_start,
        CAST(from_unixtime(window_end / 1000) AS timestamp) AS window_end,
-       CAST(round(CASE WHEN raw_estimate <= 2.5e0 * 4096 AND empty_registers > 0
-                       THEN 4096 * ln(4096e0 / empty_registers)  -- linear counting for small sets
-                       ELSE raw_estimate END) AS bigint) AS users,
+       CAST(round(CASE WHEN user_id__raw <= 2.5e0 * 4096 AND user_id__empty > 0
+                       THEN 4096 * ln(4096e0 / user_id__empty)  -- linear counting for small sets
+                       ELSE user_id__raw END) AS bigint) AS "users",
        late_count,
-       users_registers
+       user_id__merged AS "users_registers"
 FROM estimated

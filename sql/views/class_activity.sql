@@ -1,13 +1,10 @@
--- view: class_activity
--- Metric class_activity (chalicelib/metrics.yaml): activity per character class and 1-minute window
--- (events that carry attributes.character_class), read from class_activity_rollup with the lake's
--- consistency rule (sql/README.md): for each (app_id, window_start) the stage='final' rows when any
--- exist, otherwise the stage='partial' rows merged.
--- Columns: app_id, dt, window_start, window_end (timestamp, UTC), character_class, "count",
---   value_sum, value_min, value_max, value_avg (of attributes.value; NULL when no event had one),
---   users (HLL estimate), late_count, value_n (number of values: re-aggregate an average over
---   windows as sum(value_sum) / sum(value_n)), users_registers (merged registers, register*256+rank).
--- Filter on app_id, and on dt so that Athena reads only those partitions.
+-- view: class_activity  (generated from chalicelib/metrics.yaml by chalicelib/query/views.py)
+-- Activity per character class and minute (events that carry one).
+-- Window: size 60 s, slide 60 s. Columns: app_id, dt, window_start, window_end (timestamp, UTC),
+-- character_class, count, value_sum, value_min, value_max, value_avg, users, late_count, value_n,
+-- users_registers.
+-- Rule (sql/README.md): per (app_id, window_start) the final rows when any exist, else the merged
+-- partials. Filter on app_id, and on dt so that Athena reads only those partitions.
 CREATE OR REPLACE VIEW class_activity AS
 WITH ranked AS (
     SELECT r.*,
@@ -22,44 +19,55 @@ chosen AS (
       AND event_count > 0  -- a final row without events is a tombstone: the window was finalized empty
 ),
 parts AS (
-    -- each chosen row's measures, plus one row per non-empty register of its sketch
+    -- each chosen row's measures, plus one row per non-empty register of each sketch
     SELECT app_id, dt, window_start, window_end, character_class,
            event_count, late_count,
-           attributes_value__sum, attributes_value__n, attributes_value__min, attributes_value__max,
-           CAST(NULL AS integer) AS hll_register, CAST(NULL AS integer) AS hll_rank
+           attributes_value__sum,
+           attributes_value__n,
+           attributes_value__min,
+           attributes_value__max,
+           CAST(NULL AS integer) AS hll_sketch, CAST(NULL AS integer) AS hll_register,
+           CAST(NULL AS integer) AS hll_rank
     FROM chosen
     UNION ALL
     SELECT app_id, dt, window_start, window_end, character_class,
            0, 0,
-           0e0, 0, CAST(NULL AS double), CAST(NULL AS double),
-           CAST(floor(r / 256) AS integer), CAST(r % 256 AS integer)
+           0e0,
+           0,
+           CAST(NULL AS double),
+           CAST(NULL AS double),
+           0, CAST(floor(r / 256) AS integer), CAST(r % 256 AS integer)
     FROM chosen CROSS JOIN UNNEST(user_id__registers) AS u (r)
 ),
 per_register AS (
     -- union of the sketches: the highest rank of each register
-    SELECT app_id, dt, window_start, window_end, character_class, hll_register,
+    SELECT app_id, dt, window_start, window_end, character_class, hll_sketch, hll_register,
            sum(event_count) AS event_count, sum(late_count) AS late_count,
-           sum(attributes_value__sum) AS value_sum, sum(attributes_value__n) AS value_n,
-           min(attributes_value__min) AS value_min, max(attributes_value__max) AS value_max,
+           sum(attributes_value__sum) AS attributes_value__sum,
+           sum(attributes_value__n) AS attributes_value__n,
+           min(attributes_value__min) AS attributes_value__min,
+           max(attributes_value__max) AS attributes_value__max,
            max(hll_rank) AS hll_rank
     FROM parts
-    GROUP BY app_id, dt, window_start, window_end, character_class, hll_register
+    GROUP BY app_id, dt, window_start, window_end, character_class, hll_sketch, hll_register
 ),
 merged AS (
     SELECT app_id, dt, window_start, window_end, character_class,
            sum(event_count) AS event_count, sum(late_count) AS late_count,
-           sum(value_sum) AS value_sum, sum(value_n) AS value_n,
-           min(value_min) AS value_min, max(value_max) AS value_max,
-           4096 - count(hll_register) AS empty_registers,
-           coalesce(sum(power(2e0, -hll_rank)), 0e0) AS inverse_sum,
-           array_agg(hll_register * 256 + hll_rank) FILTER (WHERE hll_register IS NOT NULL) AS users_registers
+           sum(attributes_value__sum) AS attributes_value__sum,
+           sum(attributes_value__n) AS attributes_value__n,
+           min(attributes_value__min) AS attributes_value__min,
+           max(attributes_value__max) AS attributes_value__max,
+           4096 - count(hll_register) FILTER (WHERE hll_sketch = 0) AS user_id__empty,
+           coalesce(sum(power(2e0, -hll_rank)) FILTER (WHERE hll_sketch = 0), 0e0) AS user_id__inverse,
+           array_agg(hll_register * 256 + hll_rank) FILTER (WHERE hll_sketch = 0) AS user_id__merged
     FROM per_register
     GROUP BY app_id, dt, window_start, window_end, character_class
 ),
 estimated AS (
     -- classic HyperLogLog, m = 4096: alpha * m^2 / (V + sum of 2^-rank over the non-empty registers)
     SELECT merged.*,
-           0.7213e0 / (1e0 + 1.079e0 / 4096) * 4096 * 4096 / (empty_registers + inverse_sum) AS raw_estimate
+           0.7213e0 / (1e0 + 1.079e0 / 4096) * 4096 * 4096 / (user_id__empty + user_id__inverse) AS user_id__raw
     FROM merged
 )
 SELECT app_id,
@@ -68,14 +76,14 @@ SELECT app_id,
        CAST(from_unixtime(window_end / 1000) AS timestamp) AS window_end,
        character_class,
        event_count AS "count",
-       CASE WHEN value_n > 0 THEN value_sum END AS value_sum,
-       value_min,
-       value_max,
-       value_sum / nullif(value_n, 0) AS value_avg,
-       CAST(round(CASE WHEN raw_estimate <= 2.5e0 * 4096 AND empty_registers > 0
-                       THEN 4096 * ln(4096e0 / empty_registers)  -- linear counting for small sets
-                       ELSE raw_estimate END) AS bigint) AS users,
+       CASE WHEN attributes_value__n > 0 THEN attributes_value__sum END AS "value_sum",
+       attributes_value__min AS "value_min",
+       attributes_value__max AS "value_max",
+       attributes_value__sum / nullif(attributes_value__n, 0) AS "value_avg",
+       CAST(round(CASE WHEN user_id__raw <= 2.5e0 * 4096 AND user_id__empty > 0
+                       THEN 4096 * ln(4096e0 / user_id__empty)  -- linear counting for small sets
+                       ELSE user_id__raw END) AS bigint) AS "users",
        late_count,
-       value_n,
-       users_registers
+       attributes_value__n AS value_n,
+       user_id__merged AS "users_registers"
 FROM estimated

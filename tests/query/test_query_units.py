@@ -123,3 +123,16 @@ def test_unparseable_tokens_are_query_errors():
     from chalicelib.query.local_engine import QueryError, translate
     with pytest.raises(QueryError, match="cannot parse"):
         translate("SELECT x'zz'")
+
+
+def test_the_committed_views_are_the_ones_generated_from_metrics_yaml():
+    from pathlib import Path
+
+    from chalicelib.processing import load_metrics
+    from chalicelib.query.views import view_sql
+    views = Path(__file__).resolve().parents[2] / "sql" / "views"
+    metrics = load_metrics().metrics
+    assert sorted(p.stem for p in views.glob("*.sql")) == sorted(m.name for m in metrics)
+    for metric in metrics:
+        assert (views / f"{metric.name}.sql").read_text() == view_sql(metric), \
+            f"regenerate: .venv/bin/python -m chalicelib.query.views ({metric.name})"
