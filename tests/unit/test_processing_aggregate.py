@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 
 from chalicelib.processing import (PartialsError, aggregate, aggregate_metric, decode_records, encode_parquet,
@@ -12,14 +11,6 @@ from tests.unit.test_processing_support import MINUTE, T0, event, events_table, 
 
 METRICS = load_metrics()
 NEVER = -(2**62)  # a watermark that closes no window
-
-
-@pytest.fixture(scope="module")
-def con():
-    c = duckdb.connect()
-    c.execute("SET threads=1")
-    yield c
-    c.close()
 
 
 def rows(table, *columns):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 
-import duckdb
 import pyarrow as pa
 import pytest
 
@@ -13,14 +12,6 @@ from chalicelib.processing.decode import EVENT_SCHEMA, decode_records
 from tests.unit.test_processing_support import T0, event, kinesis_record, line
 
 REAL_SEQ = "49590338271490256608559692538361571095921575989136588898"
-
-
-@pytest.fixture(scope="module")
-def con():
-    c = duckdb.connect()
-    c.execute("SET threads=1")
-    yield c
-    c.close()
 
 
 def test_good_batch_becomes_one_table_in_batch_order(con):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -24,14 +23,6 @@ from tests.unit.test_processing_support import MINUTE, T0, event, events_table
 METRICS = load_metrics()
 WATERMARK = T0 + 3 * MINUTE  # closes some windows, not others
 POINTS = [(52.52, 13.405), (52.5201, 13.4049), (-33.87, 151.21), (0.0, 0.0)]
-
-
-@pytest.fixture(scope="module")
-def con():
-    c = duckdb.connect()
-    c.execute("SET threads=1")
-    yield c
-    c.close()
 
 
 @st.composite
