@@ -7,13 +7,13 @@ import logging
 import orjson
 from chalice import Chalice, Rate, Response
 
-from chalicelib.config import Settings
-from chalicelib.errors import RequestError
-from chalicelib.health import aws_checks, check_components, search_check
+from chalicelib.runtime.settings import Settings
+from chalicelib.api.errors import RequestError
+from chalicelib.api.health import aws_checks, check_components, search_check
 from chalicelib.search import (IndexerConfig, S3BadRowsSink, SearchSettings, delete_expired_indices,
                                index_kinesis_batch, search_events)
-from chalicelib.tap import tap_batch
-from chalicelib.wiring import Container, clock_ms
+from chalicelib.stream.tap import tap_batch
+from chalicelib.runtime.container import Container, clock_ms
 
 app = Chalice(app_name="eventpipe")
 app.log.setLevel(logging.INFO)

@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from chalicelib import codec  # noqa: E402
+from chalicelib.stream import codec  # noqa: E402
 from chalicelib.processing import (aggregate, decode_records, encode_parquet, load_metrics,  # noqa: E402
                                    split_too_old)
 
@@ -251,7 +251,7 @@ class _NullState:
 
 
 def run_handler(records: list[dict], metrics, n_events: int, repeat: int) -> float:  # noqa: ANN001
-    from chalicelib.lake.processor import AggregationService
+    from chalicelib.lake.consumers import AggregationService
 
     service = AggregationService(_NullS3(), "bench", _NullState(), metrics, clock_ms=lambda: 0)
     best = float("inf")

@@ -23,7 +23,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chalicelib.generate import generate_events, write_ndjson  # noqa: E402
+from eventpipe.generate import generate_events, write_ndjson  # noqa: E402
 from chalicelib.ingest.service import IngestService  # noqa: E402
 
 PAYLOAD_UNIT = 25 * 1024  # Kinesis PUT payload unit
@@ -55,8 +55,8 @@ def bench_service(events: int, batch: int) -> None:
 
 
 def bench_e2e(events: int, batch: int, concurrency: int) -> None:
-    from chalicelib.local.stack import Stack, StackConfig, free_port
-    from chalicelib.sender import send_file
+    from eventpipe.local.stack import Stack, StackConfig, free_port
+    from eventpipe.sender import send_file
 
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,7 +67,7 @@ def bench_e2e(events: int, batch: int, concurrency: int) -> None:
         with Stack(config) as stack:
             summary = send_file(path, stack.api_url, "demo-key", batch, use_gzip=True, concurrency=concurrency,
                                 progress=False)
-            from chalicelib.clients import Clients
+            from chalicelib.runtime.clients import Clients
             clients = Clients(stack.settings)
             name = stack.settings.stream_name
             records = units = 0

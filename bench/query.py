@@ -27,13 +27,13 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chalicelib.clients import Clients  # noqa: E402
-from chalicelib.events import ms_to_iso  # noqa: E402
-from chalicelib.generate import generate_events, write_ndjson  # noqa: E402
+from chalicelib.runtime.clients import Clients  # noqa: E402
+from chalicelib.ingest.validation import ms_to_iso  # noqa: E402
+from eventpipe.generate import generate_events, write_ndjson  # noqa: E402
 from chalicelib.lake import layout  # noqa: E402
 from chalicelib.lake.reader import list_keys  # noqa: E402
-from chalicelib.local.stack import Stack, StackConfig, free_port  # noqa: E402
-from chalicelib.sender import send_file  # noqa: E402
+from eventpipe.local.stack import Stack, StackConfig, free_port  # noqa: E402
+from eventpipe.sender import send_file  # noqa: E402
 
 DAY_MS = 86_400_000
 
@@ -87,7 +87,7 @@ def main() -> None:
               f"p50 {statistics.median(timings):.0f} ms, p95 {percentile(timings, 0.95):.0f} ms (target p95 300 ms); "
               f"first request (no file cached in the API process) {timings[0]:.0f} ms")
 
-        from chalicelib.query.local_engine import LocalAthena, s3_filesystem
+        from eventpipe.query.local_engine import LocalAthena, s3_filesystem
         sql = (f"SELECT event_type, count(*) AS events, count(DISTINCT user_id) AS users FROM events "
                f"WHERE app_id = 'demo' AND dt IN ('{ms_to_iso(day_start)[:10]}', "
                f"'{ms_to_iso(day_start + DAY_MS)[:10]}') GROUP BY event_type ORDER BY events DESC")

@@ -1,7 +1,7 @@
 """Search benchmarks (loopback targets only; every loop is bounded).
 
 (a) ``index``: indexing throughput of ``index_kinesis_batch`` into an
-    OpenSearch node. Realistic events (``chalicelib.generate``) are validated
+    OpenSearch node. Realistic events (``eventpipe.generate``) are validated
     and packed exactly as the ingest API does (``codec.pack``), wrapped as
     Lambda Kinesis records and fed in Lambda-sized batches. Reports events/s
     end to end and the CPU-only part (decode + document building). Uses its
@@ -33,9 +33,9 @@ from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chalicelib import codec  # noqa: E402
-from chalicelib.events import ms_to_iso, validate_event  # noqa: E402
-from chalicelib.generate import generate_events  # noqa: E402
+from chalicelib.stream import codec  # noqa: E402
+from chalicelib.ingest.validation import ms_to_iso, validate_event  # noqa: E402
+from eventpipe.generate import generate_events  # noqa: E402
 from chalicelib.search import (IndexerConfig, MemoryBadRowsSink, TemplateSettings, client_for_url,  # noqa: E402
                                ensure_template, index_kinesis_batch)
 from chalicelib.search.indexer import prepare_batch  # noqa: E402

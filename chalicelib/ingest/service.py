@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
-from chalicelib import codec
-from chalicelib.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
-from chalicelib.events import InvalidEvent, ValidatedEvent, validate_event
+from chalicelib.stream import codec
+from chalicelib.api.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
+from chalicelib.ingest.validation import InvalidEvent, ValidatedEvent, validate_event
 from chalicelib.ingest.body import decompress, parse_events
 from chalicelib.ingest.kinesis_writer import PutOutcome
 

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
 from chalicelib.lake import layout
-from chalicelib.lake.processor import split_too_late
+from chalicelib.lake.consumers import split_too_late
 from chalicelib.lake.reader import dedupe_events, list_keys, read_many, read_raw_events
 from chalicelib.lake.sql_sketch import register_columns, strip_register_columns
 from chalicelib.lake.state import StateStore

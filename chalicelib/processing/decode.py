@@ -3,7 +3,7 @@
 Fast path (no per-event Python):
 
 1. Per record: base64-decode the data (``pybase64`` when installed, else the
-   standard library) and check the ``EP1Z`` header of ``chalicelib.codec``.
+   standard library) and check the ``EP1Z`` header of ``chalicelib.stream.codec``.
 2. The records' zstd frames are written, each after a tiny *sentinel* frame
    holding ``{"__epz_u": <unit>}``, into an anonymous in-memory file
    (``memfd``).  Concatenated zstd frames are one valid zstd stream, so
@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import codec
+from chalicelib.stream import codec
 from .errors import InvalidArgumentError
 from .ndjson_stream import PARSED_ATTRIBUTES, StreamParseError, parse_frames, raw_frame
 
@@ -129,7 +129,7 @@ def decode_records(records: Sequence[Mapping[str, Any]], *,
 
     Args:
         records: ``event["Records"]``; each has ``kinesis.data`` (base64 of a
-            ``chalicelib.codec`` record) and ``kinesis.sequenceNumber``.
+            ``chalicelib.stream.codec`` record) and ``kinesis.sequenceNumber``.
         attribute_types: attribute name -> ``"VARCHAR"`` or ``"DOUBLE"`` to
             parse into the ``parsed_attributes`` column (use
             ``MetricSet.attribute_types``); None to skip.

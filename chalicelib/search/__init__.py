@@ -10,7 +10,7 @@ Public API (what app.py wires):
 * ``search_events(client, app_id, params, now_ms)`` - GET /v1/search.
 """
 
-from chalicelib.search.badrows import BadRow, BadRowsSink, MemoryBadRowsSink, S3BadRowsSink
+from chalicelib.stream.badrows import BadRow, BadRowsSink, MemoryBadRowsSink, S3BadRowsSink
 from chalicelib.search.bulk import Backoff
 from chalicelib.search.client import client_for_aws, client_for_url
 from chalicelib.search.errors import SearchParameterError, SearchUnavailableError, TemplateError

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from chalicelib.events import ms_to_iso
+from chalicelib.ingest.validation import ms_to_iso
 
 _STRING_FIELDS = ("event_id", "event_type", "app_id")
 _MS_FIELDS = ("event_time", "received_at")

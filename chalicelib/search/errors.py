@@ -7,7 +7,7 @@ unavailable -> 503.
 
 from __future__ import annotations
 
-from chalicelib.errors import BadRequest, ServiceUnavailable
+from chalicelib.api.errors import BadRequest, ServiceUnavailable
 
 
 class SearchParameterError(BadRequest):

@@ -31,9 +31,9 @@ import orjson
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
 
-from chalicelib import codec
-from chalicelib.search import badrows
-from chalicelib.search.badrows import BadRow, BadRowsSink, RecordRef
+from chalicelib.stream import codec
+from chalicelib.stream import badrows
+from chalicelib.stream.badrows import BadRow, BadRowsSink, RecordRef
 from chalicelib.search.bulk import (DEFAULT_MAX_BULK_ACTIONS, DEFAULT_MAX_BULK_BYTES, Backoff, BulkItem,
                                     Outcome, bulk_body, chunk_by_bytes, classify_item, encode_item,
                                     error_reason)

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from chalicelib.events import EVENT_TYPE_RE, MAX_USER_ID_CHARS
+from chalicelib.ingest.validation import EVENT_TYPE_RE, MAX_USER_ID_CHARS
 from chalicelib.search.errors import SearchParameterError
 from chalicelib.search.naming import DAY_MS, DEFAULT_PREFIX, check_prefix, indices_covering, \
     ms_from_datetime

@@ -1,4 +1,4 @@
--- view: active_users_5m  (generated from chalicelib/metrics.yaml by chalicelib/query/views.py)
+-- view: active_users_5m  (generated from chalicelib/metrics.yaml by eventpipe/query/views.py)
 -- Distinct active users per app over the last 5 minutes, every minute.
 -- Window: size 300 s, slide 60 s. Columns: app_id, dt, window_start, window_end (timestamp, UTC),
 -- users, late_count, users_registers.

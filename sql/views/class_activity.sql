@@ -1,4 +1,4 @@
--- view: class_activity  (generated from chalicelib/metrics.yaml by chalicelib/query/views.py)
+-- view: class_activity  (generated from chalicelib/metrics.yaml by eventpipe/query/views.py)
 -- Activity per character class and minute (events that carry one).
 -- Window: size 60 s, slide 60 s. Columns: app_id, dt, window_start, window_end (timestamp, UTC),
 -- character_class, count, value_sum, value_min, value_max, value_avg, users, late_count, value_n,

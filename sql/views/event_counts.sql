@@ -1,4 +1,4 @@
--- view: event_counts  (generated from chalicelib/metrics.yaml by chalicelib/query/views.py)
+-- view: event_counts  (generated from chalicelib/metrics.yaml by eventpipe/query/views.py)
 -- Events and distinct users per app, event type and minute.
 -- Window: size 60 s, slide 60 s. Columns: app_id, dt, window_start, window_end (timestamp, UTC),
 -- event_type, count, users, late_count, users_registers.

@@ -1,4 +1,4 @@
--- view: region_activity  (generated from chalicelib/metrics.yaml by chalicelib/query/views.py)
+-- view: region_activity  (generated from chalicelib/metrics.yaml by eventpipe/query/views.py)
 -- GPS pings and distinct users per ~5 km geohash cell and minute.
 -- Window: size 60 s, slide 60 s. Columns: app_id, dt, window_start, window_end (timestamp, UTC),
 -- geohash5, count, users, late_count, users_registers.

@@ -1,6 +1,6 @@
 import pytest
 
-from chalicelib.local.stack import Stack, StackConfig, free_port
+from eventpipe.local.stack import Stack, StackConfig, free_port
 from tests.conftest import ROOT
 
 

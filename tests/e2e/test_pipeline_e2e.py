@@ -8,15 +8,15 @@ import duckdb
 import pytest
 import requests
 
-from chalicelib.clients import Clients
-from chalicelib.events import ms_to_iso
-from chalicelib.generate import generate_events, write_ndjson
+from chalicelib.runtime.clients import Clients
+from chalicelib.ingest.validation import ms_to_iso
+from eventpipe.generate import generate_events, write_ndjson
 from chalicelib.lake import layout
 from chalicelib.lake.reader import list_keys, read_many
-from chalicelib.local.stack import Stack, StackConfig, free_port
+from eventpipe.local.stack import Stack, StackConfig, free_port
 from chalicelib.lake.sql_sketch import strip_register_columns
 from chalicelib.processing import finalize, load_metrics, merge_partials
-from chalicelib.sender import send_file
+from eventpipe.sender import send_file
 from tests.conftest import ROOT
 
 EVENTS = 100_000

@@ -5,9 +5,9 @@ import uuid
 
 import requests
 
-from chalicelib.apps import AppStore
-from chalicelib.clients import Clients
-from chalicelib.events import ms_to_iso
+from chalicelib.api.keys import AppStore
+from chalicelib.runtime.clients import Clients
+from chalicelib.ingest.validation import ms_to_iso
 
 
 def post(stack, key, events):

@@ -1,0 +1,95 @@
+"""Applications and API keys, stored hashed in DynamoDB.
+
+Keys are 256-bit random tokens, so a plain SHA-256 is enough (a slow password
+hash protects low-entropy secrets; these have none to protect) and lets the
+key hash be the table's partition key for an O(1) lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.api.errors import BadRequest, ServiceUnavailable, Unauthorized
+
+APP_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return "ep_" + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class App:
+    app_id: str
+    name: str
+
+
+class AppStore:
+    """DynamoDB adapter; one item per key: {key_hash, app_id, name, created_at}."""
+
+    def __init__(self, client, table_name: str, clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 cache_ttl_s: float = 60.0) -> None:
+        self._client = client
+        self._table = table_name
+        self._clock_ms = clock_ms
+        self._cache_ttl_s = cache_ttl_s
+        self._cache: dict[str, tuple[float, App | None]] = {}
+        self._lock = threading.Lock()
+
+    def create_key(self, app_id: str, api_key: str | None = None) -> str:
+        """Store a key for ``app_id`` (a new random one unless given); returns it."""
+        if not APP_ID_RE.fullmatch(app_id):
+            raise BadRequest(f"app name {app_id!r} must match ^[a-z0-9][a-z0-9_-]{{0,63}}$")
+        api_key = api_key or new_api_key()
+        self._client.put_item(TableName=self._table, Item={
+            "key_hash": {"S": hash_key(api_key)},
+            "app_id": {"S": app_id},
+            "created_at": {"N": str(self._clock_ms())},
+        })
+        return api_key
+
+    def list_apps(self) -> dict[str, int]:
+        """app_id -> number of keys."""
+        counts: dict[str, int] = {}
+        for page in self._client.get_paginator("scan").paginate(TableName=self._table):
+            for item in page["Items"]:
+                app_id = item["app_id"]["S"]
+                counts[app_id] = counts.get(app_id, 0) + 1
+        return counts
+
+    def authenticate(self, api_key: str | None) -> str:
+        """Return the app_id for a key, or raise Unauthorized."""
+        if not api_key:
+            raise Unauthorized("missing API key: send it in the x-api-key header")
+        digest = hash_key(api_key)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(digest)
+        # Unknown keys are remembered briefly only, so a new key works at once.
+        ttl = self._cache_ttl_s if cached is not None and cached[1] is not None else min(self._cache_ttl_s, 2.0)
+        if cached is not None and now - cached[0] < ttl:
+            app = cached[1]
+        else:
+            try:
+                item = self._client.get_item(TableName=self._table, Key={"key_hash": {"S": digest}}).get("Item")
+            except (ClientError, BotoCoreError) as exc:
+                raise ServiceUnavailable(f"the key store is unavailable ({type(exc).__name__}); retry later",
+                                         headers={"Retry-After": "1"}) from exc
+            app = App(item["app_id"]["S"], item["app_id"]["S"]) if item else None
+            with self._lock:
+                self._cache[digest] = (now, app)
+        if app is None:
+            raise Unauthorized("unknown API key")
+        return app.app_id

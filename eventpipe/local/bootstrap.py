@@ -1,0 +1,91 @@
+"""Creates every resource the pipeline needs, idempotently (local stack on moto)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from botocore.exceptions import ClientError
+
+from chalicelib.api.keys import AppStore, hash_key
+from chalicelib.runtime.clients import Clients
+
+
+def _exists_error(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in {
+        "ResourceInUseException", "BucketAlreadyOwnedByYou", "BucketAlreadyExists",
+        "AlreadyExistsException", "EntityAlreadyExists"}
+
+
+def _create(call: Callable[[], object]) -> bool:
+    """Run a create call; False when the resource already existed."""
+    try:
+        call()
+        return True
+    except ClientError as exc:
+        if _exists_error(exc):
+            return False
+        raise
+
+
+def ensure_stream(kinesis, name: str, shards: int, timeout_s: float = 30) -> None:
+    _create(lambda: kinesis.create_stream(StreamName=name, ShardCount=shards))
+    deadline = time.monotonic() + timeout_s
+    while kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"stream {name} did not become ACTIVE")
+        time.sleep(0.2)
+
+
+def ensure_table(dynamodb, name: str, hash_key_name: str) -> None:
+    _create(lambda: dynamodb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": hash_key_name, "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": hash_key_name, "KeyType": "HASH"}]))
+
+
+def ensure_bucket(s3, name: str, region: str) -> None:
+    kwargs = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    _create(lambda: s3.create_bucket(Bucket=name, **kwargs))
+
+
+def ensure_glue_database(glue, name: str) -> None:
+    _create(lambda: glue.create_database(DatabaseInput={
+        "Name": name, "Description": "eventpipe: raw events and metric rollups (Parquet on S3)"}))
+
+
+def ensure_catalog(clients: Clients) -> None:
+    """Glue tables for the raw events and every metric (partition projection)."""
+    from chalicelib.lake.glue import ensure_table, raw_table_input, rollup_table_input
+    from chalicelib.lake.raw_archive import RAW_SCHEMA
+    from chalicelib.lake.sql_sketch import lake_schema
+    from chalicelib.processing import load_metrics
+    from chalicelib.lake.glue import ensure_bad_rows_table
+
+    s = clients.settings
+    ensure_table(clients.glue, s.glue_database, raw_table_input(s.bucket, RAW_SCHEMA))
+    ensure_bad_rows_table(clients.glue, s.glue_database, s.bucket)
+    for metric in load_metrics().metrics:
+        ensure_table(clients.glue, s.glue_database,
+                     rollup_table_input(s.bucket, metric.name, lake_schema(metric), metric.description))
+
+
+def ensure_demo_app(clients: Clients, app_id: str, api_key: str) -> None:
+    existing = clients.dynamodb.get_item(TableName=clients.settings.apps_table,
+                                         Key={"key_hash": {"S": hash_key(api_key)}}).get("Item")
+    if existing is None:
+        AppStore(clients.dynamodb, clients.settings.apps_table).create_key(app_id, api_key)
+
+
+def bootstrap(clients: Clients, shards: int = 2, demo_app: str = "demo", demo_key: str = "demo-key") -> list[str]:
+    """Create the stream, tables, bucket, Glue database and demo app; returns a report."""
+    s = clients.settings
+    ensure_stream(clients.kinesis, s.stream_name, shards)
+    ensure_table(clients.dynamodb, s.apps_table, "key_hash")
+    ensure_table(clients.dynamodb, s.state_table, "pk")
+    ensure_bucket(clients.s3, s.bucket, s.region)
+    ensure_glue_database(clients.glue, s.glue_database)
+    ensure_catalog(clients)
+    ensure_demo_app(clients, demo_app, demo_key)
+    return [f"kinesis stream {s.stream_name} ({shards} shards)", f"dynamodb tables {s.apps_table}, {s.state_table}",
+            f"s3 bucket {s.bucket}", f"glue database {s.glue_database}", f"app {demo_app!r} with key {demo_key!r}"]

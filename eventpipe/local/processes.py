@@ -1,0 +1,76 @@
+"""Entry points of the local stack's child processes: the HTTP API and the runner."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+import orjson
+
+log = logging.getLogger("eventpipe.local")
+
+
+def _import_app():
+    """Import app.py from the project root (the current directory)."""
+    sys.path.insert(0, os.getcwd())
+    return importlib.import_module("app")
+
+
+def _stop_on_signals(stop) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop())
+
+
+def serve_http(host: str, port: int) -> None:
+    """Serve the Chalice app's routes, as ``chalice local --no-autoreload`` does."""
+    from chalice.config import Config
+    from chalice.local import LocalDevServer
+
+    module = _import_app()
+    config = Config.create(chalice_stage="local", app_name=module.app.app_name, project_dir=os.getcwd())
+    server = LocalDevServer(module.app, config, host, port)
+    _stop_on_signals(lambda: threading.Thread(target=server.shutdown, daemon=True).start())
+    log.info("api: serving http://%s:%d", host, port)
+    server.server.serve_forever(poll_interval=0.2)
+
+
+def s3_dead_letter(s3, bucket: str):
+    """Lambda's on-failure destination, locally: the undeliverable records in S3."""
+
+    def write(consumer: str, shard_id: str, records: list[dict], reason: str) -> None:
+        first = records[0]["kinesis"]["sequenceNumber"]
+        last = records[-1]["kinesis"]["sequenceNumber"]
+        key = f"dead-letter/{consumer}/{shard_id}/{first}-{last}.json"
+        s3.put_object(Bucket=bucket, Key=key, Body=orjson.dumps({"reason": reason, "records": records}),
+                      ContentType="application/json")
+
+    return write
+
+
+def run_consumers(poll_interval_s: float = 0.2, max_retries: int = 10, schedule_override_s: float | None = None) -> None:
+    """Feed the stream to every on_kinesis_record handler, and run the schedules, until signalled."""
+    from eventpipe.local.runner import Runner, consumers_from_app, run_schedules, scheduled_jobs_from_app
+
+    module = _import_app()
+    container = module.container
+    settings = container.settings
+    consumers = consumers_from_app(module)
+    runner = Runner(container.clients.kinesis, container.clients.dynamodb, settings.state_table,
+                    settings.stream_name, consumers, settings.region,
+                    s3_dead_letter(container.clients.s3, settings.bucket), poll_interval_s, max_retries)
+    done = threading.Event()
+    _stop_on_signals(done.set)
+    runner.start()
+    jobs = scheduled_jobs_from_app(module, schedule_override_s)
+    threading.Thread(target=run_schedules, args=(jobs, settings.region, runner.stop_event), daemon=True,
+                     name="schedules").start()
+    print(json.dumps({"runner": "started", "consumers": [c.name for c in consumers],
+                      "schedules": {j.name: j.interval_s for j in jobs}}), flush=True)
+    while not done.wait(30):
+        runner.start()  # picks up new shards after a reshard
+    runner.stop()

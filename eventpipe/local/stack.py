@@ -1,0 +1,172 @@
+"""The local stack supervisor: moto server, bootstrap, HTTP API, runner.
+
+Every child runs in its own process (the GIL would otherwise serialise moto,
+the API and the handlers) with its output prefixed; Ctrl-C or SIGTERM stops
+every process the stack started, and children die with the supervisor
+(PR_SET_PDEATHSIG) even if it is killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+from chalicelib.runtime.clients import Clients
+from chalicelib.runtime.settings import Settings
+from eventpipe.local.bootstrap import bootstrap
+
+HOST = "127.0.0.1"
+_ACCESS_LOG = re.compile(rb'"(GET|POST|PUT|HEAD|DELETE|PATCH) ')
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child before exec
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def wait_http(url: str, timeout_s: float = 30.0, accept=(200, 503)) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status in accept:
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code in accept:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
+        time.sleep(0.1)
+
+
+@dataclass
+class StackConfig:
+    moto_port: int = 5000
+    http_port: int = 8000
+    #: The embedded OpenSearch-compatible server (osmem); unused when OPENSEARCH_URL is set.
+    search_port: int = 9200
+    opensearch_url: str | None = None
+    shards: int = 2
+    demo_app: str = "demo"
+    demo_key: str = "demo-key"
+    project_dir: str = field(default_factory=os.getcwd)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    quiet: bool = False
+
+    @classmethod
+    def from_env(cls) -> "StackConfig":
+        env = os.environ
+        return cls(moto_port=int(env.get("EVENTPIPE_MOTO_PORT", 5000)),
+                   http_port=int(env.get("EVENTPIPE_HTTP_PORT", 8000)),
+                   search_port=int(env.get("EVENTPIPE_SEARCH_PORT", 9200)),
+                   opensearch_url=env.get("OPENSEARCH_URL") or None,
+                   shards=int(env.get("EVENTPIPE_SHARDS", 2)),
+                   demo_app=env.get("EVENTPIPE_DEMO_APP", "demo"),
+                   demo_key=env.get("EVENTPIPE_DEMO_KEY", "demo-key"))
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.moto_url = f"http://{HOST}:{config.moto_port}"
+        self.api_url = f"http://{HOST}:{config.http_port}"
+        # moto accepts any credentials; set dummy ones so nothing real is ever used.
+        for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                            ("AWS_DEFAULT_REGION", "us-east-1")):
+            os.environ.setdefault(name, value)
+        self.external_search = config.opensearch_url is not None
+        self.search_url = config.opensearch_url or f"http://{HOST}:{config.search_port}"
+        self.env = {
+            **os.environ,
+            "EVENTPIPE_AWS_ENDPOINT_URL": self.moto_url,
+            "OPENSEARCH_URL": self.search_url,
+            "PYTHONUNBUFFERED": "1",
+            **config.extra_env,
+        }
+        self.settings = Settings.from_env(self.env)
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        process = subprocess.Popen(args, cwd=self.config.project_dir, env=self.env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   preexec_fn=_die_with_parent, start_new_session=True)
+        self.children.append((name, process))
+        threading.Thread(target=self._pump, args=(name, process), daemon=True).start()
+        return process
+
+    def _pump(self, name: str, process: subprocess.Popen) -> None:
+        verbose = os.environ.get("EVENTPIPE_VERBOSE") == "1"
+        for raw in process.stdout:
+            if name == "moto" and not verbose and _ACCESS_LOG.search(raw):
+                continue  # moto logs every AWS call; EVENTPIPE_VERBOSE=1 shows them
+            if not self.config.quiet:
+                sys.stdout.write(f"[{name:6}] {raw.decode(errors='replace')}")
+                sys.stdout.flush()
+
+    def start(self) -> None:
+        python = sys.executable
+        self._spawn("moto", [python, "-m", "moto.server", "-H", HOST, "-p", str(self.config.moto_port)])
+        if not self.external_search:
+            from osmem_server import resolve_binary  # in-memory OpenSearch-compatible server, no JVM
+            self._spawn("search", [resolve_binary(), "-addr", f"{HOST}:{self.config.search_port}",
+                                   "-no-stdin-watch", "-parent-pid", str(os.getpid())])
+        wait_http(f"{self.moto_url}/moto-api/", accept=(200,))
+        wait_http(self.search_url, accept=(200,))
+        report = bootstrap(Clients(self.settings), self.config.shards, self.config.demo_app, self.config.demo_key)
+        self._say("bootstrap: " + "; ".join(report))
+        self._spawn("api", [python, "-m", "eventpipe.cli", "serve", "--host", HOST,
+                            "--port", str(self.config.http_port)])
+        wait_http(f"{self.api_url}/v1/health")
+        self._spawn("runner", [python, "-m", "eventpipe.cli", "runner"])
+
+    def _say(self, text: str) -> None:
+        if not self.config.quiet:
+            print(f"[stack ] {text}", flush=True)
+
+    def check_children(self) -> str | None:
+        for name, process in self.children:
+            if process.poll() is not None:
+                return f"{name} exited with code {process.returncode}"
+        return None
+
+    def stop(self) -> None:
+        for _, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for _, process in reversed(self.children):
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.children.clear()
+
+    def __enter__(self) -> "Stack":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,426 @@
+"""QuickSight over Athena: one data source, a data set per metric view, one dashboard.
+
+``eventpipe quicksight setup`` calls :func:`setup`.  Every request body is built
+by a pure function (:func:`data_source_request`, :func:`data_set_request`,
+:func:`dashboard_request`, :func:`update_request`, :func:`permissions_request`)
+so the tests can check each one against the botocore service model; ``setup``
+only sends them.
+
+Ids are deterministic (``eventpipe-athena``, ``eventpipe[-<app>]-<view>``,
+``eventpipe[-<app>]-dashboard``), so running setup again updates what exists:
+create -> ``ResourceExistsException`` -> update (plus a grant of the principal's
+permissions, and publishing the new dashboard version).  ``ConflictException``
+(another change in progress) is retried a few times, then raised.
+
+The data sets query the Athena views ``<database>.<metric>`` in DIRECT_QUERY
+mode; their columns follow ``metrics.yaml`` (see :func:`view_columns`).  With
+``app_id`` each data set is a custom SQL query ``... WHERE app_id = '<app>'``
+and gets its own ids, so an app's dashboard shows only that app's rows.  That
+is a data-set filter, not row-level security: it only isolates apps if the
+app's readers are given just these data sets and dashboard (not the
+unrestricted ones nor the data source).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+from botocore.exceptions import ClientError
+
+from chalicelib.api.keys import APP_ID_RE
+
+DATA_SOURCE_ID = "eventpipe-athena"
+VIEWS = ("event_counts", "class_activity", "region_activity", "active_users_5m")
+SHEET_ID = "overview"
+CATALOG = "AwsDataCatalog"
+
+#: Owner permissions, as the QuickSight console grants them.
+DATA_SOURCE_ACTIONS = [
+    "quicksight:DescribeDataSource", "quicksight:DescribeDataSourcePermissions", "quicksight:PassDataSource",
+    "quicksight:UpdateDataSource", "quicksight:DeleteDataSource", "quicksight:UpdateDataSourcePermissions"]
+DATA_SET_ACTIONS = [
+    "quicksight:DescribeDataSet", "quicksight:DescribeDataSetPermissions", "quicksight:PassDataSet",
+    "quicksight:DescribeIngestion", "quicksight:ListIngestions", "quicksight:UpdateDataSet",
+    "quicksight:DeleteDataSet", "quicksight:CreateIngestion", "quicksight:CancelIngestion",
+    "quicksight:UpdateDataSetPermissions"]
+DASHBOARD_ACTIONS = [
+    "quicksight:DescribeDashboard", "quicksight:ListDashboardVersions", "quicksight:UpdateDashboardPermissions",
+    "quicksight:QueryDashboard", "quicksight:UpdateDashboard", "quicksight:DeleteDashboard",
+    "quicksight:DescribeDashboardPermissions", "quicksight:UpdateDashboardPublishedVersion"]
+
+#: Create-request keys that the matching update_* call does not take.
+_NOT_UPDATABLE = {
+    "data_source": ("Type", "Permissions", "Tags", "FolderArns"),
+    "data_set": ("Permissions", "Tags", "FolderArns", "UseAs"),
+    "dashboard": ("Permissions", "Tags", "FolderArns", "LinkSharingConfiguration", "LinkEntities"),
+}
+_ID_KEY = {"data_source": "DataSourceId", "data_set": "DataSetId", "dashboard": "DashboardId"}
+
+# Measure function -> QuickSight column type (partials.finalize: count and
+# distinct are int64, sum/min/max/avg float64).
+_MEASURE_TYPES = {"count": "INTEGER", "distinct": "INTEGER", "sum": "DECIMAL", "min": "DECIMAL",
+                  "max": "DECIMAL", "avg": "DECIMAL"}
+
+
+class QuickSightSetupError(RuntimeError):
+    """A resource ended in a *_FAILED state, or stayed in progress too long."""
+
+
+# ------------------------------------------------------------------ ids
+def _check_app(app_id: str | None) -> None:
+    if app_id is not None and not APP_ID_RE.fullmatch(app_id):
+        raise ValueError(f"app id {app_id!r} must match ^[a-z0-9][a-z0-9_-]{{0,63}}$")
+
+
+def data_set_id(view: str, app_id: str | None = None) -> str:
+    _check_app(app_id)
+    return f"eventpipe-{app_id}-{view}" if app_id else f"eventpipe-{view}"
+
+
+def dashboard_id(app_id: str | None = None) -> str:
+    _check_app(app_id)
+    return f"eventpipe-{app_id}-dashboard" if app_id else "eventpipe-dashboard"
+
+
+def _permissions(principal_arn: str | None, actions: list[str]) -> dict:
+    return {"Permissions": [{"Principal": principal_arn, "Actions": list(actions)}]} if principal_arn else {}
+
+
+# -------------------------------------------------------------- columns
+def view_columns(metric) -> list[dict]:
+    """InputColumns of a metric's Athena view, from its definition.
+
+    ``app_id, window_start, window_end, <keys>, <measures>, late_count`` as
+    :func:`chalicelib.processing.partials.finalize` orders them, with the
+    window bounds as timestamps (the views convert the epoch-ms columns).
+    """
+    from chalicelib.processing.metric_model import INTEGER_COLUMNS, Field
+
+    cols = [{"Name": "app_id", "Type": "STRING"}, {"Name": "window_start", "Type": "DATETIME"},
+            {"Name": "window_end", "Type": "DATETIME"}]
+    for key in metric.keys:
+        numeric = isinstance(key.expr, Field) and key.expr.path in INTEGER_COLUMNS
+        cols.append({"Name": key.name, "Type": "INTEGER" if numeric else "STRING"})
+    cols += [{"Name": m.name, "Type": _MEASURE_TYPES[m.func]} for m in metric.measures]
+    cols.append({"Name": "late_count", "Type": "INTEGER"})
+    return cols
+
+
+def view_columns_by_name(views: Iterable[str] = VIEWS, metrics=None) -> dict[str, list[dict]]:
+    """``{view: InputColumns}`` for the metrics of ``metrics.yaml`` (or ``metrics``)."""
+    if metrics is None:
+        from chalicelib.processing.metric_config import load_metrics
+        metrics = load_metrics()
+    return {view: view_columns(metrics[view]) for view in views}
+
+
+# ------------------------------------------------------------- requests
+def data_source_request(account_id: str, workgroup: str = "primary", principal_arn: str | None = None,
+                        name: str = "eventpipe Athena") -> dict:
+    """CreateDataSource: Athena in ``workgroup``."""
+    return {"AwsAccountId": account_id, "DataSourceId": DATA_SOURCE_ID, "Name": name, "Type": "ATHENA",
+            "DataSourceParameters": {"AthenaParameters": {"WorkGroup": workgroup}},
+            **_permissions(principal_arn, DATA_SOURCE_ACTIONS)}
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def data_set_request(account_id: str, view: str, columns: list[dict], data_source_arn: str,
+                     database: str = "eventpipe", app_id: str | None = None,
+                     principal_arn: str | None = None) -> dict:
+    """CreateDataSet over ``<database>.<view>`` (DIRECT_QUERY).
+
+    Without ``app_id`` the physical table is the view itself; with it, a custom
+    SQL query that keeps only that app's rows.
+    """
+    _check_app(app_id)
+    table_id = view.replace("_", "-")  # PhysicalTableId allows [0-9a-zA-Z-]
+    if app_id is None:
+        physical = {"RelationalTable": {"DataSourceArn": data_source_arn, "Catalog": CATALOG, "Schema": database,
+                                        "Name": view, "InputColumns": columns}}
+        name = f"eventpipe {view}"
+    else:
+        select = ", ".join(_quote(c["Name"]) for c in columns)
+        sql = f"SELECT {select} FROM {_quote(database)}.{_quote(view)} WHERE {_quote('app_id')} = '{app_id}'"
+        physical = {"CustomSql": {"DataSourceArn": data_source_arn, "Name": view, "SqlQuery": sql,
+                                  "Columns": columns}}
+        name = f"eventpipe {app_id} {view}"
+    return {"AwsAccountId": account_id, "DataSetId": data_set_id(view, app_id), "Name": name,
+            "PhysicalTableMap": {table_id: physical}, "ImportMode": "DIRECT_QUERY",
+            **_permissions(principal_arn, DATA_SET_ACTIONS)}
+
+
+def _col(data_set: str, column: str) -> dict:
+    return {"DataSetIdentifier": data_set, "ColumnName": column}
+
+
+def _title(text: str) -> dict:
+    return {"Visibility": "VISIBLE", "FormatText": {"PlainText": text}}
+
+
+def _date(field_id: str, data_set: str, column: str, granularity: str = "MINUTE") -> dict:
+    return {"DateDimensionField": {"FieldId": field_id, "Column": _col(data_set, column),
+                                   "DateGranularity": granularity}}
+
+
+def _category(field_id: str, data_set: str, column: str) -> dict:
+    return {"CategoricalDimensionField": {"FieldId": field_id, "Column": _col(data_set, column)}}
+
+
+def _measure(field_id: str, data_set: str, column: str, aggregation: str = "SUM") -> dict:
+    return {"NumericalMeasureField": {"FieldId": field_id, "Column": _col(data_set, column),
+                                      "AggregationFunction": {"SimpleNumericalAggregation": aggregation}}}
+
+
+def _sort(field_id: str, direction: str) -> dict:
+    return {"FieldSort": {"FieldId": field_id, "Direction": direction}}
+
+
+def _visuals() -> list[dict]:
+    """The overview sheet's visuals; data set identifiers are the view names."""
+    events_per_minute = {"LineChartVisual": {
+        "VisualId": "events-per-minute", "Title": _title("Events per minute by event type"),
+        "ChartConfiguration": {
+            "FieldWells": {"LineChartAggregatedFieldWells": {
+                "Category": [_date("epm-minute", "event_counts", "window_start")],
+                "Values": [_measure("epm-count", "event_counts", "count")],
+                "Colors": [_category("epm-event-type", "event_counts", "event_type")]}},
+            "SortConfiguration": {"CategorySort": [_sort("epm-minute", "ASC")]},
+            "Type": "LINE"}}}
+    class_activity = {"BarChartVisual": {
+        "VisualId": "class-activity", "Title": _title("Activity by character class"),
+        "ChartConfiguration": {
+            "FieldWells": {"BarChartAggregatedFieldWells": {
+                "Category": [_category("ca-class", "class_activity", "character_class")],
+                "Values": [_measure("ca-count", "class_activity", "count"),
+                           _measure("ca-value-sum", "class_activity", "value_sum")]}},
+            "SortConfiguration": {"CategorySort": [_sort("ca-count", "DESC")]},
+            "Orientation": "HORIZONTAL", "BarsArrangement": "CLUSTERED"}}}
+    region_heat_map = {"HeatMapVisual": {
+        "VisualId": "region-heat-map", "Title": _title("GPS pings per geohash cell and hour"),
+        "ChartConfiguration": {
+            "FieldWells": {"HeatMapAggregatedFieldWells": {
+                "Rows": [_category("rh-cell", "region_activity", "geohash5")],
+                "Columns": [_date("rh-hour", "region_activity", "window_start", "HOUR")],
+                "Values": [_measure("rh-count", "region_activity", "count")]}},
+            "SortConfiguration": {"HeatMapRowSort": [_sort("rh-count", "DESC")],
+                                  "HeatMapColumnSort": [_sort("rh-hour", "ASC")],
+                                  "HeatMapRowItemsLimitConfiguration": {"ItemsLimit": 50,
+                                                                        "OtherCategories": "EXCLUDE"}}}}}
+    region_table = {"TableVisual": {
+        "VisualId": "region-table", "Title": _title("Busiest geohash cells"),
+        "ChartConfiguration": {
+            "FieldWells": {"TableAggregatedFieldWells": {
+                "GroupBy": [_category("rt-cell", "region_activity", "geohash5")],
+                # users is a per-minute distinct count: its sum over minutes counts a user
+                # once per minute, so the table shows the busiest minute's users instead.
+                "Values": [_measure("rt-count", "region_activity", "count"),
+                           _measure("rt-users", "region_activity", "users", "MAX")]}},
+            "SortConfiguration": {"RowSort": [_sort("rt-count", "DESC")]},
+            "FieldOptions": {"SelectedFieldOptions": [
+                {"FieldId": "rt-cell", "CustomLabel": "geohash5"},
+                {"FieldId": "rt-count", "CustomLabel": "pings"},
+                {"FieldId": "rt-users", "CustomLabel": "peak users per minute"}]}}}}
+    active_users = {"LineChartVisual": {
+        "VisualId": "active-users-5m", "Title": _title("Active users over the last 5 minutes"),
+        "ChartConfiguration": {
+            "FieldWells": {"LineChartAggregatedFieldWells": {
+                "Category": [_date("au-minute", "active_users_5m", "window_end")],
+                "Values": [_measure("au-users", "active_users_5m", "users")]}},
+            "SortConfiguration": {"CategorySort": [_sort("au-minute", "ASC")]},
+            "Type": "LINE"}}}
+    return [events_per_minute, class_activity, region_heat_map, region_table, active_users]
+
+
+def _grid(visuals: list[dict]) -> list[dict]:
+    """Full-width first visual, then two per row on the 36-column grid."""
+    elements = []
+    for i, visual in enumerate(visuals):
+        visual_id = next(iter(visual.values()))["VisualId"]
+        wide = i == 0
+        elements.append({"ElementId": visual_id, "ElementType": "VISUAL", "ColumnSpan": 36 if wide else 18,
+                         "RowSpan": 12})
+    return [{"Configuration": {"GridLayout": {"Elements": elements}}}]
+
+
+def visual_data_sets(visual: dict) -> set[str]:
+    """Data set identifiers a visual's fields refer to."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "DataSetIdentifier" in node and "ColumnName" in node:
+                found.add(node["DataSetIdentifier"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(visual)
+    return found
+
+
+def _time_filters(visuals: list[dict], data_sets: Iterable[str], hours: int) -> list[dict]:
+    """One filter group per data set: only the last ``hours`` of window_start.
+
+    Keeps every DIRECT_QUERY query to recent windows instead of the whole history.
+    """
+    groups = []
+    for data_set in data_sets:
+        visual_ids = [next(iter(v.values()))["VisualId"] for v in visuals if data_set in visual_data_sets(v)]
+        if not visual_ids:
+            continue
+        slug = data_set.replace("_", "-")
+        groups.append({
+            "FilterGroupId": f"last-hours-{slug}", "CrossDataset": "SINGLE_DATASET", "Status": "ENABLED",
+            "Filters": [{"RelativeDatesFilter": {
+                "FilterId": f"last-hours-{slug}-window-start", "Column": _col(data_set, "window_start"),
+                "AnchorDateConfiguration": {"AnchorOption": "NOW"}, "TimeGranularity": "HOUR",
+                "RelativeDateType": "LAST", "RelativeDateValue": hours, "NullOption": "NON_NULLS_ONLY"}}],
+            "ScopeConfiguration": {"SelectedSheets": {"SheetVisualScopingConfigurations": [
+                {"SheetId": SHEET_ID, "Scope": "SELECTED_VISUALS", "VisualIds": visual_ids}]}}})
+    return groups
+
+
+def dashboard_request(account_id: str, data_set_arns: Mapping[str, str], app_id: str | None = None,
+                      principal_arn: str | None = None, hours: int = 24) -> dict:
+    """CreateDashboard with a definition: one sheet over the metric views.
+
+    Args:
+        data_set_arns: ``{view: data set ARN}`` for every view in :data:`VIEWS`.
+        hours: the sheet shows windows that started in the last ``hours``.
+    """
+    missing = [v for v in VIEWS if v not in data_set_arns]
+    if missing:
+        raise ValueError(f"dashboard needs data sets for {missing}")
+    visuals = _visuals()
+    definition = {
+        "DataSetIdentifierDeclarations": [{"Identifier": view, "DataSetArn": data_set_arns[view]} for view in VIEWS],
+        "Sheets": [{"SheetId": SHEET_ID, "Name": "Overview", "Visuals": visuals, "Layouts": _grid(visuals)}],
+        "FilterGroups": _time_filters(visuals, VIEWS, hours),
+    }
+    return {"AwsAccountId": account_id, "DashboardId": dashboard_id(app_id),
+            "Name": f"eventpipe ({app_id})" if app_id else "eventpipe",
+            "Definition": definition,
+            "DashboardPublishOptions": {"AdHocFilteringOption": {"AvailabilityStatus": "ENABLED"},
+                                        "ExportToCSVOption": {"AvailabilityStatus": "ENABLED"}},
+            **_permissions(principal_arn, DASHBOARD_ACTIONS)}
+
+
+def update_request(kind: str, create_request: Mapping[str, Any]) -> dict:
+    """The update_<kind> body for a create request (``kind``: data_source, data_set, dashboard)."""
+    return {k: v for k, v in create_request.items() if k not in _NOT_UPDATABLE[kind]}
+
+
+def permissions_request(kind: str, create_request: Mapping[str, Any]) -> dict | None:
+    """update_<kind>_permissions granting the create request's permissions (None if it has none)."""
+    if not create_request.get("Permissions"):
+        return None
+    id_key = _ID_KEY[kind]
+    return {"AwsAccountId": create_request["AwsAccountId"], id_key: create_request[id_key],
+            "GrantPermissions": create_request["Permissions"]}
+
+
+# ---------------------------------------------------------------- calls
+def _code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+def _call(fn: Callable[..., dict], request: Mapping[str, Any], sleep: Callable[[float], None],
+          attempts: int = 5, delay_s: float = 2.0) -> dict:
+    """``fn(**request)``, retrying ConflictException (a change in progress)."""
+    for attempt in range(attempts):
+        try:
+            return fn(**request)
+        except ClientError as exc:
+            if _code(exc) != "ConflictException" or attempt == attempts - 1:
+                raise
+            sleep(delay_s * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _create_or_update(client, kind: str, request: dict, sleep) -> tuple[dict, bool]:
+    """Create, or update when it exists; returns (response, created)."""
+    try:
+        return _call(getattr(client, f"create_{kind}"), request, sleep), True
+    except ClientError as exc:
+        if _code(exc) != "ResourceExistsException":
+            raise
+    response = _call(getattr(client, f"update_{kind}"), update_request(kind, request), sleep)
+    grant = permissions_request(kind, request)
+    if grant is not None:
+        _call(getattr(client, f"update_{kind}_permissions"), grant, sleep)
+    return response, False
+
+
+def _wait(describe: Callable[[], tuple[str, Any]], status: str, what: str, sleep, poll_s: float,
+          timeout_s: float) -> str:
+    """Poll ``describe() -> (status, errors)`` while the status is *_IN_PROGRESS."""
+    deadline = time.monotonic() + timeout_s
+    errors = None
+    while status.endswith("_IN_PROGRESS"):
+        if time.monotonic() > deadline:
+            raise QuickSightSetupError(f"{what}: still {status} after {timeout_s:.0f}s")
+        sleep(poll_s)
+        status, errors = describe()
+    if status.endswith("_FAILED"):
+        raise QuickSightSetupError(f"{what}: {status}: {errors}")
+    return status
+
+
+def setup(client, account_id: str, *, workgroup: str = "primary", principal_arn: str | None = None,
+          app_id: str | None = None, database: str = "eventpipe", metrics=None, hours: int = 24,
+          poll_s: float = 2.0, timeout_s: float = 300.0, sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """Create or update the data source, the data sets and the dashboard; returns a report.
+
+    Args:
+        client: a boto3 QuickSight client.
+        account_id: the 12-digit AWS account id.
+        metrics: a MetricSet (default: ``metrics.yaml``), for the views' columns.
+    """
+    _check_app(app_id)
+    report = []
+
+    def verb(created: bool) -> str:
+        return "created" if created else "updated"
+
+    # 1. data source
+    request = data_source_request(account_id, workgroup, principal_arn)
+    response, created = _create_or_update(client, "data_source", request, sleep)
+    data_source_arn = response["Arn"]
+
+    def describe_source() -> tuple[str, Any]:
+        source = client.describe_data_source(AwsAccountId=account_id, DataSourceId=DATA_SOURCE_ID)["DataSource"]
+        return source.get("Status", ""), source.get("ErrorInfo")
+    _wait(describe_source, response.get("CreationStatus") or response.get("UpdateStatus") or "",
+          f"data source {DATA_SOURCE_ID}", sleep, poll_s, timeout_s)
+    report.append(f"data source {DATA_SOURCE_ID} (Athena, workgroup {workgroup}): {verb(created)}")
+
+    # 2. data sets (synchronous for DIRECT_QUERY)
+    data_set_arns = {}
+    for view, columns in view_columns_by_name(VIEWS, metrics).items():
+        request = data_set_request(account_id, view, columns, data_source_arn, database, app_id, principal_arn)
+        response, created = _create_or_update(client, "data_set", request, sleep)
+        data_set_arns[view] = response["Arn"]
+        report.append(f"data set {request['DataSetId']} ({database}.{view}): {verb(created)}")
+
+    # 3. dashboard: each create/update makes a version; an update's must be published
+    request = dashboard_request(account_id, data_set_arns, app_id, principal_arn, hours)
+    dash_id = request["DashboardId"]
+    response, created = _create_or_update(client, "dashboard", request, sleep)
+    version = int(response["VersionArn"].rsplit("/", 1)[1])
+
+    def describe_version() -> tuple[str, Any]:
+        found = client.describe_dashboard(AwsAccountId=account_id, DashboardId=dash_id,
+                                          VersionNumber=version)["Dashboard"]["Version"]
+        return found.get("Status", ""), found.get("Errors")
+    _wait(describe_version, response.get("CreationStatus", ""), f"dashboard {dash_id} version {version}",
+          sleep, poll_s, timeout_s)
+    if not created:
+        _call(client.update_dashboard_published_version,
+              {"AwsAccountId": account_id, "DashboardId": dash_id, "VersionNumber": version}, sleep)
+    report.append(f"dashboard {dash_id}: {verb(created)}, version {version} published")
+    return report

@@ -1,0 +1,93 @@
+"""Helpers for lake tests: canonical events, Lambda batches, ground truth, a clock."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import orjson
+
+from chalicelib.stream import codec
+from chalicelib.ingest.validation import validate_event
+from eventpipe.generate import generate_events
+from tests.conftest import kinesis_record
+
+T0 = 1_767_268_800_000  # 2026-01-01T12:00:00Z
+
+
+class Clock:
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+def canonical_lines(count: int, seed: int, start_ms: int = T0, app_id: str = "demo",
+                    duration_ms: int = 20 * 60_000) -> list[bytes]:
+    """Validated canonical event lines, as the ingest API writes them."""
+    lines = []
+    for raw in generate_events(count, seed, start_ms, duration_ms, users=60):
+        lines.append(validate_event(raw, app_id, received_at=start_ms + duration_ms).line)
+    return lines
+
+
+def lambda_batches(lines: list[bytes], seed: int, shards: int = 2, per_record: int = 25,
+                   max_batch_records: int = 7) -> list[list[dict]]:
+    """Pack lines into records, spread them over shards, cut each shard into batches."""
+    rng = random.Random(seed)
+    records_by_shard: dict[int, list[dict]] = defaultdict(list)
+    sequence = defaultdict(lambda: 100)
+    for i in range(0, len(lines), per_record):
+        shard = rng.randrange(shards)
+        sequence[shard] += rng.randint(1, 5)
+        data = codec.pack(lines[i:i + per_record])[0].data
+        records_by_shard[shard].append(kinesis_record(data, f"shardId-{shard:012d}", sequence[shard]))
+    batches = []
+    for records in records_by_shard.values():
+        i = 0
+        while i < len(records):
+            n = rng.randint(1, max_batch_records)
+            batches.append(records[i:i + n])
+            i += n
+    rng.shuffle(batches)  # shards interleave arbitrarily; order within a shard is kept below
+    order = {id(b): min(int(r["kinesis"]["sequenceNumber"]) for r in b) for b in batches}
+    return sorted(batches, key=lambda b: (b[0]["eventID"].split(":")[0], order[id(b)]))
+
+
+def truth_event_counts(lines: list[bytes]) -> dict[tuple, tuple[int, int]]:
+    """(app, window_start, event_type) -> (count, exact distinct users), duplicates removed."""
+    seen, counts, users = set(), defaultdict(int), defaultdict(set)
+    for line in lines:
+        event = orjson.loads(line)
+        ident = (event["app_id"], event["event_id"])
+        if ident in seen:
+            continue
+        seen.add(ident)
+        key = (event["app_id"], event["event_time"] // 60_000 * 60_000, event["event_type"])
+        counts[key] += 1
+        if event["user_id"] is not None:
+            users[key].add(event["user_id"])
+    return {k: (v, len(users[k])) for k, v in counts.items()}
+
+
+def truth_class_activity(lines: list[bytes]) -> dict[tuple, tuple[int, float, float, float, int]]:
+    """(app, window_start, class) -> (count, value sum, min, max, number of values), deduplicated."""
+    seen, acc = set(), {}
+    for line in lines:
+        event = orjson.loads(line)
+        ident = (event["app_id"], event["event_id"])
+        attributes = orjson.loads(event["attributes"])
+        if ident in seen or attributes.get("character_class") is None:
+            continue
+        seen.add(ident)
+        key = (event["app_id"], event["event_time"] // 60_000 * 60_000, attributes["character_class"])
+        count, total, low, high, n = acc.get(key, (0, 0.0, None, None, 0))
+        value = attributes.get("value")
+        if isinstance(value, (int, float)):
+            total += value
+            low = value if low is None else min(low, value)
+            high = value if high is None else max(high, value)
+            n += 1
+        acc[key] = (count + 1, total, low, high, n)
+    return acc
