@@ -17,9 +17,10 @@ from typing import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.stream.envelope import APP_ID_PATTERN
 from chalicelib.api.errors import BadRequest, ServiceUnavailable, Unauthorized
 
-APP_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+APP_ID_RE = re.compile(APP_ID_PATTERN[1:-1])
 
 
 def hash_key(api_key: str) -> str:

@@ -8,22 +8,19 @@ and the error messages must name the field and the rule in plain words.
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 import orjson
 
-EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-ALLOWED_FIELDS = frozenset({"event_type", "event_time", "event_id", "user_id", "sent_at", "attributes"})
-MAX_EVENT_ID_CHARS = 64
-MAX_USER_ID_CHARS = 128
-MAX_ATTRIBUTES_BYTES = 32 * 1024
+from chalicelib.stream.envelope import (CLIENT_FIELDS, EVENT_TYPE_RE, MAX_ATTRIBUTES_BYTES, MAX_EVENT_ID_CHARS,
+                                         MAX_USER_ID_CHARS)
+from chalicelib.stream.instants import InvalidInstant, ms_to_iso, parse_instant
+
+#: What a client may send (the envelope's client fields plus ``sent_at``).
+ALLOWED_FIELDS = CLIENT_FIELDS
 MAX_FUTURE_MS = 24 * 3600 * 1000
-#: Epoch-millisecond values outside [1970, 9999] are certainly not timestamps.
-MAX_EPOCH_MS = 253402300799999
 
 
 class InvalidEvent(ValueError):
@@ -40,29 +37,11 @@ class ValidatedEvent:
 
 
 def parse_timestamp(value: Any, field: str) -> int:
-    """Parse ISO-8601 with a zone, or integer epoch milliseconds, to epoch ms."""
-    if isinstance(value, bool):
-        raise InvalidEvent(f"{field} must be an ISO-8601 string with a time zone or epoch milliseconds, got a boolean")
-    if isinstance(value, int):
-        if not 0 <= value <= MAX_EPOCH_MS:
-            raise InvalidEvent(f"{field} {value} is out of range for epoch milliseconds")
-        return value
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidEvent(f"{field} {value[:64]!r} is not an ISO-8601 timestamp") from None
-        if parsed.tzinfo is None:
-            raise InvalidEvent(f"{field} {value[:64]!r} has no time zone (add 'Z' or an offset such as +09:00)")
-        try:
-            ms = int(parsed.timestamp() * 1000)
-        except (OverflowError, ValueError):
-            ms = -1
-        if not 0 <= ms <= MAX_EPOCH_MS:
-            raise InvalidEvent(f"{field} {value[:64]!r} is outside 1970..9999")
-        return ms
-    raise InvalidEvent(f"{field} must be an ISO-8601 string with a time zone or epoch milliseconds, "
-                       f"got {type(value).__name__}")
+    """ISO-8601 with a zone, or integer epoch milliseconds, to epoch ms (``stream.instants``)."""
+    try:
+        return parse_instant(value, field, allow_epoch_ms=True)
+    except InvalidInstant as exc:
+        raise InvalidEvent(str(exc)) from None
 
 
 def _optional_string(raw: dict, field: str, max_chars: int) -> str | None:
@@ -147,6 +126,4 @@ def _json_type(value: Any) -> str:
             float: "a number", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def ms_to_iso(ms: int) -> str:
-    """Format epoch milliseconds as ISO-8601 UTC with millisecond precision."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+__all__ = ["InvalidEvent", "ValidatedEvent", "ms_to_iso", "parse_timestamp", "validate_event"]

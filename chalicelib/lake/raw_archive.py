@@ -10,18 +10,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from chalicelib.lake import layout
+from chalicelib.stream import envelope
 
-TS = pa.timestamp("ms", tz="UTC")
-#: The archived columns (``app_id``, ``dt`` and ``hour`` live in the path).
-RAW_SCHEMA = pa.schema([
-    ("event_id", pa.string()),
-    ("event_type", pa.string()),
-    ("event_time", TS),
-    ("received_at", TS),
-    ("user_id", pa.string()),
-    ("client_event_time", TS),
-    ("attributes", pa.string()),  # the JSON object as sent
-])
+#: The archived columns (``app_id``, ``dt`` and ``hour`` live in the path): the envelope, instants as timestamps.
+RAW_SCHEMA = envelope.arrow_schema(timestamps=True, without=(envelope.PARTITION_FIELD,))
 
 
 @dataclass(frozen=True)
@@ -49,15 +41,8 @@ def archive_files(events: pa.Table) -> list[PartitionFile]:
     for group in parts.group_by(["app_id", "hour_ms"]).aggregate([]).to_pylist():
         mask = pc.and_(pc.equal(events["app_id"], group["app_id"]), pc.equal(hour_ms, group["hour_ms"]))
         chunk = events.filter(mask)
-        table = pa.table({
-            "event_id": chunk["event_id"],
-            "event_type": chunk["event_type"],
-            "event_time": chunk["event_time"].cast(pa.int64()).cast(TS),
-            "received_at": chunk["received_at"].cast(pa.int64()).cast(TS),
-            "user_id": chunk["user_id"],
-            "client_event_time": chunk["client_event_time"].cast(pa.int64()).cast(TS),
-            "attributes": chunk["attributes"],
-        }, schema=RAW_SCHEMA)
+        table = pa.table([chunk[f.name].cast(pa.int64()).cast(f.type) if pa.types.is_timestamp(f.type)
+                          else chunk[f.name] for f in RAW_SCHEMA], schema=RAW_SCHEMA)
         dt, hour = layout.dt_hour(group["hour_ms"])
         files.append(PartitionFile(group["app_id"], dt, hour, table.num_rows, encode_parquet(table)))
     return files

@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 
 from chalicelib.lake import layout
 from chalicelib.lake.raw_archive import RAW_SCHEMA
+from chalicelib.stream import envelope
 
-RAW_WITH_APP = RAW_SCHEMA.insert(4, pa.field("app_id", pa.string()))
+RAW_WITH_APP = envelope.arrow_schema(timestamps=True)
 
 
 def list_keys(s3, bucket: str, prefix: str) -> Iterator[dict]:

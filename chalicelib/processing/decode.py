@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chalicelib.stream import codec
+from chalicelib.stream import codec, envelope
 from .errors import InvalidArgumentError
 from .ndjson_stream import PARSED_ATTRIBUTES, StreamParseError, parse_frames, raw_frame
 
@@ -51,24 +51,15 @@ try:  # SIMD base64: ~10x faster than binascii on 10k records
 except ImportError:  # pragma: no cover - exercised only without pybase64
     import base64 as _b64
 
-#: Columns of the events table, in order (the canonical event keys ...).
-EVENT_SCHEMA = pa.schema([
-    ("event_id", pa.string()),
-    ("event_type", pa.string()),
-    ("event_time", pa.int64()),
-    ("received_at", pa.int64()),
-    ("app_id", pa.string()),
-    ("user_id", pa.string()),
-    ("client_event_time", pa.int64()),
-    ("attributes", pa.string()),
-])
+#: Columns of the events table, in order (the canonical event keys of ``stream.envelope`` ...).
+EVENT_SCHEMA = envelope.arrow_schema()
 #: ... followed by these two: the Kinesis sequence number (exact string,
 #: dictionary-encoded per record: real sequence numbers have ~56 digits and
 #: do not fit an int64) and the record's index in the Lambda batch.
 SEQUENCE_NUMBER = "sequence_number"
 RECORD_INDEX = "record_index"
-REQUIRED = ("event_id", "event_type", "event_time", "received_at", "app_id", "attributes")
-EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+REQUIRED = envelope.REQUIRED_FIELDS
+EVENT_TYPE_PATTERN = envelope.EVENT_TYPE_PATTERN
 _ATTRIBUTE_TYPES = ("VARCHAR", "DOUBLE")
 _ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _CHUNK = 64

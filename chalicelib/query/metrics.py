@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Callable, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from chalicelib.api.errors import BadRequest, NotFound
-from chalicelib.ingest.validation import ms_to_iso
 from chalicelib.lake.rollups import read_windows_status
 from chalicelib.processing import MetricDef, MetricSet
+from chalicelib.stream.instants import InvalidInstant, ms_to_iso, parse_instant
 
 HOUR_MS = 3_600_000
-#: The latest instant accepted from a caller (9998-12-31): keeps date arithmetic in range.
-MAX_INSTANT_MS = 253370764800000
 FIXED_PARAMS = ("from", "to", "limit")
 
 
@@ -50,19 +47,9 @@ def _time(params: Mapping[str, str], name: str) -> int | None:
     if text is None:
         return None
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        hint = " (send '+' as %2B)" if " " in text else ""
-        raise BadRequest(f"{name} {text[:64]!r} is not an ISO-8601 timestamp{hint}") from None
-    if moment.tzinfo is None:
-        raise BadRequest(f"{name} {text[:64]!r} has no time zone (add 'Z' or an offset)")
-    try:
-        ms = int(moment.timestamp() * 1000)
-    except (OverflowError, ValueError):
-        ms = -1
-    if not 0 <= ms <= MAX_INSTANT_MS:
-        raise BadRequest(f"{name} {text[:64]!r} is outside 1970..9998")
-    return ms
+        return parse_instant(text, name)
+    except InvalidInstant as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def single_values(params: Mapping[str, Any]) -> dict[str, str]:

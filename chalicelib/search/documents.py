@@ -12,10 +12,11 @@ from typing import Any
 
 import orjson
 
-from chalicelib.ingest.validation import ms_to_iso
+from chalicelib.stream import envelope
+from chalicelib.stream.instants import ms_to_iso
 
-_STRING_FIELDS = ("event_id", "event_type", "app_id")
-_MS_FIELDS = ("event_time", "received_at")
+_STRING_FIELDS = tuple(f for f in envelope.REQUIRED_FIELDS if f in envelope.STRING_FIELDS)
+_MS_FIELDS = tuple(f for f in envelope.REQUIRED_FIELDS if f in envelope.INSTANT_FIELDS)
 
 
 class InvalidDocument(ValueError):

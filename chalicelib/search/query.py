@@ -13,15 +13,14 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Mapping
 
 import orjson
 
-from chalicelib.ingest.validation import EVENT_TYPE_RE, MAX_USER_ID_CHARS
+from chalicelib.stream.envelope import EVENT_TYPE_RE, MAX_USER_ID_CHARS
 from chalicelib.search.errors import SearchParameterError
-from chalicelib.search.naming import DAY_MS, DEFAULT_PREFIX, check_prefix, indices_covering, \
-    ms_from_datetime
+from chalicelib.search.naming import DAY_MS, DEFAULT_PREFIX, check_prefix, indices_covering
+from chalicelib.stream import instants
 
 PARAMS = ("q", "event_type", "user_id", "from", "to", "size", "cursor")
 #: ``simple_query_string`` operators allowed: boolean logic, phrases, grouping,
@@ -64,8 +63,6 @@ class SearchQuery:
     fingerprint: str
 
 
-#: The latest instant accepted from a caller (9998-12-31): keeps date arithmetic in range.
-MAX_INSTANT_MS = 253370764800000
 
 def _single(params: Mapping[str, Any], name: str) -> str | None:
     value = params.get(name)
@@ -80,21 +77,11 @@ def _single(params: Mapping[str, Any], name: str) -> str | None:
 
 
 def parse_instant(value: str, name: str) -> int:
-    """ISO-8601 with a zone (``Z`` or ``+09:00``) -> epoch ms."""
+    """ISO-8601 with a zone (``Z`` or ``+09:00``) -> epoch ms (``stream.instants``)."""
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise SearchParameterError(f"{name} {value[:64]!r} is not an ISO-8601 timestamp "
-                                   "(e.g. 2026-11-25T09:00:00Z)") from None
-    if parsed.tzinfo is None:
-        raise SearchParameterError(f"{name} {value[:64]!r} has no time zone (add 'Z' or an offset such as +09:00)")
-    try:
-        ms = ms_from_datetime(parsed)
-    except (OverflowError, ValueError):
-        ms = -1
-    if not 0 <= ms <= MAX_INSTANT_MS:
-        raise SearchParameterError(f"{name} {value[:64]!r} is outside 1970..9998")
-    return ms
+        return instants.parse_instant(value, name)
+    except instants.InvalidInstant as exc:
+        raise SearchParameterError(str(exc)) from None
 
 
 def check_free_text(q: str, settings: SearchSettings) -> str:
@@ -137,7 +124,7 @@ def decode_cursor(token: str, fingerprint: str) -> tuple[int, int, tuple[int, st
         if not (isinstance(from_ms, int) and isinstance(to_ms, int) and isinstance(after_time, int)
                 and isinstance(after_id, str)):
             raise TypeError("bad field types")
-        if not (0 <= from_ms <= MAX_INSTANT_MS and 0 <= to_ms <= MAX_INSTANT_MS
+        if not (0 <= from_ms <= instants.MAX_INSTANT_MS and 0 <= to_ms <= instants.MAX_INSTANT_MS
                 and -(2 ** 63) <= after_time < 2 ** 63):
             raise ValueError("out of range")
     except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):

@@ -28,6 +28,7 @@ import orjson
 from opensearchpy.exceptions import TransportError
 
 from chalicelib.search.errors import TemplateError
+from chalicelib.stream import envelope
 from chalicelib.search.naming import DEFAULT_PREFIX, check_prefix, index_pattern
 
 DATE_FORMAT = "strict_date_optional_time||epoch_millis"
@@ -71,20 +72,12 @@ def _index_settings(settings: TemplateSettings) -> dict[str, Any]:
 
 
 def event_mappings() -> dict[str, Any]:
-    keyword = {"type": "keyword"}
-    date = {"type": "date", "format": DATE_FORMAT}
     return {
         "dynamic": "strict",
         "date_detection": False,
         "numeric_detection": False,
         "properties": {
-            "event_id": keyword,
-            "event_type": keyword,
-            "app_id": keyword,
-            "user_id": keyword,
-            "event_time": date,
-            "received_at": date,
-            "client_event_time": date,
+            **envelope.opensearch_properties(DATE_FORMAT),
             "location": {"type": "geo_point"},
             "attributes": {"type": "object", "dynamic": True},
         },

@@ -24,6 +24,8 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from chalicelib.stream.envelope import FIELD_NAMES
+
 try:  # Python 3.14+
     from compression import zstd as _zstd
 except ImportError:  # Python 3.11-3.13: the backport of PEP 784
@@ -36,17 +38,8 @@ HEADER_SIZE = HEADER.size
 MAX_RECORD_BYTES = 1024 * 1024
 _LEVEL = 1
 
-#: The keys of a canonical event line, in order.
-EVENT_FIELDS = (
-    "event_id",
-    "event_type",
-    "event_time",
-    "received_at",
-    "app_id",
-    "user_id",
-    "client_event_time",
-    "attributes",
-)
+#: The keys of a canonical event line, in order (declared in ``stream.envelope``).
+EVENT_FIELDS = FIELD_NAMES
 
 
 class UndecodableRecord(ValueError):
