@@ -5,7 +5,7 @@ request of N events -> ``codec.pack`` -> base64 records), then measures,
 pinned to CPU 0 (``os.sched_setaffinity(0, {0})``):
 
 * ours: ``decode_records`` (base64 + zstd + parse + validate + attributes)
-  + ``split_too_old`` + ``aggregate`` (the four shipped metrics) +
+  + ``split_too_late`` + ``aggregate`` (the four shipped metrics) +
   ``encode_parquet`` of every partials table;
 * DuckDB (``threads=1``) doing the same four aggregations over the same
   events written as plain NDJSON: ``read_ndjson`` + ``json_transform`` of the
@@ -40,7 +40,7 @@ import pyarrow as pa  # noqa: E402
 
 from chalicelib.stream import codec  # noqa: E402
 from chalicelib.processing import (aggregate, decode_records, encode_parquet, load_metrics,  # noqa: E402
-                                   split_too_old)
+                                   split_too_late)
 
 T0 = 1_764_072_000_000  # 2025-11-25T12:00:00Z
 EVENT_TYPES = ["session_start", "session_end", "level_up", "purchase", "match_start", "match_end",
@@ -123,8 +123,7 @@ def run_ours(records: list[dict], metrics, con) -> dict[str, float]:  # noqa: AN
     t0 = time.perf_counter()
     batch = decode_records(records, attribute_types=metrics.attribute_types, con=con)
     t1 = time.perf_counter()
-    kept, _too_old = split_too_old(batch.events, reference_ms=T0 + 3_600_000,
-                                   max_lateness_ms=metrics.settings.max_lateness_ms)
+    kept, _too_late = split_too_late(batch.events, metrics.settings.max_lateness_ms)
     partials = aggregate(kept, metrics, watermark_ms=T0 + 5 * 60_000)
     t2 = time.perf_counter()
     blobs = {name: encode_parquet(t) for name, t in partials.items()}
@@ -271,7 +270,7 @@ def _report(ours: list[dict], duck: list[dict], n_events: int) -> None:
           f"{'ev/s best':>12} {'ev/s med':>12}")
     print("-" * 96)
     for key, label in (("decode", "ours: decode (b64+zstd+parse+validate+attrs)"),
-                       ("aggregate", "ours: split_too_old + aggregate 4 metrics"),
+                       ("aggregate", "ours: split_too_late + aggregate 4 metrics"),
                        ("parquet", "ours: Parquet (zstd) of the partials"),
                        ("total", "OURS TOTAL")):
         row(label, [r[key] for r in ours])

@@ -26,10 +26,10 @@ def check_components(checks: Mapping[str, Callable[[], str | None]]) -> dict:
     return {"status": "ok" if healthy else "degraded", "components": components}
 
 
-def search_check(container) -> Callable[[], str | None]:
+def search_check(client: Callable[[], object]) -> Callable[[], str | None]:
     def search() -> str:
         try:
-            health = container.search_client.cluster.health(request_timeout=2)
+            health = client().cluster.health(request_timeout=2)
         except Exception as exc:  # noqa: BLE001 - any failure means the component is down
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
         if health.get("status") == "red":
@@ -54,3 +54,15 @@ def aws_checks(clients, settings) -> dict[str, Callable[[], str | None]]:
         clients.s3.head_bucket(Bucket=settings.bucket)
 
     return {"kinesis": stream, "apps_table": apps_table, "s3": bucket}
+
+
+class HealthService:
+    """``GET /v1/health``: each component's state; ``degraded`` when any is down."""
+
+    def __init__(self, clients, settings, search_client: Callable[[], object] | None = None) -> None:
+        self._checks = aws_checks(clients, settings)
+        if search_client is not None:
+            self._checks["search"] = search_check(search_client)
+
+    def report(self) -> dict:
+        return check_components(self._checks)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.stream.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +23,8 @@ RETRYABLE_CODES = frozenset({
 })
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter (AWS Architecture Blog)."""
-
-    max_attempts: int = 5
-    base_delay_s: float = 0.05
-    max_delay_s: float = 1.0
-
-    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        return rand() * min(self.max_delay_s, self.base_delay_s * (2 ** attempt))
+#: Kinesis PutRecords: a few quick retries (the API call must answer fast; the client retries the rest).
+DEFAULT_BACKOFF = Backoff(max_attempts=5, base_s=0.05, cap_s=1.0)
 
 
 @dataclass(frozen=True)
@@ -62,7 +55,7 @@ def plan_calls(blobs: Sequence[bytes], keys: Sequence[str]) -> list[list[int]]:
 class KinesisWriter:
     """Writes blobs to one stream; retries failed records, reports exact outcome."""
 
-    def __init__(self, client, stream_name: str, policy: RetryPolicy = RetryPolicy(),
+    def __init__(self, client, stream_name: str, policy: Backoff = DEFAULT_BACKOFF,
                  sleep: Callable[[float], None] = time.sleep,
                  new_partition_key: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
         self._client = client

@@ -36,12 +36,11 @@ import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
 from chalicelib.lake import layout
-from chalicelib.lake.consumers import split_too_late
 from chalicelib.lake.reader import dedupe_events, list_keys, read_many, read_raw_events
 from chalicelib.lake.sql_sketch import register_columns, strip_register_columns
 from chalicelib.lake.state import StateStore
-from chalicelib.processing import (MetricDef, MetricSet, aggregate, encode_parquet, hll, merge_partials,
-                                   partials_schema)
+from chalicelib.processing import (NO_WATERMARK, MetricDef, MetricSet, aggregate, encode_parquet, hll, merge_partials,
+                                   partials_schema, split_too_late)
 from chalicelib.processing.decode import EVENT_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -176,7 +175,7 @@ class Finalizer:
         in_range = pc.and_(pc.greater_equal(raw["event_time"].cast(pa.int64()), start),
                            pc.less(raw["event_time"].cast(pa.int64()), end))
         events, _ = split_too_late(raw_to_events(raw.filter(in_range)), self._metrics.settings.max_lateness_ms)
-        rows = aggregate(events, [metric], watermark_ms=-(2 ** 62))[metric.name]
+        rows = aggregate(events, [metric], watermark_ms=NO_WATERMARK)[metric.name]
         rows = rows.filter(pc.and_(pc.greater_equal(rows["window_start"], hour_start),
                                    pc.less(rows["window_start"], hour_start + layout.HOUR_MS)))
         return self._with_tombstones(metric, self._with_late_counts(metric, rows, late_sources), partial_keys)

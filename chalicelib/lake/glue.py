@@ -11,6 +11,8 @@ from __future__ import annotations
 import pyarrow as pa
 from botocore.exceptions import ClientError
 
+from chalicelib.stream import badrows, envelope
+
 PARQUET_STORAGE = {
     "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
     "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
@@ -94,43 +96,21 @@ def ensure_table(glue, database: str, table_input: dict) -> None:
 
 
 # ------------------------------------------------------------------ bad rows
-# Glue table for the bad rows (NDJSON under ``bad-rows/<source>/dt=YYYY-MM-DD/``).
-#
-# Call :func:`ensure_bad_rows_table` from bootstrap (next to the raw and rollup
-# tables). Bad rows are JSON objects, one per line, written by three sources:
-#
-# * ``aggregate`` / ``archive`` (chalicelib/lake/consumers.py): an undecodable
-#   record or line (``reason``, ``shard_id``, ``sequence_number``, ``line``,
-#   ``data_b64``) or an event older than the maximum lateness (``reason``,
-#   ``event``: the decoded event, times in epoch ms);
-# * ``search`` (chalicelib/stream/badrows.py): ``reason``, ``detail``,
-#   ``source`` (the Kinesis record: an object), ``event`` | ``raw_line`` |
-#   ``record_data_b64``.
-#
-# ``source`` is also the partition key (the path's second level, not written
-# ``source=``), so the JSON key ``source`` is mapped to the column
-# ``source_record`` (OpenX SerDe ``mapping.*`` property). Only events carry an
-# app: ``event.app_id`` is the column to filter tenants on; undecodable input
-# belongs to no app and is visible to operators only.
+# The bad rows (``stream/badrows.py``: one schema for every consumer), NDJSON under
+# ``bad-rows/<consumer>/dt=<record arrival day>/``. Only events carry an app:
+# ``event.app_id`` is the column to filter tenants on; undecodable input belongs to no
+# app and is visible to operators only.
 BAD_ROWS_TABLE = "bad_rows"
 JSON_SERDE = "org.openx.data.jsonserde.JsonSerDe"
-SOURCES = ("aggregate", "archive", "search")
-
-EVENT_TYPE = ("struct<event_id:string,event_type:string,event_time:bigint,received_at:bigint,app_id:string,"
-              "user_id:string,client_event_time:bigint,attributes:string,sequence_number:string>")
-SOURCE_RECORD_TYPE = ("struct<sequence_number:string,partition_key:string,event_source_arn:string,"
-                      "kinesis_event_id:string,line:bigint>")
+RECORD_TYPE = ("struct<shard_id:string,sequence_number:string,partition_key:string,event_source_arn:string,"
+               "arrival_ms:bigint,line:bigint>")
 BAD_ROWS_COLUMNS = [
-    {"Name": "reason", "Type": "string", "Comment": "why the row was rejected"},
-    {"Name": "detail", "Type": "string", "Comment": "search: the error detail"},
-    {"Name": "shard_id", "Type": "string", "Comment": "aggregate/archive: the Kinesis shard"},
-    {"Name": "sequence_number", "Type": "string", "Comment": "aggregate/archive: the Kinesis record"},
-    {"Name": "line", "Type": "bigint", "Comment": "aggregate/archive: line in the record (null: whole record)"},
-    {"Name": "data_b64", "Type": "string", "Comment": "aggregate/archive: the original bytes, base64"},
-    {"Name": "event", "Type": EVENT_TYPE, "Comment": "the event, when it could be decoded (has app_id)"},
-    {"Name": "source_record", "Type": SOURCE_RECORD_TYPE, "Comment": "search: the JSON key 'source'"},
-    {"Name": "raw_line", "Type": "string", "Comment": "search: the line that was not an event"},
-    {"Name": "record_data_b64", "Type": "string", "Comment": "search: the undecodable record, base64"},
+    {"Name": "reason", "Type": "string", "Comment": "one of " + ", ".join(badrows.REASONS)},
+    {"Name": "detail", "Type": "string", "Comment": "what exactly was wrong"},
+    {"Name": "record", "Type": RECORD_TYPE, "Comment": "the Kinesis record (line: position in it, null: all)"},
+    {"Name": "event", "Type": envelope.hive_struct(), "Comment": "the decoded event when there is one (app_id)"},
+    {"Name": "raw_line", "Type": "string", "Comment": "the line that was not an event"},
+    {"Name": "record_data_b64", "Type": "string", "Comment": "the undecodable record, base64"},
 ]
 
 
@@ -140,22 +120,21 @@ def bad_rows_table_input(bucket: str) -> dict:
         "Name": BAD_ROWS_TABLE,
         "Description": "Rejected input with the reason, one JSON object per line; filter tenants on event.app_id",
         "TableType": "EXTERNAL_TABLE",
-        "PartitionKeys": [{"Name": "source", "Type": "string"}, {"Name": "dt", "Type": "string"}],
+        "PartitionKeys": [{"Name": "consumer", "Type": "string"}, {"Name": "dt", "Type": "string"}],
         "StorageDescriptor": {
             "Columns": BAD_ROWS_COLUMNS,
             "Location": location,
             "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
             "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
             "SerdeInfo": {"SerializationLibrary": JSON_SERDE,
-                          "Parameters": {"ignore.malformed.json": "true", "case.insensitive": "true",
-                                         "mapping.source_record": "source"}},
+                          "Parameters": {"ignore.malformed.json": "true", "case.insensitive": "true"}},
         },
         "Parameters": {"classification": "json", "EXTERNAL": "TRUE", "projection.enabled": "true",
-                       "projection.source.type": "enum", "projection.source.values": ",".join(SOURCES),
+                       "projection.consumer.type": "enum", "projection.consumer.values": ",".join(badrows.CONSUMERS),
                        "projection.dt.type": "date", "projection.dt.format": "yyyy-MM-dd",
                        "projection.dt.range": "2024-01-01,NOW", "projection.dt.interval": "1",
                        "projection.dt.interval.unit": "DAYS",
-                       "storage.location.template": location + "${source}/dt=${dt}/"},
+                       "storage.location.template": location + "${consumer}/dt=${dt}/"},
     }
 
 

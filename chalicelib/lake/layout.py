@@ -5,7 +5,7 @@
     events/app_id=<app>/dt=YYYY-MM-DD/hour=HH/<shard>-<first seq>.parquet     raw archive
     rollups/<metric>/stage=partial/dt=YYYY-MM-DD/hour=HH/<shard>-<first seq>.parquet
     rollups/<metric>/stage=final/dt=YYYY-MM-DD/hour=HH/final.parquet         after finalization
-    bad-rows/<source>/dt=YYYY-MM-DD/<shard>-<first seq>.ndjson                 reason + original bytes
+    bad-rows/<consumer>/dt=YYYY-MM-DD/<shard>-<record seq>.ndjson             stream/badrows.py (per record)
     dead-letter/<consumer>/<shard>/<first>-<last>.json                         undeliverable batches
 
 Batch outputs are named by shard and the first sequence number of the batch:
@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 
 EVENTS_PREFIX = "events/"
 ROLLUPS_PREFIX = "rollups/"
-BAD_ROWS_PREFIX = "bad-rows/"
 HOUR_MS = 3_600_000
 
 
@@ -60,10 +59,6 @@ def partial_key(metric: str, dt: str, hour: str, shard_id: str, first_sequence: 
 
 def final_key(metric: str, dt: str, hour: str) -> str:
     return rollup_prefix(metric, "final", dt, hour) + "final.parquet"
-
-
-def bad_rows_key(source: str, dt: str, shard_id: str, first_sequence: str) -> str:
-    return f"{BAD_ROWS_PREFIX}{source}/dt={dt}/{batch_name(shard_id, first_sequence)}.ndjson"
 
 
 def parse_partition(key: str) -> dict[str, str]:

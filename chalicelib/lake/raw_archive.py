@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from chalicelib.lake import layout
+from chalicelib.processing import encode_parquet
 from chalicelib.stream import envelope
 
 #: The archived columns (``app_id``, ``dt`` and ``hour`` live in the path): the envelope, instants as timestamps.
@@ -23,12 +22,6 @@ class PartitionFile:
     hour: str
     rows: int
     data: bytes
-
-
-def encode_parquet(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", use_dictionary=True, write_statistics=True)
-    return sink.getvalue()
 
 
 def archive_files(events: pa.Table) -> list[PartitionFile]:

@@ -134,12 +134,6 @@ def _prefer_final_flagged(final: list[pa.Table], partial: list[pa.Table], schema
     return prefer_final(flagged(final, True), flagged(partial, False)).replace_schema_metadata(schema.metadata)
 
 
-def read_partition(s3, bucket: str, metric: MetricDef, dt: str, hour: str, cache: FileCache | None = None) -> pa.Table:
-    """The rows of one (dt, hour) partition with the rule applied (final or partial, never both)."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return _read_range(s3, bucket, metric, [(dt, hour)], pool, cache or FileCache(0))[0]
-
-
 @dataclass(frozen=True)
 class WindowRows:
     """Final measures of some windows, and the first window still answered from partials."""

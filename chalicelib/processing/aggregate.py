@@ -22,7 +22,7 @@ Lateness: a window is closed when ``window_end <= watermark_ms``; events
 counted into a closed window are still aggregated (partials are merged at
 read time, so a late update is cheap) and counted in ``late_count``.
 Events older than ``settings.max_lateness`` should be removed first with
-:func:`split_too_old` and sent to bad rows by the caller.
+:func:`lateness.split_too_late` and sent to bad rows by the caller.
 """
 
 from __future__ import annotations
@@ -41,25 +41,6 @@ from .errors import EventsTableError
 from .metric_config import Field, GeohashExpr, MetricDef, MetricSet, attribute_types
 from .partials import codes_of, combine_codes, merge_partials, partials_schema, state_column
 from .windows import pane_index
-
-
-def split_too_old(events: pa.Table, *, reference_ms: int, max_lateness_ms: int) -> tuple[pa.Table, pa.Table]:
-    """Separate events older than ``max_lateness`` from the rest.
-
-    Args:
-        events: the events table.
-        reference_ms: the caller's notion of "now" for this batch, e.g. the
-            newest ``approximateArrivalTimestamp`` (this package reads no clock).
-        max_lateness_ms: ``settings.max_lateness_ms``.
-
-    Returns:
-        ``(kept, too_old)``: too_old has ``event_time < reference_ms -
-        max_lateness_ms``; the caller sends those to bad rows.
-    """
-    old = pc.less(events.column("event_time"), pa.scalar(reference_ms - max_lateness_ms, pa.int64()))
-    if not pc.any(old).as_py():
-        return events, events.slice(0, 0)
-    return events.filter(pc.invert(old)), events.filter(old)
 
 
 class _Batch:
@@ -326,4 +307,4 @@ def aggregate(events: pa.Table, metrics: MetricSet | Sequence[MetricDef], *, wat
         batch.close()
 
 
-__all__ = ["aggregate", "aggregate_metric", "split_too_old"]
+__all__ = ["aggregate", "aggregate_metric"]

@@ -33,12 +33,12 @@ import yaml
 from .errors import DurationError, MetricConfigError
 from .metric_model import (FUNCTIONS, INTEGER_COLUMNS, NUMERIC_STATES, RESERVED_NAMES, STRING_COLUMNS,
                            Condition, Field, FilterDef, GeohashExpr, KeyDef, MeasureDef, MetricDef, MetricSet,
-                           Settings, attribute_types)
+                           LatenessSettings, attribute_types)
 from .windows import WindowSpec, parse_duration
 
 __all__ = ["DEFAULT_PATH", "FUNCTIONS", "INTEGER_COLUMNS", "NUMERIC_STATES", "RESERVED_NAMES", "STRING_COLUMNS",
            "Condition", "Field", "FilterDef", "GeohashExpr", "KeyDef", "MeasureDef", "MetricDef", "MetricSet",
-           "Settings", "attribute_types", "load_metrics", "parse_metrics", "parse_metrics_yaml"]
+           "LatenessSettings", "attribute_types", "load_metrics", "parse_metrics", "parse_metrics_yaml"]
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "metrics.yaml"
 
@@ -106,18 +106,18 @@ def _duration(metric: str | None, where: str, value: Any) -> int:
         raise MetricConfigError(metric, where, str(exc)) from None
 
 
-def _settings(raw: Any) -> Settings:
+def _settings(raw: Any) -> LatenessSettings:
     if not isinstance(raw, Mapping):
         raise MetricConfigError(None, "settings", "expected a mapping")
     _no_unknown(None, "settings.", raw, {"allowed_lateness", "max_lateness"})
-    defaults = Settings()
+    defaults = LatenessSettings()
     allowed = _duration(None, "settings.allowed_lateness", raw["allowed_lateness"]) \
         if "allowed_lateness" in raw else defaults.allowed_lateness_ms
     max_late = _duration(None, "settings.max_lateness", raw["max_lateness"]) \
         if "max_lateness" in raw else defaults.max_lateness_ms
     if max_late < allowed:
         raise MetricConfigError(None, "settings.max_lateness", "must not be shorter than allowed_lateness")
-    return Settings(allowed, max_late)
+    return LatenessSettings(allowed, max_late)
 
 
 def _metric(index: int, raw: Any) -> MetricDef:

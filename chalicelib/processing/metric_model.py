@@ -150,7 +150,7 @@ class MetricDef:
 
 
 @dataclass(frozen=True)
-class Settings:
+class LatenessSettings:
     """Global lateness settings, in milliseconds.
 
     Attributes:
@@ -169,7 +169,7 @@ class MetricSet:
     """A validated set of metrics plus settings."""
 
     metrics: tuple[MetricDef, ...]
-    settings: Settings = field(default_factory=Settings)
+    settings: LatenessSettings = field(default_factory=LatenessSettings)
 
     def __getitem__(self, name: str) -> MetricDef:
         for metric in self.metrics:

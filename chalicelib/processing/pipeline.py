@@ -1,9 +1,9 @@
-"""One call from Lambda records to Parquet-ready partials (pure composition).
+"""One Lambda Kinesis batch -> partials, pure: the composition the consumer, the tests and the benchmark run.
 
-Composes :func:`decode.decode_records`, :func:`aggregate.split_too_old`,
-:func:`aggregate.aggregate` and :func:`partials.encode_parquet`.  The caller
-supplies the watermark and reference time (it owns the clock and any state)
-and writes the results wherever it wants.
+decode (``decode.decode_records``) -> maximum lateness (``lateness.split_too_late``)
+-> keyBy + window + aggregate every metric (``aggregate.aggregate``) against the
+watermark as it stood before the batch -> the batch's contribution to the next
+watermark. The caller owns the state (the shard's max event time) and the I/O.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any, Mapping, Sequence
 import duckdb
 import pyarrow as pa
 
-from .aggregate import aggregate, split_too_old
+from .aggregate import aggregate
 from .decode import BadRecord, decode_records
+from .lateness import max_event_time_seen, split_too_late, watermark
 from .metric_config import MetricSet
-from .partials import encode_parquet
 
 
 @dataclass(frozen=True)
@@ -26,49 +26,42 @@ class BatchResult:
 
     Attributes:
         partials: metric name -> partials table.
-        parquet: metric name -> the partials encoded as Parquet bytes
-            (empty when ``encode=False``).
         bad: undecodable records and lines failing the schema.
-        too_old: events older than ``max_lateness`` (send to bad rows).
+        too_late: events older than ``max_lateness`` (send to bad rows).
         sequence_numbers: every record's sequence number, in batch order.
         event_count: number of valid events aggregated.
+        max_event_time: the batch's newest event time for the watermark (capped at arrival), or None.
     """
 
     partials: dict[str, pa.Table]
-    parquet: dict[str, bytes]
     bad: tuple[BadRecord, ...]
-    too_old: pa.Table
+    too_late: pa.Table
     sequence_numbers: tuple[str, ...]
     event_count: int
+    max_event_time: int | None
 
 
-def process_batch(records: Sequence[Mapping[str, Any]], metrics: MetricSet, *, watermark_ms: int,
-                  reference_ms: int, con: duckdb.DuckDBPyConnection | None = None,
-                  encode: bool = True) -> BatchResult:
-    """Decode, drop too-old events, aggregate every metric, encode Parquet.
+def process_batch(records: Sequence[Mapping[str, Any]], metrics: MetricSet, *, max_event_time_before: int | None,
+                  con: duckdb.DuckDBPyConnection | None = None) -> BatchResult:
+    """Decode, set aside too-late events, aggregate every metric.
 
     Args:
         records: ``event["Records"]`` of a Kinesis-triggered Lambda.
         metrics: the metric set (``load_metrics()``).
-        watermark_ms: windows ending at or before it are closed (late_count);
-            e.g. ``windows.watermark(max_event_time_seen, allowed_lateness)``.
-        reference_ms: "now" for max_lateness, e.g. the newest
-            ``approximateArrivalTimestamp`` of the batch in ms.
-        con: DuckDB connection (caller sets ``threads``); private if None.
-        encode: also encode each partials table to Parquet bytes.
-
-    Returns:
-        A :class:`BatchResult`.
+        max_event_time_before: the shard's newest event time before this batch (None: no history);
+            the watermark is derived from it, so results do not depend on the order inside the batch.
+        con: DuckDB connection (the caller sets ``threads``); a private one if None.
     """
+    settings = metrics.settings
     own = con is None
     con = duckdb.connect() if own else con
     try:
         decoded = decode_records(records, attribute_types=metrics.attribute_types, con=con)
-        kept, too_old = split_too_old(decoded.events, reference_ms=reference_ms,
-                                      max_lateness_ms=metrics.settings.max_lateness_ms)
-        partials = aggregate(kept, metrics, watermark_ms=watermark_ms, con=con)
+        kept, too_late = split_too_late(decoded.events, settings.max_lateness_ms)
+        partials = aggregate(kept, metrics, watermark_ms=watermark(max_event_time_before,
+                                                                   settings.allowed_lateness_ms), con=con)
     finally:
         if own:
             con.close()
-    parquet = {name: encode_parquet(t) for name, t in partials.items()} if encode else {}
-    return BatchResult(partials, parquet, decoded.bad, too_old, decoded.sequence_numbers, kept.num_rows)
+    return BatchResult(partials, decoded.bad, too_late, decoded.sequence_numbers, kept.num_rows,
+                       max_event_time_seen(kept))

@@ -11,8 +11,8 @@ aggregation works on *panes* (slide-sized buckets, as in Flink's pane
 optimisation): each event is added to exactly one pane and a window is the
 merge of its ``size // slide`` consecutive panes.
 
-Lateness: with a watermark ``W`` (ms), a window is *closed* when
-``window_end <= W``; an event counted into a closed window is *late*.
+Lateness: with a watermark ``W`` (ms, see ``lateness.watermark``), a window is
+*closed* when ``window_end <= W``; an event counted into a closed window is *late*.
 """
 
 from __future__ import annotations
@@ -146,18 +146,3 @@ def assign_windows(event_time_ms: np.ndarray, spec: WindowSpec) -> tuple[np.ndar
 def is_late(window_end_ms: np.ndarray | int, watermark_ms: int) -> np.ndarray | bool:
     """True where a window is closed by the watermark (``window_end <= W``)."""
     return np.asarray(window_end_ms) <= watermark_ms
-
-
-def watermark(max_event_time_ms: int, allowed_lateness_ms: int) -> int:
-    """Bounded-out-of-orderness watermark, as Flink computes it.
-
-    Args:
-        max_event_time_ms: the largest event time the caller has seen so far
-            (kept by the caller, e.g. per shard; this package has no state).
-        allowed_lateness_ms: how far behind the newest event a window is still
-            considered open (``settings.allowed_lateness``).
-
-    Returns:
-        ``max_event_time_ms - allowed_lateness_ms``.
-    """
-    return int(max_event_time_ms) - int(allowed_lateness_ms)

@@ -1,18 +1,26 @@
-"""Builds every service once per process from the settings (lazily)."""
+"""Builds every client and service once per process from the settings (lazily).
+
+Handlers in ``app.py`` only ever call a service from here. Nothing is built at
+import time: a service is created on first use, so the API's cold start pays
+only for what a request needs (``POST /v1/events`` never loads pyarrow, numpy
+or duckdb: their importers are imported inside the properties that need them).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 
 from chalicelib.api.keys import AppStore
+from chalicelib.ingest.kinesis_writer import DEFAULT_BACKOFF, KinesisWriter
+from chalicelib.ingest.service import IngestService
 from chalicelib.runtime.clients import Clients
 from chalicelib.runtime.settings import Settings
-from chalicelib.ingest.kinesis_writer import KinesisWriter, RetryPolicy
-from chalicelib.ingest.service import IngestService
 
 
 def clock_ms() -> int:
+    """The wall clock, the one the services are given (tests inject their own)."""
     return int(time.time() * 1000)
 
 
@@ -21,10 +29,36 @@ class Container:
         self.settings = settings
         self.clients = Clients(settings)
 
+    # ------------------------------------------------------------------ API
     @functools.cached_property
     def apps(self) -> AppStore:
         return AppStore(self.clients.dynamodb, self.settings.apps_table)
 
+    @functools.cached_property
+    def ingest(self) -> IngestService:
+        writer = KinesisWriter(self.clients.kinesis, self.settings.stream_name,
+                               dataclasses.replace(DEFAULT_BACKOFF, max_attempts=self.settings.kinesis_max_attempts))
+        return IngestService(writer, clock_ms)
+
+    @functools.cached_property
+    def health(self):
+        from chalicelib.api.health import HealthService
+        return HealthService(self.clients, self.settings,
+                             (lambda: self.search_client) if self.settings.opensearch_url else None)
+
+    @functools.cached_property
+    def metrics_service(self):
+        from chalicelib.query.metrics import MetricsService
+        return MetricsService(self.clients.s3, self.settings.bucket, self.metrics, clock_ms)
+
+    @functools.cached_property
+    def search(self):
+        from chalicelib.search.facade import SearchService
+        from chalicelib.search.query import SearchSettings
+        return SearchService(lambda: self.search_client, SearchSettings(prefix=self.settings.search_index_prefix),
+                             clock_ms)
+
+    # ------------------------------------------------------------- consumers
     @functools.cached_property
     def metrics(self):
         from chalicelib.processing import load_metrics
@@ -35,20 +69,21 @@ class Container:
         from chalicelib.lake.state import StateStore
         return StateStore(self.clients.dynamodb, self.settings.state_table)
 
+    def bad_rows(self, consumer: str):
+        """The bad-rows sink of one consumer (``archive``, ``aggregate``, ``search``)."""
+        from chalicelib.lake.badrows import S3BadRowsSink
+        return S3BadRowsSink(self.clients.s3, self.settings.bucket, consumer)
+
     @functools.cached_property
     def archive(self):
         from chalicelib.lake.consumers import ArchiveService
-        return ArchiveService(self.clients.s3, self.settings.bucket, self.state, clock_ms)
+        return ArchiveService(self.clients.s3, self.settings.bucket, self.state, self.bad_rows("archive"))
 
     @functools.cached_property
     def aggregation(self):
         from chalicelib.lake.consumers import AggregationService
-        return AggregationService(self.clients.s3, self.settings.bucket, self.state, self.metrics, clock_ms)
-
-    @functools.cached_property
-    def metrics_api(self):
-        from chalicelib.query.metrics import MetricsService
-        return MetricsService(self.clients.s3, self.settings.bucket, self.metrics, clock_ms)
+        return AggregationService(self.clients.s3, self.settings.bucket, self.state, self.metrics,
+                                  self.bad_rows("aggregate"))
 
     @functools.cached_property
     def finalizer(self):
@@ -57,6 +92,22 @@ class Container:
         return Finalizer(self.clients.s3, s.bucket, self.state, self.metrics, clock_ms,
                          grace_ms=s.finalize_grace_s * 1000, close_delay_ms=s.finalize_close_delay_s * 1000)
 
+    @functools.cached_property
+    def indexing(self):
+        from chalicelib.search.facade import IndexingService
+        from chalicelib.search.indexer import IndexerConfig
+        s = self.settings
+        return IndexingService(lambda: self.search_client, self.bad_rows("search"),
+                               IndexerConfig(prefix=s.search_index_prefix, retention_days=s.search_retention_days),
+                               clock_ms)
+
+    @functools.cached_property
+    def retention(self):
+        from chalicelib.search.facade import RetentionService
+        s = self.settings
+        return RetentionService(lambda: self.search_client, s.search_retention_days, s.search_index_prefix, clock_ms)
+
+    # ---------------------------------------------------------------- search
     @functools.cached_property
     def search_client(self):
         """OpenSearch client; the index template is applied once per process."""
@@ -80,9 +131,3 @@ class Container:
         except (OpenSearchException, TemplateError) as exc:  # retried next call: no failure is cached
             raise SearchUnavailableError(f"the search cluster is unavailable ({type(exc).__name__})") from exc
         return client
-
-    @functools.cached_property
-    def ingest(self) -> IngestService:
-        writer = KinesisWriter(self.clients.kinesis, self.settings.stream_name,
-                               RetryPolicy(max_attempts=self.settings.kinesis_max_attempts))
-        return IngestService(writer, clock_ms)

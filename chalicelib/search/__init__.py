@@ -10,8 +10,8 @@ Public API (what app.py wires):
 * ``search_events(client, app_id, params, now_ms)`` - GET /v1/search.
 """
 
-from chalicelib.stream.badrows import BadRow, BadRowsSink, MemoryBadRowsSink, S3BadRowsSink
-from chalicelib.search.bulk import Backoff
+from chalicelib.stream.badrows import BadRow, BadRowsSink, MemoryBadRowsSink
+from chalicelib.stream.retry import Backoff
 from chalicelib.search.client import client_for_aws, client_for_url
 from chalicelib.search.errors import SearchParameterError, SearchUnavailableError, TemplateError
 from chalicelib.search.indexer import IndexerConfig, IndexResult, index_kinesis_batch
@@ -21,7 +21,7 @@ from chalicelib.search.service import search_events
 from chalicelib.search.template import TemplateSettings, build_index_template, ensure_template
 
 __all__ = [
-    "Backoff", "BadRow", "BadRowsSink", "IndexResult", "IndexerConfig", "MemoryBadRowsSink", "S3BadRowsSink",
+    "Backoff", "BadRow", "BadRowsSink", "IndexResult", "IndexerConfig", "MemoryBadRowsSink",
     "SearchParameterError", "SearchSettings", "SearchUnavailableError", "TemplateError", "TemplateSettings",
     "build_index_template", "client_for_aws", "client_for_url", "delete_expired_indices", "ensure_template",
     "index_kinesis_batch", "search_events",

@@ -1,4 +1,4 @@
-"""Bulk-request building blocks. Pure logic: sizing, outcome classes, backoff.
+"""Bulk-request building blocks. Pure logic: sizing, outcome classes (backoff: ``stream.retry``).
 
 An item of a ``_bulk`` request is the action line plus the document line,
 kept as encoded bytes so the request size is known exactly before sending.
@@ -7,18 +7,16 @@ kept as encoded bytes so the request size is known exactly before sending.
 from __future__ import annotations
 
 import enum
-import random
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 import orjson
 
+from chalicelib.stream.retry import Backoff
+
 DEFAULT_MAX_BULK_BYTES = 5 * 1024 * 1024
 DEFAULT_MAX_BULK_ACTIONS = 10_000
 
-#: Request-level errors worth retrying: throttling, server-side failures, and
-#: auth/blocks that an operator (not the document) must fix.
-RETRYABLE_STATUSES = frozenset({401, 403, 404, 408, 409, 429})
 #: 400s that are about the cluster or the index, not about the document.
 TRANSIENT_400_TYPES = frozenset({"validation_exception", "index_closed_exception", "cluster_block_exception"})
 
@@ -100,26 +98,5 @@ def classify_item(status: int, error: Any = None) -> Outcome:
     return Outcome.TRANSIENT
 
 
-def is_retryable_status(status: Any) -> bool:
-    """Whether a whole-request error status is worth retrying as is (no status: connection error)."""
-    if not isinstance(status, int):
-        return True
-    return status >= 500 or status in RETRYABLE_STATUSES
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with jitter: attempt n waits in [d/2, d], d = min(cap, base * 2**n)."""
-
-    max_attempts: int = 6
-    base_s: float = 0.2
-    cap_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
-
-    def delay(self, retry: int, rng: random.Random) -> float:
-        """Seconds to wait before retry number ``retry`` (0-based)."""
-        ceiling = min(self.cap_s, self.base_s * (2 ** retry))
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+#: Bulk requests: patient retries (a throttled cluster recovers in seconds; the rest is redelivered).
+DEFAULT_BACKOFF = Backoff(max_attempts=6, base_s=0.2, cap_s=10.0)

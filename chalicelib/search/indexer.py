@@ -18,8 +18,6 @@ conflicts, too many fields) go to bad rows at once.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import random
 import time
@@ -31,10 +29,10 @@ import orjson
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
 
-from chalicelib.stream import codec
 from chalicelib.stream import badrows
-from chalicelib.stream.badrows import BadRow, BadRowsSink, RecordRef
-from chalicelib.search.bulk import (DEFAULT_MAX_BULK_ACTIONS, DEFAULT_MAX_BULK_BYTES, Backoff, BulkItem,
+from chalicelib.stream.badrows import BadRow, BadRowsSink
+from chalicelib.stream.records import RecordRef, batch_response, decode_batch
+from chalicelib.search.bulk import (DEFAULT_BACKOFF, DEFAULT_MAX_BULK_ACTIONS, DEFAULT_MAX_BULK_BYTES, Backoff, BulkItem,
                                     Outcome, bulk_body, chunk_by_bytes, classify_item, encode_item,
                                     error_reason)
 from chalicelib.search.documents import InvalidDocument, document_id, event_to_document
@@ -53,7 +51,7 @@ class IndexerConfig:
     retention_days: int = 7
     max_bulk_bytes: int = DEFAULT_MAX_BULK_BYTES
     max_bulk_actions: int = DEFAULT_MAX_BULK_ACTIONS
-    backoff: Backoff = field(default_factory=Backoff)
+    backoff: Backoff = DEFAULT_BACKOFF
     #: Stop retrying once this much sleeping has been done in one invocation
     #: (keep it well under the Lambda timeout); the rest is redelivered.
     max_total_sleep_s: float = 60.0
@@ -77,7 +75,7 @@ class Origin:
 
 
 @dataclass(frozen=True)
-class PreparedBatch:
+class IndexBatch:
     """Decoded, checked and encoded events of one batch, before any I/O."""
 
     refs: list[RecordRef]
@@ -101,13 +99,11 @@ class IndexResult:
 
     def lambda_response(self) -> dict[str, list[dict[str, str]]]:
         """The ``ReportBatchItemFailures`` response."""
-        if self.failed_sequence_number is None:
-            return {"batchItemFailures": []}
-        return {"batchItemFailures": [{"itemIdentifier": self.failed_sequence_number}]}
+        return batch_response(self.failed_sequence_number)
 
 
 def prepare_batch(records: Sequence[Mapping[str, Any]], now_ms: int,
-                  config: IndexerConfig = IndexerConfig()) -> PreparedBatch:
+                  config: IndexerConfig = IndexerConfig()) -> IndexBatch:
     """Decode the records and build bulk items; unreadable input becomes bad rows. Pure."""
     cutoff_ms = now_ms - config.retention_days * DAY_MS
     refs: list[RecordRef] = []
@@ -115,23 +111,13 @@ def prepare_batch(records: Sequence[Mapping[str, Any]], now_ms: int,
     origins: list[Origin] = []
     bad: list[tuple[int, BadRow]] = []
     events = expired = 0
-    for r, record in enumerate(records):
-        ref = RecordRef.from_lambda(record)
+    for decoded in decode_batch(records):
+        r, ref = decoded.index, decoded.ref
         refs.append(ref)
-        raw = (record.get("kinesis") or {}).get("data")
-        try:
-            data = base64.b64decode(raw, validate=True)
-        except (binascii.Error, TypeError, ValueError) as exc:
-            bad.append((r, badrows.undecodable_record(ref, str(raw or "").encode(), f"bad base64: {exc}")))
+        if decoded.error is not None:
+            bad.append((r, badrows.undecodable_record(ref, decoded.data, decoded.error)))
             continue
-        try:
-            payload = codec.decode_record(data)
-        except codec.UndecodableRecord as exc:
-            bad.append((r, badrows.undecodable_record(ref, data, str(exc))))
-            continue
-        for line_no, line in enumerate(payload.splitlines()):
-            if not line.strip():
-                continue
+        for line_no, line in enumerate(decoded.lines):
             events += 1
             try:
                 event = orjson.loads(line)
@@ -141,8 +127,7 @@ def prepare_batch(records: Sequence[Mapping[str, Any]], now_ms: int,
             try:
                 document = event_to_document(event)
             except InvalidDocument as exc:
-                event_time = event.get("event_time") if isinstance(event, dict) else None
-                bad.append((r, badrows.invalid_line(ref, line_no, line, str(exc), event_time)))
+                bad.append((r, badrows.invalid_line(ref, line_no, line, str(exc))))
                 continue
             if document["event_time"] < cutoff_ms:
                 expired += 1
@@ -150,7 +135,7 @@ def prepare_batch(records: Sequence[Mapping[str, Any]], now_ms: int,
             items.append(encode_item(len(items), index_for(document["event_time"], config.prefix),
                                      document_id(document["app_id"], document["event_id"]), document))
             origins.append(Origin(r, line_no, event))
-    return PreparedBatch(refs, items, origins, bad, events, expired)
+    return IndexBatch(refs, items, origins, bad, events, expired)
 
 
 @dataclass

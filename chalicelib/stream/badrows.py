@@ -1,152 +1,132 @@
-"""Bad rows: what the indexer could not index, kept so nothing is lost.
+"""Bad rows: input a consumer could not use, kept with the reason so nothing is lost.
 
-A bad row is one JSON object. Its key is deterministic (derived from the
-content, never from a clock), so a redelivered batch overwrites the same
-objects instead of adding copies::
+One schema and one writer for every consumer (``archive``, ``aggregate``,
+``search``). A bad row is one JSON object::
 
-    bad-rows/search/dt=YYYY-MM-DD/<kind>-<sha256 prefix>.json
+    {"reason": "invalid_event", "detail": "missing required field(s): app_id",
+     "record": {"shard_id", "sequence_number", "partition_key", "event_source_arn", "arrival_ms", "line"},
+     "event": {...} | null,          # the decoded event when there is one (it carries app_id)
+     "raw_line": "..." | null,       # the line that was not an event
+     "record_data_b64": "..." | null}  # the undecodable record
 
-``dt`` is the event's day when the event is readable, else the record's
-arrival day.
+Rows are stored per source record, one NDJSON object each::
+
+    bad-rows/<consumer>/dt=<record arrival day>/<shard id>-<sequence number>.ndjson
+
+The key depends only on the record, never on a clock or the batch, so a
+re-delivered record overwrites its object instead of adding copies (Lambda
+re-delivers a failed batch from some record on, and every consumer judges a
+record the same way each time). The Glue table ``bad_rows`` (``lake/glue.py``)
+reads them, partitioned by consumer and day.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import orjson
 
-from chalicelib.search.naming import iso_date
+from chalicelib.stream.instants import iso_date
+from chalicelib.stream.records import RecordRef
 
-DEFAULT_PREFIX = "bad-rows/search"
+PREFIX = "bad-rows"
+CONSUMERS = ("archive", "aggregate", "search")
 
-#: ``reason`` values.
+#: ``reason`` values: a stable code; ``detail`` says what exactly.
 UNDECODABLE_RECORD = "undecodable_record"
 INVALID_EVENT = "invalid_event"
+TOO_LATE = "too_late"
 REJECTED_BY_INDEX = "rejected_by_index"
-
-
-@dataclass(frozen=True)
-class RecordRef:
-    """Where a row came from: one Kinesis record of a Lambda batch."""
-
-    sequence_number: str
-    partition_key: str | None = None
-    event_source_arn: str | None = None
-    kinesis_event_id: str | None = None
-    arrival_ms: int | None = None
-
-    @classmethod
-    def from_lambda(cls, record: Mapping[str, Any]) -> "RecordRef":
-        kinesis = record.get("kinesis") or {}
-        arrival = kinesis.get("approximateArrivalTimestamp")
-        return cls(
-            sequence_number=str(kinesis.get("sequenceNumber")),
-            partition_key=kinesis.get("partitionKey"),
-            event_source_arn=record.get("eventSourceARN"),
-            kinesis_event_id=record.get("eventID"),
-            arrival_ms=None if arrival is None else int(float(arrival) * 1000),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"sequence_number": self.sequence_number, "partition_key": self.partition_key,
-                "event_source_arn": self.event_source_arn, "kinesis_event_id": self.kinesis_event_id}
+REASONS = (UNDECODABLE_RECORD, INVALID_EVENT, TOO_LATE, REJECTED_BY_INDEX)
 
 
 @dataclass(frozen=True)
 class BadRow:
+    """One rejected record, line or event.
+
+    Attributes:
+        reason: one of ``REASONS``.
+        detail: the human-readable why.
+        record: the Kinesis record it came from.
+        line: the line's position among the record's non-empty lines (None: the whole record).
+        event: the decoded event (times as epoch ms) when there is one.
+        raw_line: the original line when it was not an event.
+        record_data_b64: the record's data, base64, when the record was undecodable.
+    """
+
     reason: str
     detail: str
-    dt: str
-    name: str
-    source: RecordRef
+    record: RecordRef
     line: int | None = None
     event: dict[str, Any] | None = None
     raw_line: str | None = None
     record_data_b64: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.reason not in REASONS:
+            raise ValueError(f"unknown bad-row reason {self.reason!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "detail": self.detail, "record": {**self.record.to_dict(), "line": self.line},
+                "event": self.event, "raw_line": self.raw_line, "record_data_b64": self.record_data_b64}
+
     def to_json(self) -> bytes:
-        body: dict[str, Any] = {"reason": self.reason, "detail": self.detail,
-                                "source": {**self.source.to_dict(), "line": self.line}}
-        if self.event is not None:
-            body["event"] = self.event
-        if self.raw_line is not None:
-            body["raw_line"] = self.raw_line
-        if self.record_data_b64 is not None:
-            body["record_data_b64"] = self.record_data_b64
-        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-
-
-def _digest(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(len(part).to_bytes(4, "big"))
-        h.update(part)
-    return h.hexdigest()[:40]
-
-
-def _arrival_dt(ref: RecordRef) -> str:
-    return iso_date(ref.arrival_ms) if ref.arrival_ms is not None else "unknown"
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
 
 
 def undecodable_record(ref: RecordRef, data: bytes, detail: str) -> BadRow:
-    return BadRow(UNDECODABLE_RECORD, detail, _arrival_dt(ref), f"record-{_digest(data)}", ref,
-                  record_data_b64=base64.b64encode(data).decode())
+    return BadRow(UNDECODABLE_RECORD, detail, ref, record_data_b64=base64.b64encode(data).decode())
 
 
-def invalid_line(ref: RecordRef, line_no: int, line: bytes, detail: str,
-                 event_time: Any = None) -> BadRow:
+def invalid_line(ref: RecordRef, line_no: int | None, line: bytes, detail: str) -> BadRow:
     """A line that is not a usable event (not JSON, or a bad envelope)."""
-    dt = iso_date(event_time) if isinstance(event_time, int) and not isinstance(event_time, bool) \
-        else _arrival_dt(ref)
-    return BadRow(INVALID_EVENT, detail, dt, f"line-{_digest(line)}", ref, line=line_no,
-                  raw_line=line.decode("utf-8", "replace"))
+    return BadRow(INVALID_EVENT, detail, ref, line=line_no, raw_line=line.decode("utf-8", "replace"))
 
 
-def rejected_event(ref: RecordRef, line_no: int, event: dict[str, Any], detail: str) -> BadRow:
-    """An event the cluster refused (mapping conflict, too many fields...)."""
-    name = f"event-{_digest(str(event['app_id']).encode(), str(event['event_id']).encode())}"
-    return BadRow(REJECTED_BY_INDEX, detail, iso_date(event["event_time"]), name, ref,
-                  line=line_no, event=event)
+def too_late(ref: RecordRef, line_no: int | None, event: dict[str, Any], detail: str) -> BadRow:
+    """An event older than the maximum lateness (not aggregated; the raw archive keeps it)."""
+    return BadRow(TOO_LATE, detail, ref, line=line_no, event=event)
+
+
+def rejected_event(ref: RecordRef, line_no: int | None, event: dict[str, Any], detail: str) -> BadRow:
+    """An event the search cluster refused (mapping conflict, too many fields...)."""
+    return BadRow(REJECTED_BY_INDEX, detail, ref, line=line_no, event=event)
+
+
+def object_key(consumer: str, ref: RecordRef, prefix: str = PREFIX) -> str:
+    """Where the bad rows of one record of one consumer are stored (deterministic)."""
+    if consumer not in CONSUMERS:
+        raise ValueError(f"unknown consumer {consumer!r}")
+    dt = iso_date(ref.arrival_ms) if ref.arrival_ms is not None else "unknown"
+    return f"{prefix.rstrip('/')}/{consumer}/dt={dt}/{ref.shard_id}-{ref.sequence_number or 'unknown'}.ndjson"
+
+
+def group_by_object(consumer: str, rows: Sequence[BadRow], prefix: str = PREFIX) -> dict[str, bytes]:
+    """Object key -> NDJSON body of the rows, one object per source record."""
+    grouped: dict[str, list[bytes]] = defaultdict(list)
+    for row in rows:
+        grouped[object_key(consumer, row.record, prefix)].append(row.to_json())
+    return {key: b"\n".join(lines) + b"\n" for key, lines in grouped.items()}
 
 
 class BadRowsSink(Protocol):
-    """Stores bad rows; must be idempotent per row key, and raise if anything was not stored."""
+    """Stores bad rows of one consumer; idempotent per record, raises if anything was not stored."""
 
     def write(self, rows: Sequence[BadRow]) -> None: ...
 
 
-def object_key(row: BadRow, prefix: str = DEFAULT_PREFIX) -> str:
-    return f"{prefix.rstrip('/')}/dt={row.dt}/{row.name}.json"
-
-
-class S3BadRowsSink:
-    """Writes each bad row as one JSON object (``PutObject`` overwrites: retries are safe)."""
-
-    def __init__(self, s3_client: Any, bucket: str, prefix: str = DEFAULT_PREFIX) -> None:
-        self._s3 = s3_client
-        self._bucket = bucket
-        self._prefix = prefix
-
-    def write(self, rows: Sequence[BadRow]) -> None:
-        for row in rows:
-            self._s3.put_object(Bucket=self._bucket, Key=object_key(row, self._prefix),
-                                Body=row.to_json(), ContentType="application/json")
-
-
 class MemoryBadRowsSink:
-    """Keeps rows by key in memory (tests, local runs)."""
+    """Keeps objects by key in memory (tests, benchmarks)."""
 
-    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, consumer: str = "search", prefix: str = PREFIX) -> None:
         self.objects: dict[str, bytes] = {}
-        self._prefix = prefix
+        self._consumer, self._prefix = consumer, prefix
 
     def write(self, rows: Sequence[BadRow]) -> None:
-        for row in rows:
-            self.objects[object_key(row, self._prefix)] = row.to_json()
+        self.objects.update(group_by_object(self._consumer, rows, self._prefix))
 
     def rows(self) -> list[dict[str, Any]]:
-        return [orjson.loads(body) for _, body in sorted(self.objects.items())]
+        return [orjson.loads(line) for _, body in sorted(self.objects.items()) for line in body.splitlines()]

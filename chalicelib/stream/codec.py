@@ -24,7 +24,6 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from chalicelib.stream.envelope import FIELD_NAMES
 
 try:  # Python 3.14+
     from compression import zstd as _zstd
@@ -38,8 +37,6 @@ HEADER_SIZE = HEADER.size
 MAX_RECORD_BYTES = 1024 * 1024
 _LEVEL = 1
 
-#: The keys of a canonical event line, in order (declared in ``stream.envelope``).
-EVENT_FIELDS = FIELD_NAMES
 
 
 class UndecodableRecord(ValueError):

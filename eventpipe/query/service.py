@@ -155,7 +155,7 @@ def placeholders(sql: str) -> list[str]:
     return list(dict.fromkeys(name for _, _, name in _scan(sql)))
 
 
-def parse_timestamp(text: str) -> datetime:
+def parse_sql_timestamp(text: str) -> datetime:
     """ISO-8601 (a zone or UTC), a date, or epoch milliseconds -> naive UTC datetime."""
     text = text.strip()
     if re.fullmatch(r"-?\d{10,}", text):
@@ -199,7 +199,7 @@ def literal(value: Any, kind: str = "string") -> str:
                 return text.upper()
             raise QueryError("expected true or false")
         if kind == "timestamp":
-            moment = value if isinstance(value, datetime) else parse_timestamp(text or "")
+            moment = value if isinstance(value, datetime) else parse_sql_timestamp(text or "")
             if moment.tzinfo is not None:
                 moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
             return f"TIMESTAMP '{moment.isoformat(sep=' ', timespec='milliseconds')}'"

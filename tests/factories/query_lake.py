@@ -24,6 +24,7 @@ import orjson
 from chalicelib.stream import codec
 from chalicelib.ingest.validation import ms_to_iso, validate_event
 from chalicelib.lake.finalizer import Finalizer
+from chalicelib.lake.badrows import S3BadRowsSink
 from chalicelib.lake.consumers import AggregationService, ArchiveService
 from chalicelib.lake.state import StateStore
 from chalicelib.processing import load_metrics
@@ -79,8 +80,8 @@ def build_lake(clients) -> LakeData:
     clock = Clock(T0 + HOUR)
     metrics = load_metrics()
     state = StateStore(clients.dynamodb, s.state_table)
-    archive = ArchiveService(clients.s3, s.bucket, state, clock)
-    aggregation = AggregationService(clients.s3, s.bucket, state, metrics, clock)
+    archive = ArchiveService(clients.s3, s.bucket, state, S3BadRowsSink(clients.s3, s.bucket, "archive"))
+    aggregation = AggregationService(clients.s3, s.bucket, state, metrics, S3BadRowsSink(clients.s3, s.bucket, "aggregate"))
     data = LakeData()
 
     def deliver(batch, lines=None, after_final=False):

@@ -9,6 +9,7 @@ import pytest
 
 from chalicelib.ingest.validation import ms_to_iso
 from chalicelib.lake.finalizer import Finalizer
+from chalicelib.lake.badrows import S3BadRowsSink
 from chalicelib.lake.consumers import AggregationService, ArchiveService
 from tests.factories.lake import (T0, Clock, canonical_lines, lambda_batches, truth_class_activity,
                                              truth_event_counts)
@@ -23,9 +24,9 @@ def lake(container):
     clock = Clock(T0 + 30 * 60_000)
     demo = canonical_lines(1500, seed=21)
     other = canonical_lines(700, seed=22, app_id="rival-game")
-    archive = ArchiveService(container.clients.s3, container.settings.bucket, container.state, clock)
-    aggregation = AggregationService(container.clients.s3, container.settings.bucket, container.state,
-                                     container.metrics, clock)
+    archive = ArchiveService(container.clients.s3, container.settings.bucket, container.state, S3BadRowsSink(container.clients.s3, container.settings.bucket, "archive"))
+    aggregation = AggregationService(container.clients.s3, container.settings.bucket, container.state, container.metrics,
+                                     S3BadRowsSink(container.clients.s3, container.settings.bucket, "aggregate"))
     for batch in lambda_batches(demo + other + demo[:50], seed=23):  # 50 duplicates
         archive.handle(batch)
         aggregation.handle(batch)
@@ -70,8 +71,8 @@ def test_event_counts_are_exact_before_and_after_finalization(client, lake):
 def test_before_finalization_partials_equal_the_ground_truth_without_duplicates(client, container):
     lines = canonical_lines(900, seed=24)
     clock = Clock(T0 + 30 * 60_000)
-    aggregation = AggregationService(container.clients.s3, container.settings.bucket, container.state,
-                                     container.metrics, clock)
+    aggregation = AggregationService(container.clients.s3, container.settings.bucket, container.state, container.metrics,
+                                     S3BadRowsSink(container.clients.s3, container.settings.bucket, "aggregate"))
     for batch in lambda_batches(lines, seed=25):
         aggregation.handle(batch)
     status, doc = get(client, "/v1/metrics/event_counts", **RANGE, limit=10000)

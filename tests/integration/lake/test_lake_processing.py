@@ -14,6 +14,7 @@ from chalicelib.runtime.clients import Clients
 from chalicelib.runtime.settings import Settings
 from chalicelib.lake import layout
 from chalicelib.lake.finalizer import Finalizer
+from chalicelib.lake.badrows import S3BadRowsSink
 from chalicelib.lake.consumers import AggregationService, ArchiveService
 from chalicelib.lake.reader import list_keys
 from chalicelib.lake.rollups import read_windows
@@ -36,8 +37,8 @@ class Lake:
         self.clock = Clock(T0 + 30 * 60_000)
         self.metrics = load_metrics()
         self.state = StateStore(self.clients.dynamodb, self.clients.settings.state_table)
-        self.archive = ArchiveService(self.s3, self.bucket, self.state, self.clock)
-        self.aggregation = AggregationService(self.s3, self.bucket, self.state, self.metrics, self.clock)
+        self.archive = ArchiveService(self.s3, self.bucket, self.state, S3BadRowsSink(self.s3, self.bucket, "archive"))
+        self.aggregation = AggregationService(self.s3, self.bucket, self.state, self.metrics, S3BadRowsSink(self.s3, self.bucket, "aggregate"))
         self.finalizer = Finalizer(self.s3, self.bucket, self.state, self.metrics, self.clock, grace_ms=15 * 60_000)
 
     def deliver(self, batch, archive=True, aggregate=True):
@@ -120,8 +121,9 @@ def test_poison_record_goes_to_bad_rows_with_its_bytes_and_the_batch_goes_on(lak
     bad_keys = lake.keys("bad-rows/aggregate/")
     assert len(bad_keys) == 1
     [row] = [orjson.loads(x) for x in lake.s3.get_object(Bucket=lake.bucket, Key=bad_keys[0])["Body"].read().splitlines()]
-    assert row["sequence_number"] == "30" and base64.b64decode(row["data_b64"]) == b"\x00not a record at all"
-    assert "format" in row["reason"] or "header" in row["reason"]
+    assert row["record"]["sequence_number"] == "30"
+    assert base64.b64decode(row["record_data_b64"]) == b"\x00not a record at all"
+    assert row["reason"] == "undecodable_record" and "format" in row["detail"]
     assert sum(v[0] for v in lake.event_counts().values()) == 100
 
 
@@ -131,7 +133,7 @@ def test_events_older_than_max_lateness_go_to_bad_rows_with_the_reason(lake):
     lake.deliver([kinesis_record(codec.pack(old)[0].data)])
     rows = [orjson.loads(x) for k in lake.keys("bad-rows/aggregate/")
             for x in lake.s3.get_object(Bucket=lake.bucket, Key=k)["Body"].read().splitlines()]
-    assert len(rows) == 5 and "maximum lateness" in rows[0]["reason"]
+    assert len(rows) == 5 and rows[0]["reason"] == "too_late" and "maximum lateness" in rows[0]["detail"]
     assert rows[0]["event"]["event_id"] == orjson.loads(old[0])["event_id"]
 
 
@@ -156,7 +158,7 @@ def test_transient_s3_failure_reports_the_batch_and_redelivery_counts_it_once(la
     lines = canonical_lines(400, seed=7)
     batches = lambda_batches(lines, seed=8)
     flaky = FailingS3(lake.s3, fail_on={2})
-    aggregation = AggregationService(flaky, lake.bucket, lake.state, lake.metrics, lake.clock)
+    aggregation = AggregationService(flaky, lake.bucket, lake.state, lake.metrics, S3BadRowsSink(flaky, lake.bucket, "aggregate"))
     response = aggregation.handle(batches[0])
     assert response == {"batchItemFailures": [{"itemIdentifier": batches[0][0]["kinesis"]["sequenceNumber"]}]}
     for batch in batches:  # Lambda re-delivers from that record: the first batch again, then the rest
@@ -171,7 +173,7 @@ def test_crash_mid_batch_loses_nothing_and_counts_nothing_twice_after_finalizati
     batches = lambda_batches(lines, seed=10, max_batch_records=12)
     crashing = FailingS3(lake.s3, fail_on={3}, error=MemoryError("Lambda ran out of memory"))
     with pytest.raises(MemoryError):
-        AggregationService(crashing, lake.bucket, lake.state, lake.metrics, lake.clock).handle(batches[0])
+        AggregationService(crashing, lake.bucket, lake.state, lake.metrics, S3BadRowsSink(crashing, lake.bucket, "aggregate")).handle(batches[0])
     # Some of the crashed attempt's files were written; Lambda re-delivers the batch.
     assert lake.keys(layout.ROLLUPS_PREFIX)
     for batch in batches:

@@ -268,13 +268,15 @@ def test_bad_rows_by_reason_only_shows_the_apps_own_rows(lake):
     _, data, service = lake
     for app in APPS:
         rows = run(service, "bad_rows_by_reason", app)
-        assert [(r["source"], r["bad_rows"], r["first_day"]) for r in rows] == [("aggregate", data.too_old[app],
-                                                                                   "2026-01-01")]
-        assert "maximum lateness" in rows[0]["reason"]
+        assert [(r["consumer"], r["bad_rows"], r["first_day"]) for r in rows] == [("aggregate", data.too_old[app],
+                                                                                     "2026-01-01")]
+        assert rows[0]["reason"] == "too_late"
     # The poison record belongs to no app: operators see it in the table itself.
-    everything = service.run("SELECT source, reason, line, data_b64 FROM bad_rows WHERE event IS NULL").table
-    assert sorted(everything["source"].to_pylist()) == ["aggregate", "archive"]
-    assert all("format" in reason for reason in everything["reason"].to_pylist())
+    everything = service.run("SELECT consumer, reason, detail, record.line, record_data_b64 FROM bad_rows "
+                             "WHERE event IS NULL").table
+    assert sorted(everything["consumer"].to_pylist()) == ["aggregate", "archive"]
+    assert set(everything["reason"].to_pylist()) == {"undecodable_record"}
+    assert all("format" in detail for detail in everything["detail"].to_pylist())
 
 
 @pytest.mark.parametrize("app", APPS)

@@ -18,7 +18,7 @@ import pytest
 from opensearchpy import OpenSearch
 
 from chalicelib.search import IndexerConfig, MemoryBadRowsSink, TemplateSettings, ensure_template
-from chalicelib.search.bulk import Backoff
+from chalicelib.stream.retry import Backoff
 from chalicelib.search.client import client_for_url
 from chalicelib.search.query import SearchSettings
 from tests.factories.search import NOW_MS

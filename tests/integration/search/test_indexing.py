@@ -94,7 +94,7 @@ def test_undecodable_record_goes_to_bad_rows_and_the_rest_is_indexed(backend, cl
     [row] = sink.rows()
     assert row["reason"] == "undecodable_record"
     assert row["record_data_b64"] == bad["kinesis"]["data"]
-    assert row["source"]["sequence_number"] == bad["kinesis"]["sequenceNumber"]
+    assert row["record"]["sequence_number"] == bad["kinesis"]["sequenceNumber"]
 
 
 def test_malformed_event_line_goes_to_bad_rows_with_the_raw_line(backend, client, sink, clock):

@@ -6,7 +6,8 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from chalicelib.ingest.kinesis_writer import MAX_BYTES_PER_CALL, KinesisWriter, RetryPolicy, plan_calls
+from chalicelib.ingest.kinesis_writer import MAX_BYTES_PER_CALL, KinesisWriter, plan_calls
+from chalicelib.stream.retry import Backoff
 
 
 def test_calls_respect_500_records_and_5_mib():
@@ -18,7 +19,7 @@ def test_calls_respect_500_records_and_5_mib():
 
 
 def test_backoff_is_exponential_with_full_jitter_and_capped():
-    policy = RetryPolicy(base_delay_s=0.1, max_delay_s=1.0)
+    policy = Backoff(base_s=0.1, cap_s=1.0)
     assert policy.delay(1, rand=lambda: 1.0) == pytest.approx(0.2)
     assert policy.delay(3, rand=lambda: 1.0) == pytest.approx(0.8)
     assert policy.delay(9, rand=lambda: 1.0) == 1.0
@@ -61,7 +62,7 @@ def stored_blobs(client):
 def test_failed_records_are_retried_until_stored_exactly_once(kinesis):
     flaky = FlakyKinesis(kinesis, [{b"a", b"c"}, {b"a"}, set()])
     sleeps = []
-    outcome = KinesisWriter(flaky, "s", RetryPolicy(max_attempts=5), sleep=sleeps.append).put([b"a", b"b", b"c"])
+    outcome = KinesisWriter(flaky, "s", Backoff(max_attempts=5), sleep=sleeps.append).put([b"a", b"b", b"c"])
     assert outcome.stored == {0, 1, 2} and not outcome.failures
     assert flaky.calls == [3, 2, 1] and len(sleeps) == 2
     assert sorted(stored_blobs(kinesis)) == [b"a", b"b", b"c"]
@@ -75,7 +76,7 @@ def test_a_throttled_call_is_retried(kinesis):
 
 def test_when_retries_run_out_the_outcome_names_each_unstored_record(kinesis):
     flaky = FlakyKinesis(kinesis, [{b"b"}] * 10)
-    outcome = KinesisWriter(flaky, "s", RetryPolicy(max_attempts=3), sleep=lambda s: None).put([b"a", b"b"])
+    outcome = KinesisWriter(flaky, "s", Backoff(max_attempts=3), sleep=lambda s: None).put([b"a", b"b"])
     assert outcome.stored == {0}
     assert "ProvisionedThroughputExceededException" in outcome.failures[1]
     assert stored_blobs(kinesis) == [b"a"]

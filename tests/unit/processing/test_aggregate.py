@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.processing import (PartialsError, aggregate, aggregate_metric, decode_records, encode_parquet,
-                                   finalize, load_metrics, merge_partials, parse_metrics, split_too_old)
+                                   finalize, load_metrics, merge_partials, parse_metrics)
 from chalicelib.processing.partials import decode_parquet, partials_schema
 from tests.factories.processing import MINUTE, T0, event, events_table, kinesis_record, line
 
@@ -68,11 +68,22 @@ def test_late_count_counts_events_of_windows_the_watermark_has_closed(con):
     assert rows(out, "window_start", "count", "late_count") == [(T0, 2, 2), (T0 + MINUTE, 1, 0)]
 
 
-def test_split_too_old_picks_events_older_than_max_lateness():
-    evs = events_table([event(0, event_time=T0 - 8 * 86_400_000), event(1), event(2, event_time=T0 - 10)])
-    kept, too_old = split_too_old(evs, reference_ms=T0 + 86_400_000, max_lateness_ms=7 * 86_400_000)
-    assert kept.column("event_id").to_pylist() == ["e1", "e2"]
-    assert too_old.column("event_id").to_pylist() == ["e0"]
+def test_event_older_than_max_lateness_before_its_own_arrival_is_too_late():
+    from chalicelib.processing import split_too_late
+    evs = events_table([event(0, event_time=T0 - 8 * 86_400_000), event(1), event(2, event_time=T0 - 10),
+                        # 8 days old by the clock of a later batch, but it arrived on time: kept.
+                        event(3, event_time=T0 - 8 * 86_400_000, received_at=T0 - 8 * 86_400_000 + 5)])
+    kept, too_late = split_too_late(evs, max_lateness_ms=7 * 86_400_000)
+    assert kept.column("event_id").to_pylist() == ["e1", "e2", "e3"]
+    assert too_late.column("event_id").to_pylist() == ["e0"]
+
+
+def test_a_future_event_time_counts_for_the_watermark_only_up_to_its_arrival():
+    from chalicelib.processing import max_event_time_seen, watermark
+    evs = events_table([event(0, event_time=T0 + 3_600_000, received_at=T0), event(1, event_time=T0 - 5)])
+    assert max_event_time_seen(evs) == T0
+    assert watermark(max_event_time_seen(evs), 5 * MINUTE) == T0 - 5 * MINUTE
+    assert watermark(None, 5 * MINUTE) < -(2 ** 61)
 
 
 CUSTOM = parse_metrics({"metrics": [
@@ -140,19 +151,20 @@ def test_empty_events_give_empty_partials(con):
     assert finalize(out["class_activity"]).num_rows == 0
 
 
-def test_process_batch_goes_from_lambda_records_to_parquet_bytes():
+def test_process_batch_goes_from_lambda_records_to_partials_and_bad_rows():
     from chalicelib.processing import process_batch
     old = event(9, event_time=T0 - 8 * 86_400_000)
     records = [kinesis_record([line(event(0, attributes={"character_class": "mage", "value": 3})),
                                line(event(1, event_type="gps_ping", attributes={"lat": 1.5, "lon": 2.5})),
                                line(old), b"not json"], 5)]
-    result = process_batch(records, METRICS, watermark_ms=NEVER, reference_ms=T0)
+    result = process_batch(records, METRICS, max_event_time_before=None)
     assert result.event_count == 2
     assert [(b.sequence_number, b.line_index) for b in result.bad] == [("5", 3)]
-    assert result.too_old.column("event_id").to_pylist() == ["e9"]
-    assert set(result.parquet) == set(METRICS.names)
-    for name, blob in result.parquet.items():
-        assert decode_parquet(blob).to_pylist() == result.partials[name].to_pylist()
+    assert result.too_late.column("event_id").to_pylist() == ["e9"]
+    assert set(result.partials) == set(METRICS.names)
+    for name, table in result.partials.items():
+        assert decode_parquet(encode_parquet(table)).to_pylist() == table.to_pylist()
+    assert result.max_event_time == max(event(0)["event_time"], event(1)["event_time"])
     assert rows(result.partials["class_activity"], "character_class", "value_avg") == [("mage", 3.0)]
 
 

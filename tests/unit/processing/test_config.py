@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from chalicelib.processing.errors import MetricConfigError
-from chalicelib.processing.metric_config import (Field, GeohashExpr, Settings, load_metrics, parse_metrics,
+from chalicelib.processing.metric_config import (Field, GeohashExpr, LatenessSettings, load_metrics, parse_metrics,
                                                  parse_metrics_yaml)
 from chalicelib.processing.windows import WindowSpec
 
@@ -39,7 +39,7 @@ def with_change(path: list, value, doc=None):
 def test_shipped_config_defines_exactly_the_four_metrics():
     metrics = load_metrics()
     assert metrics.names == ("event_counts", "class_activity", "region_activity", "active_users_5m")
-    assert metrics.settings == Settings(allowed_lateness_ms=5 * MINUTE, max_lateness_ms=7 * 86_400_000)
+    assert metrics.settings == LatenessSettings(allowed_lateness_ms=5 * MINUTE, max_lateness_ms=7 * 86_400_000)
 
 
 def test_shipped_event_counts_is_count_and_users_per_event_type_per_minute():
@@ -149,4 +149,4 @@ def test_invalid_yaml_is_a_metric_config_error():
 
 
 def test_settings_default_to_5m_and_7d():
-    assert parse_metrics(GOOD).settings == Settings(300_000, 604_800_000)
+    assert parse_metrics(GOOD).settings == LatenessSettings(300_000, 604_800_000)

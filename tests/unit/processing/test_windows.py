@@ -8,8 +8,9 @@ from hypothesis import given, settings, strategies as st
 
 from tests.factories.processing import MINUTE, T0
 from chalicelib.processing.errors import DurationError
+from chalicelib.processing.lateness import watermark
 from chalicelib.processing.windows import (WindowSpec, assign_windows, is_late, pane_index, parse_duration,
-                                           watermark, window_starts)
+                                           window_starts)
 
 TUMBLING_1M = WindowSpec.tumbling(MINUTE)
 HOPPING_5M_1M = WindowSpec.hopping(5 * MINUTE, MINUTE)

@@ -13,7 +13,7 @@ from opensearchpy.exceptions import TransportError
 
 from chalicelib.stream import codec
 from chalicelib.search import IndexerConfig, MemoryBadRowsSink, index_kinesis_batch, search_events
-from chalicelib.search.bulk import Backoff
+from chalicelib.stream.retry import Backoff
 from chalicelib.search.errors import SearchParameterError, SearchUnavailableError
 from chalicelib.search.indexer import prepare_batch
 from tests.conftest import kinesis_record

@@ -1,4 +1,4 @@
-"""Pure building blocks: bulk sizing and outcomes, backoff, documents, bad rows, template, client factory."""
+"""Pure building blocks: bulk sizing and outcomes, backoff, documents, template, client factory."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 from moto import mock_aws
 from opensearchpy import AWSV4SignerAuth, RequestsHttpConnection
 
-from chalicelib.stream import badrows
-from chalicelib.stream.badrows import MemoryBadRowsSink, RecordRef, S3BadRowsSink, object_key
-from chalicelib.search.bulk import Backoff, BulkItem, Outcome, chunk_by_bytes, classify_item, encode_item
+from chalicelib.stream.retry import Backoff
+from chalicelib.search.bulk import BulkItem, Outcome, chunk_by_bytes, classify_item, encode_item
 from chalicelib.search.client import client_for_aws, client_for_url
 from chalicelib.search.documents import InvalidDocument, document_to_event, event_to_document, location_of
 from chalicelib.search.template import TemplateSettings, build_index_template, ensure_template
@@ -64,11 +63,12 @@ def test_only_document_errors_are_permanent(status, error, outcome):
     assert classify_item(status, error) is outcome
 
 
-def test_backoff_grows_exponentially_with_jitter_up_to_the_cap():
+def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap():
     backoff, rng = Backoff(max_attempts=10, base_s=0.1, cap_s=2.0), random.Random(1)
     for retry in range(10):
         ceiling = min(2.0, 0.1 * 2 ** retry)
-        assert ceiling / 2 <= backoff.delay(retry, rng) <= ceiling
+        assert 0 <= backoff.delay(retry, rng) <= ceiling
+        assert backoff.delay(retry, lambda: 1.0) == pytest.approx(ceiling)
     assert len({round(backoff.delay(3, rng), 6) for _ in range(20)}) > 1, "jittered"
 
 
@@ -106,53 +106,6 @@ def test_stored_document_comes_back_as_the_event_with_iso_times():
     assert out["client_event_time"] == "2026-11-25T11:59:59.999Z"
     assert out["attributes"] == {"text": "x"}
     assert set(out) == set(e)
-
-
-# -- bad rows -----------------------------------------------------------------------------------
-
-REF = RecordRef("49590338271490256608559692538361571095921575989136588898", "pk", "arn:x", "shard:1",
-                arrival_ms=NOW_MS)
-
-
-def test_bad_row_keys_are_deterministic_and_partitioned_by_event_day():
-    e = event(at=NOW_MS - 2 * 86_400_000)
-    a = badrows.rejected_event(REF, 3, e, "mapper_parsing_exception")
-    b = badrows.rejected_event(REF, 3, dict(e), "mapper_parsing_exception")
-    assert object_key(a) == object_key(b)
-    assert object_key(a).startswith("bad-rows/search/dt=2026-11-23/event-")
-    assert object_key(badrows.rejected_event(REF, 3, event(), "x")) != object_key(a)
-    assert a.to_json() == b.to_json()
-
-
-def test_undecodable_record_row_keeps_the_bytes_and_uses_the_arrival_day():
-    row = badrows.undecodable_record(REF, b"\x00\x01junk", "unknown record format")
-    assert object_key(row).startswith("bad-rows/search/dt=2026-11-25/record-")
-    body = orjson.loads(row.to_json())
-    assert body["record_data_b64"] == "AAFqdW5r" and body["source"]["sequence_number"] == REF.sequence_number
-
-
-def test_invalid_line_row_keeps_the_raw_line():
-    row = badrows.invalid_line(REF, 0, b'{"event_id": 1', "not JSON")
-    assert orjson.loads(row.to_json())["raw_line"] == '{"event_id": 1'
-
-
-def test_s3_sink_writes_one_json_object_per_row_and_a_retry_overwrites_it():
-    row = badrows.rejected_event(REF, 0, event(), "conflict")
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="lake")
-        sink = S3BadRowsSink(s3, "lake")
-        sink.write([row])
-        sink.write([row])
-        listing = s3.list_objects_v2(Bucket="lake")["Contents"]
-        assert [o["Key"] for o in listing] == [object_key(row)]
-        assert orjson.loads(s3.get_object(Bucket="lake", Key=object_key(row))["Body"].read())["detail"] == "conflict"
-
-
-def test_memory_sink_has_the_same_overwrite_semantics():
-    sink, row = MemoryBadRowsSink(), badrows.rejected_event(REF, 0, event(), "conflict")
-    sink.write([row, row])
-    assert len(sink.rows()) == 1
 
 
 # -- template -----------------------------------------------------------------------------------

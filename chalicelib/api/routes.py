@@ -1,0 +1,73 @@
+"""Route helpers: JSON responses, query parameters, and authentication done once.
+
+``app.py`` declares each route with :meth:`Routes.public` or
+:meth:`Routes.authenticated`; the handler body only parses its request and calls
+one service. Typed :class:`~chalicelib.api.errors.RequestError` exceptions
+become their status and ``{"error": message}`` here, in one place.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import orjson
+from chalice import Chalice, Response
+
+from chalicelib.api.errors import RequestError
+
+KEY_HEADER = "x-api-key"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body=orjson.dumps(body).decode(), status_code=status,
+                    headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def error_response(exc: RequestError) -> Response:
+    return json_response({"error": exc.message}, exc.status, exc.headers)
+
+
+def query_params(request) -> dict[str, Any]:
+    """Query parameters with repeats kept as lists, so services can refuse them."""
+    params = request.query_params
+    if not params:
+        return {}
+    return {name: (values if len(values := params.getlist(name)) > 1 else values[0]) for name in params}
+
+
+class Routes:
+    """Registers handlers on a Chalice app; ``authenticate`` maps an API key to its app id."""
+
+    def __init__(self, app: Chalice, authenticate: Callable[[str | None], str]) -> None:
+        self._app, self._authenticate = app, authenticate
+
+    def _register(self, path: str, methods: list[str], handler: Callable, with_app: bool, **options: Any) -> None:
+        @functools.wraps(handler)
+        def view(**url_params: Any) -> Response:
+            request = self._app.current_request
+            try:
+                if with_app:
+                    app_id = self._authenticate(request.headers.get(KEY_HEADER))
+                    result = handler(request, app_id, **url_params)
+                else:
+                    result = handler(request, **url_params)
+            except RequestError as exc:
+                return error_response(exc)
+            return result if isinstance(result, Response) else json_response(result)
+
+        self._app.route(path, methods=methods, **options)(view)
+
+    def public(self, path: str, methods: tuple[str, ...] = ("GET",), **options: Any) -> Callable:
+        """A route without a key: ``handler(request, **url_params)``."""
+        def register(handler: Callable) -> Callable:
+            self._register(path, list(methods), handler, False, **options)
+            return handler
+        return register
+
+    def authenticated(self, path: str, methods: tuple[str, ...] = ("GET",), **options: Any) -> Callable:
+        """A route that needs an app key: ``handler(request, app_id, **url_params)``; 401 without one."""
+        def register(handler: Callable) -> Callable:
+            self._register(path, list(methods), handler, True, **options)
+            return handler
+        return register

@@ -1,0 +1,66 @@
+"""One bad-rows schema and writer for every consumer: keys depend only on the source record."""
+
+from __future__ import annotations
+
+import boto3
+import orjson
+import pytest
+from moto import mock_aws
+
+from chalicelib.lake.badrows import S3BadRowsSink
+from chalicelib.stream import badrows
+from chalicelib.stream.badrows import MemoryBadRowsSink, object_key
+from chalicelib.stream.records import RecordRef
+from tests.factories.search import NOW_MS, event
+
+REF = RecordRef("49590338271490256608559692538361571095921575989136588898", "shardId-000000000001", "pk", "arn:x",
+                arrival_ms=NOW_MS)
+
+
+def test_bad_row_key_depends_only_on_consumer_and_record_and_uses_the_arrival_day():
+    a = badrows.rejected_event(REF, 3, event(at=NOW_MS - 2 * 86_400_000), "mapper_parsing_exception")
+    assert object_key("search", a.record) == f"bad-rows/search/dt=2026-11-25/shardId-000000000001-{REF.sequence_number}.ndjson"
+    assert object_key("aggregate", a.record) != object_key("search", a.record)
+    other = RecordRef("7", "shardId-000000000001", arrival_ms=NOW_MS)
+    assert object_key("search", other) != object_key("search", REF)
+    with pytest.raises(ValueError, match="unknown consumer"):
+        object_key("elsewhere", REF)
+
+
+def test_every_kind_of_bad_row_has_the_same_schema():
+    rows = [badrows.undecodable_record(REF, b"\x00\x01junk", "unknown record format"),
+            badrows.invalid_line(REF, 0, b'{"event_id": 1', "not JSON"),
+            badrows.too_late(REF, None, event(), "older than the maximum lateness"),
+            badrows.rejected_event(REF, 2, event(), "conflict")]
+    bodies = [orjson.loads(row.to_json()) for row in rows]
+    assert {tuple(sorted(b)) for b in bodies} == {("detail", "event", "raw_line", "reason", "record", "record_data_b64")}
+    assert [b["reason"] for b in bodies] == ["undecodable_record", "invalid_event", "too_late", "rejected_by_index"]
+    assert bodies[0]["record_data_b64"] == "AAFqdW5r" and bodies[0]["record"]["sequence_number"] == REF.sequence_number
+    assert bodies[1]["raw_line"] == '{"event_id": 1' and bodies[1]["record"]["line"] == 0
+    assert bodies[2]["event"]["app_id"] == event()["app_id"]
+
+
+def test_unknown_reason_is_refused():
+    with pytest.raises(ValueError, match="unknown bad-row reason"):
+        badrows.BadRow("whatever", "x", REF)
+
+
+def test_s3_sink_writes_one_object_per_record_and_a_redelivery_overwrites_it():
+    rows = [badrows.rejected_event(REF, 0, event(), "conflict"), badrows.rejected_event(REF, 1, event(), "conflict")]
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="lake")
+        sink = S3BadRowsSink(s3, "lake", "search")
+        sink.write(rows)
+        sink.write(rows)
+        listing = s3.list_objects_v2(Bucket="lake")["Contents"]
+        assert [o["Key"] for o in listing] == [object_key("search", REF)]
+        body = s3.get_object(Bucket="lake", Key=object_key("search", REF))["Body"].read()
+        assert [orjson.loads(line)["record"]["line"] for line in body.splitlines()] == [0, 1]
+
+
+def test_memory_sink_has_the_same_overwrite_semantics():
+    sink, row = MemoryBadRowsSink("search"), badrows.rejected_event(REF, 0, event(), "conflict")
+    sink.write([row])
+    sink.write([row])
+    assert len(sink.rows()) == 1
