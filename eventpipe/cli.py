@@ -62,16 +62,26 @@ def cmd_apps(args) -> int:
 
 
 def _parse_duration_ms(text: str) -> int:
-    units = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-    if text[-1:] in units and text[:-1].isdigit():
-        return int(text[:-1]) * units[text[-1]]
-    raise argparse.ArgumentTypeError(f"duration {text!r}: use a number with s, m, h or d (e.g. 1h)")
+    from chalicelib.processing.errors import DurationError
+    from chalicelib.processing.windows import parse_duration
+    try:
+        return parse_duration(text)
+    except DurationError:
+        raise argparse.ArgumentTypeError(f"duration {text!r}: use a number with s, m, h or d (e.g. 1h)") from None
+
+
+def _parse_instant_ms(text: str) -> int:
+    from chalicelib.stream.instants import InvalidInstant, parse_instant
+    try:
+        return parse_instant(text, "--start")
+    except InvalidInstant as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_generate(args) -> int:
     from eventpipe.generate import generate_events, write_ndjson
-    if args.start:
-        start_ms = int(datetime.fromisoformat(args.start).timestamp() * 1000)
+    if args.start is not None:
+        start_ms = args.start
     else:  # the previous whole hour: recent enough for search and the metrics API
         start_ms = (int(time.time()) // 3600 - 1) * 3_600_000
     events = generate_events(args.events, args.seed, start_ms, args.duration, args.users)
@@ -158,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="write reproducible synthetic game + GPS events as NDJSON")
     p.add_argument("--events", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--start", help="ISO-8601 time of the first event (default: the previous whole hour)")
+    p.add_argument("--start", type=_parse_instant_ms, help="ISO-8601 time with a zone of the first event (default: the previous whole hour)")
     p.add_argument("--duration", type=_parse_duration_ms, default=3_600_000, help="time span, e.g. 1h")
     p.add_argument("--users", type=int, default=500)
     p.add_argument("-o", "--output", default="-")

@@ -77,10 +77,10 @@ def test_ndjson_with_mapping_and_coercion():
 def test_partition_values_come_from_the_location_template():
     table_input = bad_rows_table_input("lake")
     table = TableDef("bad_rows", "s3://lake/bad-rows/", pa.schema([("reason", pa.string())]),
-                     pa.schema([("source", pa.string()), ("dt", pa.string())]),
+                     pa.schema([("consumer", pa.string()), ("dt", pa.string())]),
                      location_template=table_input["Parameters"]["storage.location.template"])
-    match = partition_matcher(table).match("lake/bad-rows/search/dt=2026-01-02/line-abc.json")
-    assert match.groupdict() == {"source": "search", "dt": "2026-01-02"}
+    match = partition_matcher(table).match("lake/bad-rows/search/dt=2026-01-02/shardId-000000000000-7.ndjson")
+    assert match.groupdict() == {"consumer": "search", "dt": "2026-01-02"}
     assert partition_matcher(table).match("lake/bad-rows/stray.ndjson") is None
 
 
