@@ -42,6 +42,10 @@ def cmd_runner(args) -> int:
 def cmd_bootstrap(args) -> int:
     from chalicelib.runtime.clients import Clients
     from eventpipe.local.bootstrap import bootstrap
+    if args.aws:  # on AWS the stack creates everything, and the well-known demo key must never exist there
+        print("eventpipe bootstrap is for the local stack; on AWS run `eventpipe deploy --stage dev`, then "
+              "`eventpipe --aws apps create NAME` for a key", file=sys.stderr)
+        return 2
     for line in bootstrap(Clients(_aws_settings(args)), args.shards):
         print(line)
     return 0
