@@ -86,6 +86,7 @@ def mapping_properties(consumer: ConsumerConfig) -> dict:
 
 def _environment(function: str, config: PipelineConfig) -> dict:
     variables = {
+        "EVENTPIPE_STAGE": config.stage,  # app.py reads its consumers' settings for this stage
         "EVENTPIPE_STREAM": {"Ref": n.STREAM},
         "EVENTPIPE_APPS_TABLE": {"Ref": n.APPS_TABLE},
         "EVENTPIPE_STATE_TABLE": {"Ref": n.STATE_TABLE},

@@ -79,6 +79,7 @@ def test_search_functions_get_the_domain_endpoint_and_sigv4(dev_template):
         else:
             assert "OPENSEARCH_URL" not in env
         assert env["EVENTPIPE_BUCKET"] == {"Ref": "LakeBucket"}
+        assert env["EVENTPIPE_STAGE"] == "dev"  # app.py resolves chalicelib/pipeline.toml for it
         assert env["EVENTPIPE_STREAM"] == {"Ref": "EventStream"}
 
 
