@@ -13,13 +13,22 @@ from chalice import Chalice, Rate
 
 from chalicelib.api.routes import Routes, json_response, query_params
 from chalicelib.runtime.container import Container
+from chalicelib.runtime.pipeline_config import load_pipeline_config
 from chalicelib.runtime.settings import Settings
 
 app = Chalice(app_name="eventpipe")
 app.log.setLevel(logging.INFO)
 container = Container(Settings.from_env())
 routes = Routes(app, lambda key: container.apps.authenticate(key))
-STREAM = container.settings.stream_name
+#: chalicelib/pipeline.toml: each consumer's event source mapping, per stage (the runner and the template read it too).
+pipeline = load_pipeline_config(container.settings.stage)
+
+
+def _kinesis(name: str) -> dict:
+    consumer = pipeline.consumer(name)
+    return {"stream": container.settings.stream_name, "name": name, "batch_size": consumer.batch_size,
+            "starting_position": consumer.starting_position,
+            "maximum_batching_window_in_seconds": consumer.batching_window_s}
 
 
 # ---------------------------------------------------------------------------------------- HTTP API
@@ -51,22 +60,19 @@ def search(request, app_id):
 
 
 # ------------------------------------------------------------------- Kinesis consumers and schedules
-@app.on_kinesis_record(stream=STREAM, batch_size=1000, starting_position="TRIM_HORIZON",
-                       name="archive_events", maximum_batching_window_in_seconds=5)
+@app.on_kinesis_record(**_kinesis("archive_events"))
 def archive_events(event):
     """Raw archive: every valid event as a Parquet row under events/ (app, date, hour)."""
     return container.archive.handle(event.to_dict()["Records"])
 
 
-@app.on_kinesis_record(stream=STREAM, batch_size=1000, starting_position="TRIM_HORIZON",
-                       name="aggregate_events", maximum_batching_window_in_seconds=5)
+@app.on_kinesis_record(**_kinesis("aggregate_events"))
 def aggregate_events(event):
     """Windowed keyed aggregation: partial aggregates per (app, metric, window, key) to S3."""
     return container.aggregation.handle(event.to_dict()["Records"])
 
 
-@app.on_kinesis_record(stream=STREAM, batch_size=1000, starting_position="TRIM_HORIZON",
-                       name="index_events", maximum_batching_window_in_seconds=1)
+@app.on_kinesis_record(**_kinesis("index_events"))
 def index_events(event):
     """Bulk-indexes recent events into the daily OpenSearch indices (a second consumer of the stream)."""
     return container.indexing.handle(event.to_dict()["Records"],
@@ -91,7 +97,7 @@ def search_retention(event):
 if container.settings.tap_file:  # local debugging only: never part of a deployment
     from chalicelib.stream.tap import tap_batch
 
-    @app.on_kinesis_record(stream=STREAM, batch_size=500, starting_position="TRIM_HORIZON",
+    @app.on_kinesis_record(stream=container.settings.stream_name, batch_size=500, starting_position="TRIM_HORIZON",
                            name="tap", maximum_batching_window_in_seconds=1)
     def tap(event):
         """Counts and logs what arrives, appending event ids to EVENTPIPE_TAP_FILE."""

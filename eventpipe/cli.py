@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runner", help="feed Kinesis to the handlers like Lambda's event source mapping")
     p.add_argument("--poll-interval", type=float, default=0.2)
-    p.add_argument("--max-retries", type=int, default=10)
+    p.add_argument("--max-retries", type=int, default=None,
+                   help="override the consumers' maximum_retry_attempts (default: chalicelib/pipeline.toml)")
     p.add_argument("--schedule-every", type=float,
                    default=float(os.environ.get("EVENTPIPE_SCHEDULE_SECONDS", "0")) or None,
                    help="run every @app.schedule handler this often (seconds) instead of its rate")

@@ -85,6 +85,22 @@ def rollup_table_input(bucket: str, metric: str, schema: pa.Schema, description:
     }
 
 
+def catalog_table_inputs(bucket: str) -> list[dict]:
+    """Every table of the catalog: raw events, bad rows and one rollup table per metric.
+
+    The one list of tables: the local bootstrap creates these on moto and the deployment
+    template declares the same definitions (``bucket`` may be a placeholder there).
+    """
+    from chalicelib.lake.raw_archive import RAW_SCHEMA  # lazily: only bootstrap and deploy need the tables
+    from chalicelib.lake.sql_sketch import lake_schema
+    from chalicelib.processing import load_metrics
+
+    tables = [raw_table_input(bucket, RAW_SCHEMA), bad_rows_table_input(bucket)]
+    tables += [rollup_table_input(bucket, metric.name, lake_schema(metric), metric.description)
+               for metric in load_metrics().metrics]
+    return tables
+
+
 def ensure_table(glue, database: str, table_input: dict) -> None:
     """Create or update a table so its definition matches the code."""
     try:

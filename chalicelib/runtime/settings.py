@@ -14,6 +14,8 @@ from typing import Mapping
 @dataclass(frozen=True)
 class Settings:
     region: str = "us-east-1"
+    #: The stage of chalicelib/pipeline.toml (the deployment sets EVENTPIPE_STAGE; local otherwise).
+    stage: str = "local"
     #: None on AWS; the moto server URL on the local stack.
     aws_endpoint_url: str | None = None
     stream_name: str = "eventpipe-events"
@@ -41,6 +43,7 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.region,
+            stage=env.get("EVENTPIPE_STAGE") or cls.stage,
             aws_endpoint_url=env.get("EVENTPIPE_AWS_ENDPOINT_URL") or None,
             stream_name=env.get("EVENTPIPE_STREAM", cls.stream_name),
             apps_table=env.get("EVENTPIPE_APPS_TABLE", cls.apps_table),

@@ -55,19 +55,12 @@ def ensure_glue_database(glue, name: str) -> None:
 
 
 def ensure_catalog(clients: Clients) -> None:
-    """Glue tables for the raw events and every metric (partition projection)."""
-    from chalicelib.lake.glue import ensure_table, raw_table_input, rollup_table_input
-    from chalicelib.lake.raw_archive import RAW_SCHEMA
-    from chalicelib.lake.sql_sketch import lake_schema
-    from chalicelib.processing import load_metrics
-    from chalicelib.lake.glue import ensure_bad_rows_table
+    """Glue tables for the raw events, the bad rows and every metric (partition projection)."""
+    from chalicelib.lake.glue import catalog_table_inputs, ensure_table
 
     s = clients.settings
-    ensure_table(clients.glue, s.glue_database, raw_table_input(s.bucket, RAW_SCHEMA))
-    ensure_bad_rows_table(clients.glue, s.glue_database, s.bucket)
-    for metric in load_metrics().metrics:
-        ensure_table(clients.glue, s.glue_database,
-                     rollup_table_input(s.bucket, metric.name, lake_schema(metric), metric.description))
+    for table_input in catalog_table_inputs(s.bucket):
+        ensure_table(clients.glue, s.glue_database, table_input)
 
 
 def ensure_demo_app(clients: Clients, app_id: str, api_key: str) -> None:

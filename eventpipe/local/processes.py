@@ -52,14 +52,15 @@ def s3_dead_letter(s3, bucket: str):
     return write
 
 
-def run_consumers(poll_interval_s: float = 0.2, max_retries: int = 10, schedule_override_s: float | None = None) -> None:
+def run_consumers(poll_interval_s: float = 0.2, max_retries: int | None = None,
+                  schedule_override_s: float | None = None) -> None:
     """Feed the stream to every on_kinesis_record handler, and run the schedules, until signalled."""
     from eventpipe.local.runner import Runner, consumers_from_app, run_schedules, scheduled_jobs_from_app
 
     module = _import_app()
     container = module.container
     settings = container.settings
-    consumers = consumers_from_app(module)
+    consumers = consumers_from_app(module, module.pipeline)  # chalicelib/pipeline.toml, stage "local"
     runner = Runner(container.clients.kinesis, container.clients.dynamodb, settings.state_table,
                     settings.stream_name, consumers, settings.region,
                     s3_dead_letter(container.clients.s3, settings.bucket), poll_interval_s, max_retries)

@@ -13,6 +13,7 @@ shard moves on, so a poison batch never blocks it forever.
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import threading
 import time
@@ -35,16 +36,33 @@ class Consumer:
     batch_size: int
     starting_position: str
     batching_window_s: float
+    #: As the deployed mapping (chalicelib/pipeline.toml): retries after the first attempt (-1: forever),
+    maximum_retry_attempts: int = 10
+    #: records older than this go to the dead letter without an invocation (-1: never),
+    maximum_record_age_s: int = -1
+    #: and a batch whose invocation raised is split in two (not counted as a retry).
+    bisect_on_error: bool = False
 
 
-def consumers_from_app(app_module) -> list[Consumer]:
-    """The on_kinesis_record handlers declared in a Chalice app module."""
+def consumers_from_app(app_module, pipeline=None) -> list[Consumer]:
+    """The on_kinesis_record handlers of a Chalice app module, with their mapping settings.
+
+    ``pipeline`` (a PipelineConfig) supplies every setting of the consumers it lists; others
+    (the local-only tap) keep their decorator arguments.
+    """
     consumers = []
+    known = {c.name: c for c in pipeline.consumers} if pipeline is not None else {}
     for source in app_module.app.event_sources:
         if isinstance(source, KinesisEventConfig):
             handler = getattr(app_module, source.handler_string.rsplit(".", 1)[-1])
-            consumers.append(Consumer(source.name, handler, source.batch_size, source.starting_position,
-                                      float(source.maximum_batching_window_in_seconds or 0)))
+            if source.name in known:
+                c = known[source.name]
+                consumers.append(Consumer(source.name, handler, c.batch_size, c.starting_position,
+                                          float(c.batching_window_s), c.maximum_retry_attempts,
+                                          c.maximum_record_age_s, c.bisect_on_error))
+            else:
+                consumers.append(Consumer(source.name, handler, source.batch_size, source.starting_position,
+                                          float(source.maximum_batching_window_in_seconds or 0)))
     return consumers
 
 
@@ -111,13 +129,16 @@ class ShardPoller:
 
     def __init__(self, kinesis, consumer: Consumer, stream_name: str, stream_arn: str, shard_id: str,
                  checkpoints: CheckpointStore, region: str, dead_letter: Callable[[str, str, list[dict], str], None],
-                 max_retries: int = 10, backoff_s: float = 0.2, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, timeout_ms: int = 120_000) -> None:
+                 max_retries: int | None = None, backoff_s: float = 0.2, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, timeout_ms: int = 120_000,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.kinesis, self.consumer, self.shard_id = kinesis, consumer, shard_id
         self.stream_name, self.stream_arn, self.region = stream_name, stream_arn, region
         self.checkpoints, self.dead_letter = checkpoints, dead_letter
-        self.max_retries, self.backoff_s, self.clock, self.sleep = max_retries, backoff_s, clock, sleep
+        self.max_retries = consumer.maximum_retry_attempts if max_retries is None else max_retries
+        self.backoff_s, self.clock, self.sleep, self.wall_clock = backoff_s, clock, sleep, wall_clock
         self.timeout_ms = timeout_ms
+        self.limit = consumer.batch_size  # halved by bisection, restored after a delivered batch
         self.buffer: list[dict] = []
         self.buffer_since: float | None = None
         self.attempts = 0
@@ -150,7 +171,7 @@ class ShardPoller:
 
     def _next_batch(self) -> list[dict]:
         batch, size = [], 0
-        for record in self.buffer[: self.consumer.batch_size]:
+        for record in self.buffer[: self.limit]:
             size += len(record["kinesis"]["data"]) + 200
             if batch and size > MAX_BATCH_BYTES:
                 break
@@ -171,20 +192,33 @@ class ShardPoller:
             return 0 if fetched or self.buffer else -1
         batch = self._next_batch()
         first, last = batch[0]["kinesis"]["sequenceNumber"], batch[-1]["kinesis"]["sequenceNumber"]
+        if self.consumer.maximum_record_age_s >= 0:
+            oldest = self.wall_clock() - self.consumer.maximum_record_age_s
+            expired = list(itertools.takewhile(lambda r: r["kinesis"]["approximateArrivalTimestamp"] < oldest, batch))
+            if expired:  # as Lambda: too old to invoke with, straight to the on-failure destination
+                self.dead_letter(self.consumer.name, self.shard_id, expired, "RecordAgeExceeded")
+                return self._advance(expired, expired[-1]["kinesis"]["sequenceNumber"])
         try:
             result = self.consumer.handler({"Records": batch}, LambdaContext(self.consumer.name, 1024, self.timeout_ms))
             restart_at = first_failed_sequence(result, batch)
-            reason = f"batchItemFailures from {restart_at}"
+            reason, raised = f"batchItemFailures from {restart_at}", False
         except Exception as exc:  # a crashed invocation: Lambda retries the batch
             log.exception("%s %s: handler raised on %s..%s", self.consumer.name, self.shard_id, first, last)
-            restart_at, reason = first, f"{type(exc).__name__}: {exc}"
+            restart_at, reason, raised = first, f"{type(exc).__name__}: {exc}", True
         if restart_at is None:
             return self._advance(batch, last)
         done = [r for r in batch if int(r["kinesis"]["sequenceNumber"]) < int(restart_at)]
         if done:
             self.checkpoints.put(self.consumer.name, self.shard_id, done[-1]["kinesis"]["sequenceNumber"])
+        if raised and self.consumer.bisect_on_error and len(batch) > 1:
+            self.limit = max(1, len(batch) // 2)  # as Lambda: split in two, not counted as a retry
+            log.warning("%s %s: bisecting %s..%s into %d record(s)", self.consumer.name, self.shard_id, first, last,
+                        self.limit)
+            self.buffer, self.buffer_since, self.iterator = [], None, None
+            self.iterator = self._iterator(None, at=restart_at)
+            return 0
         self.attempts += 1
-        if self.attempts > self.max_retries:
+        if 0 <= self.max_retries < self.attempts:
             rest = [r for r in batch if int(r["kinesis"]["sequenceNumber"]) >= int(restart_at)]
             log.error("%s %s: giving up on %s..%s after %d attempts; sent to dead-letter",
                       self.consumer.name, self.shard_id, restart_at, last, self.attempts)
@@ -209,6 +243,7 @@ class ShardPoller:
         self.buffer = self.buffer[len(batch):]
         self.buffer_since = self.clock() if self.buffer else None
         self.attempts = 0
+        self.limit = self.consumer.batch_size
         self.delivered_records += len(batch)
         log.info("%s %s: delivered %d record(s) %s..%s", self.consumer.name, self.shard_id, len(batch),
                  batch[0]["kinesis"]["sequenceNumber"], last)
@@ -220,7 +255,7 @@ class Runner:
 
     def __init__(self, kinesis, dynamodb, state_table: str, stream_name: str, consumers: list[Consumer],
                  region: str, dead_letter: Callable[[str, str, list[dict], str], None],
-                 poll_interval_s: float = 0.2, max_retries: int = 10) -> None:
+                 poll_interval_s: float = 0.2, max_retries: int | None = None) -> None:
         self.kinesis, self.stream_name, self.consumers, self.region = kinesis, stream_name, consumers, region
         self.dead_letter, self.poll_interval_s, self.max_retries = dead_letter, poll_interval_s, max_retries
         summary = kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]

@@ -139,3 +139,55 @@ def test_a_failed_rewind_never_skips_the_records_to_redeliver(aws):
     delivered = [seq for batch in handler.batches for seq in batch]
     assert delivered == ["1", "2", "2", "3"]
     assert checkpoints.get("c", shard) == "3"
+
+
+def mapped_poller(aws, handler, dead, **settings):
+    """A poller whose consumer carries deployed-mapping settings (as chalicelib/pipeline.toml gives)."""
+    kinesis, checkpoints, arn, shard = aws
+    consumer = Consumer("c", handler, settings.pop("batch_size", 10), "TRIM_HORIZON", 0, **settings)
+    return ShardPoller(kinesis, consumer, "s", arn, shard, checkpoints, "us-east-1",
+                       dead_letter=lambda *a: dead.append(a), sleep=lambda s: None)
+
+
+def test_a_raising_batch_is_bisected_before_retries_count(aws):
+    put(aws[0], b"a", b"b", b"c", b"d")
+    dead, batches = [], []
+
+    def handler(event, context):  # record 2 is poison
+        batches.append([r["kinesis"]["sequenceNumber"] for r in event["Records"]])
+        if "2" in batches[-1]:
+            raise RuntimeError("bad record")
+
+    p = mapped_poller(aws, handler, dead, maximum_retry_attempts=1, bisect_on_error=True)
+    for _ in range(7):
+        p.step()
+    # halved until the poison record stands alone; only then do failures count as retries
+    assert batches == [["1", "2", "3", "4"], ["1", "2"], ["1"], ["2", "3", "4"], ["2"], ["2"], ["3", "4"]]
+    assert [[r["kinesis"]["sequenceNumber"] for r in d[2]] for d in dead] == [["2"]]
+
+
+def test_records_older_than_the_maximum_age_go_to_the_dead_letter_uninvoked(aws):
+    put(aws[0], b"a", b"b")
+    dead = []
+    handler = Recorder()
+    p = mapped_poller(aws, handler, dead, maximum_record_age_s=60)
+    p.wall_clock = lambda: 4_000_000_000.0  # far in the future: every record is too old
+    p.step()
+    assert handler.batches == [] and dead[0][3] == "RecordAgeExceeded"
+    assert aws[1].get("c", aws[3]) == "2"
+
+
+def test_consumers_take_their_mapping_settings_from_the_pipeline_config():
+    import app
+    from eventpipe.local.runner import consumers_from_app
+    from chalicelib.runtime.pipeline_config import load_pipeline_config
+
+    config = load_pipeline_config("local")
+    consumers = {c.name: c for c in consumers_from_app(app, config)}
+    for expected in config.consumers:
+        c = consumers[expected.name]
+        assert (c.batch_size, c.batching_window_s, c.starting_position, c.maximum_retry_attempts,
+                c.maximum_record_age_s, c.bisect_on_error) == (
+            expected.batch_size, expected.batching_window_s, expected.starting_position,
+            expected.maximum_retry_attempts, expected.maximum_record_age_s, expected.bisect_on_error)
+    assert app.pipeline.stage == "local"

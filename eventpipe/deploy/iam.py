@@ -1,0 +1,144 @@
+"""One least-privilege execution role per function.
+
+Every statement names its actions and resources: no ``*`` action, and no ``*`` resource
+(none of the calls below needs one: each action supports resource-level permissions).
+Log groups are created by the template (see storage.log_groups), so ``logs:CreateLogGroup``
+is not needed. The roles replace the single role chalice would create: the dev and prod
+stages set ``manage_iam_role: false`` in .chalice/config.json (so chalice emits no role) and
+the merge template sets each function's ``Role`` to its own role.
+
+Which calls each function makes (from chalicelib):
+
+* api_handler: apps GetItem (authenticate) and DescribeTable (health); PutRecords and
+  DescribeStreamSummary (ingest, health); HeadBucket/ListBucket and rollups/ reads
+  (metrics API); OpenSearch search, template put (``ensure_template``).
+* archive_events / aggregate_events: Kinesis mapping reads; Parquet and bad rows to S3;
+  state table watermarks and progress.
+* index_events: Kinesis mapping reads; OpenSearch bulk; search bad rows to S3.
+* finalize_windows: reads events/ and rollups/, writes and deletes rollups/; state table.
+* search_retention: lists and deletes daily indices.
+"""
+
+from __future__ import annotations
+
+from chalicelib.runtime.pipeline_config import PipelineConfig
+from eventpipe.deploy import naming as n
+from eventpipe.deploy.naming import StageNames
+from eventpipe.deploy.storage import bucket_arn
+
+ASSUME_LAMBDA = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+}
+#: What a Kinesis event source mapping needs from the function's role (Lambda's documented list,
+#: minus ListStreams and SubscribeToShard: no enhanced fan-out consumer is used).
+KINESIS_MAPPING_ACTIONS = ["kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords",
+                           "kinesis:GetShardIterator", "kinesis:ListShards"]
+SEARCH_READ_WRITE = ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut"]
+
+
+def role_logical_id(function: str) -> str:
+    return f"{n.FUNCTIONS[function]}Role"
+
+
+def stream_arn() -> dict:
+    return {"Fn::GetAtt": [n.STREAM, "Arn"]}
+
+
+def table_arn(logical_id: str) -> dict:
+    return {"Fn::GetAtt": [logical_id, "Arn"]}
+
+
+def domain_arn(names: StageNames, suffix: str = "/*") -> dict:
+    """Built from the domain's fixed name: the domain's access policy names these roles."""
+    return {"Fn::Sub": f"arn:${{AWS::Partition}}:es:${{AWS::Region}}:${{AWS::AccountId}}:domain/"
+                       f"{names.search_domain}{suffix}"}
+
+
+def _allow(sid: str, actions: list[str], resources: list) -> dict:
+    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+
+
+def _objects(*prefixes: str) -> list[dict]:
+    return [bucket_arn(f"/{prefix}*") for prefix in prefixes]
+
+
+def statements(function: str, names: StageNames) -> list[dict]:
+    """The permissions of one function (logs first, then what its code calls)."""
+    logical_id = n.FUNCTIONS[function]
+    result = [_allow("Logs", ["logs:CreateLogStream", "logs:PutLogEvents"],
+                     [{"Fn::GetAtt": [f"{logical_id}LogGroup", "Arn"]}])]
+    if function in n.CONSUMERS:
+        result += [
+            _allow("ReadStream", KINESIS_MAPPING_ACTIONS, [stream_arn()]),
+            # The on-failure destination: Lambda writes with the function's role; it needs
+            # PutObject under aws/lambda/ and ListBucket on the bucket (Lambda's documented list).
+            _allow("OnFailureDestination", ["s3:PutObject"], _objects(n.DEAD_LETTER_PREFIX)),
+            _allow("ListLake", ["s3:ListBucket"], [bucket_arn()]),
+        ]
+    if function == "api_handler":
+        result += [
+            _allow("Authenticate", ["dynamodb:GetItem", "dynamodb:DescribeTable"], [table_arn(n.APPS_TABLE)]),
+            _allow("Ingest", ["kinesis:PutRecords", "kinesis:DescribeStreamSummary"], [stream_arn()]),
+            _allow("ListLake", ["s3:ListBucket"], [bucket_arn()]),
+            _allow("ReadRollups", ["s3:GetObject"], _objects("rollups/")),
+        ]
+    if function in ("archive_events", "aggregate_events", "finalize_windows"):
+        result.append(_allow("State", ["dynamodb:GetItem", "dynamodb:PutItem"], [table_arn(n.STATE_TABLE)]))
+    if function == "archive_events":
+        result.append(_allow("WriteLake", ["s3:PutObject"], _objects("events/", "bad-rows/")))
+    if function == "aggregate_events":
+        result.append(_allow("WriteLake", ["s3:PutObject"], _objects("rollups/", "bad-rows/")))
+    if function == "index_events":
+        result.append(_allow("WriteBadRows", ["s3:PutObject"], _objects("bad-rows/")))
+    if function == "finalize_windows":
+        result += [
+            _allow("ListLake", ["s3:ListBucket"], [bucket_arn()]),
+            _allow("ReadEvents", ["s3:GetObject"], _objects("events/")),
+            _allow("Rollups", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], _objects("rollups/")),
+        ]
+    if function in n.SEARCH_FUNCTIONS:
+        actions = SEARCH_READ_WRITE + (["es:ESHttpDelete"] if function == "search_retention" else [])
+        result.append(_allow("Search", actions, [domain_arn(names)]))
+    return _merge_sids(result)
+
+
+def _merge_sids(items: list[dict]) -> list[dict]:
+    """Statements with the same Sid become one (IAM refuses duplicate Sids)."""
+    merged: dict[str, dict] = {}
+    for item in items:
+        if item["Sid"] in merged:
+            target = merged[item["Sid"]]
+            target["Action"] = list(dict.fromkeys([*target["Action"], *item["Action"]]))
+            target["Resource"] = [*target["Resource"], *[r for r in item["Resource"] if r not in target["Resource"]]]
+        else:
+            merged[item["Sid"]] = {**item, "Action": list(item["Action"]), "Resource": list(item["Resource"])}
+    return list(merged.values())
+
+
+def roles(config: PipelineConfig, names: StageNames) -> dict:
+    """``<Function>Role`` for every function, each with its one inline policy."""
+    return {
+        role_logical_id(function): {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "Description": f"{names.function(function)}: execution role (least privilege)",
+                "AssumeRolePolicyDocument": ASSUME_LAMBDA,
+                "Policies": [{"PolicyName": f"{function}-permissions",
+                              "PolicyDocument": {"Version": "2012-10-17",
+                                                 "Statement": statements(function, names)}}],
+            },
+        }
+        for function in n.FUNCTIONS
+    }
+
+
+def search_access_policy(names: StageNames) -> dict:
+    """The domain's resource policy: only the search functions' roles, only HTTP verbs they use."""
+    principals = [{"Fn::GetAtt": [role_logical_id(f), "Arn"]} for f in n.SEARCH_FUNCTIONS]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Sid": "LambdaRolesOnly", "Effect": "Allow", "Principal": {"AWS": principals},
+                       "Action": SEARCH_READ_WRITE + ["es:ESHttpDelete"], "Resource": domain_arn(names)}],
+    }
