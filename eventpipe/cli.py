@@ -136,6 +136,61 @@ def cmd_query(args) -> int:
     return 0
 
 
+def cmd_redrive(args) -> int:
+    from chalicelib.runtime.clients import Clients
+    from eventpipe.ops.redrive import aws_redriver, local_redriver
+    settings = _aws_settings(args)
+    if args.aws:
+        clients = Clients(settings)
+        arn = clients.kinesis.describe_stream_summary(StreamName=settings.stream_name)["StreamDescriptionSummary"]
+        redriver = aws_redriver(clients, arn["StreamARN"])
+    else:
+        from eventpipe.local.processes import _import_app, _stream_arn
+        module = _import_app()
+        redriver = local_redriver(module, _stream_arn(module.container))
+    outcomes = redriver.run(consumer=args.consumer, dry_run=args.dry_run, keep=args.keep)
+    for outcome in outcomes:
+        print(f"{outcome.result}\t{outcome.consumer or '-'}\t{outcome.records} record(s)\t{outcome.key}")
+    failed = [o for o in outcomes if o.result.startswith("failed")]
+    print(f"redrive: {sum(o.result == 'replayed' for o in outcomes)} replayed, {len(failed)} failed, "
+          f"{sum(o.result.startswith('skipped') for o in outcomes)} skipped", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _deploy_clients(args):
+    import boto3
+
+    from eventpipe.deploy.commands import DeployClients
+    return DeployClients.from_session(boto3.session.Session(region_name=args.region),
+                                      endpoint_url=args.endpoint_url)
+
+
+def cmd_deploy(args) -> int:
+    from pathlib import Path
+
+    from eventpipe.deploy.artifacts import build_artifacts
+    from eventpipe.deploy.commands import DeployError, deploy
+    project = Path(__file__).resolve().parents[1]
+    try:
+        artifacts = build_artifacts(project / "build" / "artifacts" / args.stage)
+        deploy(args.stage, _deploy_clients(args), project, artifacts.deploy_files())
+    except DeployError as exc:
+        print(f"deploy: {exc}", file=sys.stderr)
+        return 1
+    print("next: `eventpipe --aws apps create NAME` prints an API key (no key exists until you make one)")
+    return 0
+
+
+def cmd_destroy(args) -> int:
+    from eventpipe.deploy.commands import DeployError, destroy
+    try:
+        destroy(args.stage, _deploy_clients(args))
+    except DeployError as exc:
+        print(f"destroy: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventpipe", description=__doc__)
     parser.add_argument("--aws", action="store_true", help="use real AWS instead of the local stack")
@@ -206,6 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--aws", action="store_true", default=argparse.SUPPRESS, help="run on Athena")
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("redrive", help="replay the batches Lambda gave up on (aws/lambda/ in the lake bucket)")
+    p.add_argument("--consumer", help="only this consumer (archive_events, aggregate_events, index_events)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be replayed")
+    p.add_argument("--keep", action="store_true", help="leave replayed records in place (default: move them "
+                                                        "to aws/lambda-redriven/)")
+    p.set_defaults(func=cmd_redrive)
+
+    for name, func, text in (("deploy", cmd_deploy, "build the artifacts, package, create or update the stack"),
+                             ("destroy", cmd_destroy, "delete the stage's stack (prod keeps its data)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--stage", required=True, choices=["dev", "prod"])
+        p.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+        p.add_argument("--endpoint-url", default=None, help=argparse.SUPPRESS)  # tests: moto server
+        p.set_defaults(func=func)
     return parser
 
 

@@ -10,7 +10,6 @@ import signal
 import sys
 import threading
 
-import orjson
 
 log = logging.getLogger("eventpipe.local")
 
@@ -39,17 +38,29 @@ def serve_http(host: str, port: int) -> None:
     server.server.serve_forever(poll_interval=0.2)
 
 
-def s3_dead_letter(s3, bucket: str):
-    """Lambda's on-failure destination, locally: the undeliverable records in S3."""
+def s3_dead_letter(s3, bucket: str, stream_arn: str, region: str):
+    """Lambda's on-failure destination, locally: the same record, at the same kind of key, as Lambda writes."""
+    from datetime import datetime, timezone
+
+    from eventpipe.ops import failures
 
     def write(consumer: str, shard_id: str, records: list[dict], reason: str) -> None:
-        first = records[0]["kinesis"]["sequenceNumber"]
-        last = records[-1]["kinesis"]["sequenceNumber"]
-        key = f"dead-letter/{consumer}/{shard_id}/{first}-{last}.json"
-        s3.put_object(Bucket=bucket, Key=key, Body=orjson.dumps({"reason": reason, "records": records}),
-                      ContentType="application/json")
+        condition = "RecordAgeExceeded" if reason == "RecordAgeExceeded" else "RetryAttemptsExhausted"
+        key, body = failures.build(
+            records, mapping_uuid=failures.local_mapping_uuid(stream_arn, consumer), shard_id=shard_id,
+            stream_arn=stream_arn, function_arn=f"arn:aws:lambda:{region}:000000000000:function:{consumer}",
+            condition=condition, invoke_count=0 if condition == "RecordAgeExceeded" else 1,
+            error=None if condition == "RecordAgeExceeded" else reason, now=datetime.now(timezone.utc))
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+        log.error("dead letter: %s %s, %d record(s) -> s3://%s/%s (%s)", consumer, shard_id, len(records), bucket,
+                  key, reason)
 
     return write
+
+
+def _stream_arn(container) -> str:
+    summary = container.clients.kinesis.describe_stream_summary(StreamName=container.settings.stream_name)
+    return summary["StreamDescriptionSummary"]["StreamARN"]
 
 
 def run_consumers(poll_interval_s: float = 0.2, max_retries: int | None = None,
@@ -63,7 +74,8 @@ def run_consumers(poll_interval_s: float = 0.2, max_retries: int | None = None,
     consumers = consumers_from_app(module, module.pipeline)  # chalicelib/pipeline.toml, stage "local"
     runner = Runner(container.clients.kinesis, container.clients.dynamodb, settings.state_table,
                     settings.stream_name, consumers, settings.region,
-                    s3_dead_letter(container.clients.s3, settings.bucket), poll_interval_s, max_retries)
+                    s3_dead_letter(container.clients.s3, settings.bucket, _stream_arn(container), settings.region),
+                    poll_interval_s, max_retries)
     done = threading.Event()
     _stop_on_signals(done.set)
     runner.start()

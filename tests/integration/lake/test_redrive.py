@@ -1,0 +1,124 @@
+"""A batch the runner gave up on is written as Lambda's on-failure record and `eventpipe redrive`
+replays it through the same handler, exactly once however often it runs (moto server)."""
+
+from __future__ import annotations
+
+import orjson
+import pyarrow.parquet as pq
+import pyarrow as pa
+import pytest
+from moto.server import ThreadedMotoServer
+
+import app as app_module
+from chalicelib.runtime.container import Container
+from chalicelib.runtime.settings import Settings
+from eventpipe import cli
+from eventpipe.local.bootstrap import bootstrap
+from eventpipe.local.processes import _stream_arn, s3_dead_letter
+from eventpipe.local.runner import CheckpointStore, Consumer, ShardPoller
+from eventpipe.local.stack import free_port
+from eventpipe.ops import failures
+from eventpipe.ops.redrive import REDRIVEN_PREFIX, local_redriver
+
+
+@pytest.fixture
+def stack(monkeypatch):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    monkeypatch.setenv("EVENTPIPE_AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    container = Container(Settings.from_env())
+    bootstrap(container.clients, shards=1)
+    monkeypatch.setattr(app_module, "container", container)
+    try:
+        yield container
+    finally:
+        server.stop()
+
+
+def keys(container, prefix):
+    pages = container.clients.s3.get_paginator("list_objects_v2").paginate(Bucket=container.settings.bucket,
+                                                                          Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def archived_event_ids(container):
+    ids = []
+    for key in keys(container, "events/"):
+        body = container.clients.s3.get_object(Bucket=container.settings.bucket, Key=key)["Body"].read()
+        ids += pq.read_table(pa.BufferReader(body)).column("event_id").to_pylist()
+    return sorted(ids)
+
+
+def give_up_on_everything(container):
+    """The runner with archive_events failing every attempt (S3 'down'): the batch is dead-lettered."""
+    s = container.settings
+    kinesis = container.clients.kinesis
+    arn = _stream_arn(container)
+    shard = kinesis.list_shards(StreamName=s.stream_name)["Shards"][0]["ShardId"]
+
+    def broken(event, context):
+        raise ConnectionError("S3 is down")
+
+    consumer = Consumer("archive_events", broken, 100, "TRIM_HORIZON", 0, maximum_retry_attempts=1)
+    poller = ShardPoller(kinesis, consumer, s.stream_name, arn, shard, CheckpointStore(container.clients.dynamodb,
+                         s.state_table, arn), s.region, s3_dead_letter(container.clients.s3, s.bucket, arn, s.region),
+                         sleep=lambda _: None)
+    for _ in range(10):
+        poller.step()
+        if keys(container, failures.PREFIX):
+            return arn
+    raise AssertionError("the batch was never dead-lettered")
+
+
+def test_a_dead_lettered_batch_is_replayed_once_through_the_same_handler(stack):
+    events = [{"event_type": "level_up", "event_time": "2026-01-01T12:00:00Z", "event_id": f"e-{i}",
+               "user_id": f"u{i % 3}"} for i in range(40)]
+    result = stack.ingest.ingest("demo", orjson.dumps({"events": events}), "application/json", None)
+    assert result.to_dict()["accepted"] == 40
+    arn = give_up_on_everything(stack)
+
+    [key] = keys(stack, failures.PREFIX)
+    mapping = failures.local_mapping_uuid(arn, "archive_events")
+    assert key.startswith(f"aws/lambda/{mapping}/shardId-000000000000/")
+    record = failures.parse(key, stack.clients.s3.get_object(Bucket=stack.settings.bucket, Key=key)["Body"].read())
+    assert record.condition == "RetryAttemptsExhausted" and len(record.records) == 1
+    assert archived_event_ids(stack) == []
+
+    redriver = local_redriver(app_module, arn)
+    [outcome] = redriver.run()
+    assert (outcome.consumer, outcome.result) == ("archive_events", "replayed")
+    assert archived_event_ids(stack) == sorted(e["event_id"] for e in events)
+    assert keys(stack, failures.PREFIX) == [] and len(keys(stack, REDRIVEN_PREFIX)) == 1
+    assert redriver.run() == [], "nothing left to replay"
+
+    # A replay of the same record again (e.g. --keep, or a copy put back) changes nothing.
+    archive_before = keys(stack, "events/")
+    stack.clients.s3.copy_object(Bucket=stack.settings.bucket, Key=key,
+                                 CopySource={"Bucket": stack.settings.bucket, "Key": keys(stack, REDRIVEN_PREFIX)[0]})
+    assert [o.result for o in redriver.run(keep=True)] == ["replayed"]
+    assert [o.result for o in redriver.run(keep=True)] == ["replayed"]
+    assert keys(stack, "events/") == archive_before
+    assert archived_event_ids(stack) == sorted(e["event_id"] for e in events)
+
+
+def test_a_record_whose_consumer_still_fails_stays_for_the_next_redrive(stack, monkeypatch):
+    stack.ingest.ingest("demo", orjson.dumps({"events": [{"event_type": "a", "event_time": 1_767_268_800_000}]}),
+                        "application/json", None)
+    arn = give_up_on_everything(stack)
+    monkeypatch.setattr(stack.archive, "handle", lambda records: {"batchItemFailures": [
+        {"itemIdentifier": records[0]["kinesis"]["sequenceNumber"]}]})
+    [outcome] = local_redriver(app_module, arn).run()
+    assert outcome.result.startswith("failed: batchItemFailures")
+    assert len(keys(stack, failures.PREFIX)) == 1
+    assert cli.main(["redrive", "--dry-run"]) == 0
+    assert cli.main(["redrive"]) == 1, "the command fails while a replay fails"
+    assert len(keys(stack, failures.PREFIX)) == 1
+
+
+def test_objects_that_are_not_failure_records_are_skipped_with_the_reason():
+    with pytest.raises(failures.InvalidFailureRecord, match="no payload"):
+        failures.parse("aws/lambda/u/shard/2026/01/01/x", orjson.dumps({
+            "requestContext": {"condition": "RetryAttemptsExhausted"}, "KinesisBatchInfo": {"shardId": "s"}}))
+    with pytest.raises(failures.InvalidFailureRecord, match="not under"):
+        failures.parse("elsewhere/x", b"{}")
