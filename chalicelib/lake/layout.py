@@ -6,7 +6,7 @@
     rollups/<metric>/stage=partial/dt=YYYY-MM-DD/hour=HH/<shard>-<first seq>.parquet
     rollups/<metric>/stage=final/dt=YYYY-MM-DD/hour=HH/final.parquet         after finalization
     bad-rows/<consumer>/dt=YYYY-MM-DD/<shard>-<record seq>.ndjson             stream/badrows.py (per record)
-    dead-letter/<consumer>/<shard>/<first>-<last>.json                         undeliverable batches
+    aws/lambda/<mapping uuid>/<shard>/YYYY/MM/DD/<time>-<uuid>                 Lambda's on-failure records
 
 Batch outputs are named by shard and the first sequence number of the batch:
 Lambda re-delivers a failed batch from that same record, so a re-processed
