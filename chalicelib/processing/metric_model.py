@@ -15,9 +15,6 @@ STRING_COLUMNS = ("event_id", "event_type", "app_id", "user_id")
 INTEGER_COLUMNS = ("event_time", "received_at", "client_event_time")
 #: Output columns every partials table has; no key or measure may use them.
 RESERVED_NAMES = frozenset({"app_id", "window_start", "window_end", "event_count", "late_count"})
-FUNCTIONS = ("count", "sum", "min", "max", "avg", "distinct")
-#: The numeric state each function needs (see ``aggregate``).
-NUMERIC_STATES = {"sum": ("sum", "n"), "avg": ("sum", "n"), "min": ("min",), "max": ("max",)}
 
 
 @dataclass(frozen=True)
@@ -104,11 +101,26 @@ class FilterDef:
 
 @dataclass(frozen=True)
 class MeasureDef:
-    """One output measure: ``name = func(field)``; ``field`` is None for count."""
+    """One output measure: ``name = func(field, *args)``.
+
+    Attributes:
+        name: output column name.
+        func: the measure kind, a key of ``measures.MEASURES``.
+        field: the field it aggregates; None for count.
+        args: the kind's further arguments, normalized (``("99",)`` for a percentile).
+    """
 
     name: str
     func: str
     field: Field | None = None
+    args: tuple[str, ...] = ()
+
+    @property
+    def expression(self) -> str:
+        """The measure as ``metrics.yaml`` writes it, e.g. ``percentile(attributes.value, 99)``."""
+        if self.field is None:
+            return self.func
+        return f"{self.func}({', '.join([self.field.path, *self.args])})"
 
 
 @dataclass(frozen=True)
@@ -132,21 +144,10 @@ class MetricDef:
     description: str = ""
 
     @property
-    def numeric_states(self) -> dict[Field, tuple[str, ...]]:
-        """Numeric fields and the state (sum, n, min, max) each one needs."""
-        states: dict[Field, list[str]] = {}
-        for m in self.measures:
-            for state in NUMERIC_STATES.get(m.func, ()):
-                lst = states.setdefault(m.field, [])
-                if state not in lst:
-                    lst.append(state)
-        order = ("sum", "n", "min", "max")
-        return {f: tuple(s for s in order if s in lst) for f, lst in states.items()}
-
-    @property
-    def distinct_fields(self) -> tuple[Field, ...]:
-        """Fields with a ``distinct`` measure, without repeats."""
-        return tuple(dict.fromkeys(m.field for m in self.measures if m.func == "distinct"))
+    def states(self) -> tuple[tuple[Field, str], ...]:
+        """``(field, state suffix)`` of each state column of the partials, in schema order."""
+        from .measures import metric_states  # the registry imports this module
+        return tuple((f, state.suffix) for f, state in metric_states(self.measures))
 
 
 @dataclass(frozen=True)
@@ -213,9 +214,10 @@ def _field_uses(metric: MetricDef) -> list[tuple[Field, str]]:
             uses += [(key.expr.lat, "number"), (key.expr.lon, "number")]
         else:
             uses.append((key.expr, "text"))
+    from .measures import measure_kind  # the registry imports this module
     for m in metric.measures:
         if m.field is not None:
-            uses.append((m.field, "text" if m.func == "distinct" else "number"))
+            uses.append((m.field, "text" if measure_kind(m.func).field == "text" else "number"))
     for c in metric.filter.conditions:
         if c.op == "has":
             uses.append((c.field, "any"))
