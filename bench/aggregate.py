@@ -1,23 +1,25 @@
-"""Benchmark: Lambda batch -> decode -> aggregate 4 metrics -> Parquet, on one core.
+"""Benchmark: Lambda batch -> decode -> aggregate the shipped metrics -> Parquet, on one core.
 
 Builds Lambda-shaped Kinesis batches the way the ingest API packs them (one
 request of N events -> ``codec.pack`` -> base64 records), then measures,
 pinned to CPU 0 (``os.sched_setaffinity(0, {0})``):
 
 * ours: ``decode_records`` (base64 + zstd + parse + validate + attributes)
-  + ``split_too_late`` + ``aggregate`` (the four shipped metrics) +
-  ``encode_parquet`` of every partials table;
-* DuckDB (``threads=1``) doing the same four aggregations over the same
+  + ``split_too_late`` + ``aggregate`` (the shipped metrics, or those of
+  ``--metrics``) + ``encode_parquet`` of every partials table;
+* DuckDB (``threads=1``) doing the same aggregations over the same
   events written as plain NDJSON: ``read_ndjson`` + ``json_transform`` of the
   attributes into a temp table, then one GROUP BY per metric (geohash by bit
   interleaving in SQL, hopping windows by a 5-way cross join,
-  ``approx_count_distinct`` for users).  DuckDB reads uncompressed NDJSON
-  from a file and keeps no mergeable state, so it is a demanding baseline.
+  ``approx_count_distinct`` for users, ``approx_quantile`` for the match
+  duration percentiles).  DuckDB reads uncompressed NDJSON from a file and
+  keeps no mergeable state, so it is a demanding baseline.
 
 Usage::
 
     .venv/bin/python bench/aggregate.py                       # 10,000 records x 100 events
     .venv/bin/python bench/aggregate.py --requests 2000 --events-per-request 50 --repeat 5
+    .venv/bin/python bench/aggregate.py --metrics event_counts,class_activity   # some metrics only
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ import orjson  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from chalicelib.stream import codec  # noqa: E402
-from chalicelib.processing import (aggregate, decode_records, encode_parquet, load_metrics,  # noqa: E402
-                                   split_too_late)
+from chalicelib.processing import (MetricSet, aggregate, decode_records, encode_parquet,  # noqa: E402
+                                   load_metrics, split_too_late)
 
 T0 = 1_764_072_000_000  # 2025-11-25T12:00:00Z
 EVENT_TYPES = ["session_start", "session_end", "level_up", "purchase", "match_start", "match_end",
@@ -161,7 +163,15 @@ GEOHASH5_SQL = """
 """
 
 
-def run_duckdb(path: str, con) -> dict[str, float]:  # noqa: ANN001
+MATCH_DURATION_SQL = """
+  SELECT app_id, (event_time // 300000) * 300000 AS ws, (event_time // 300000) * 300000 + 300000 AS we,
+         a.character_class AS character_class, count(*) AS count,
+         approx_quantile(a.value, [0.5, 0.9, 0.99]) AS durations
+  FROM ev WHERE event_type = 'match_end' AND a.value IS NOT NULL GROUP BY ALL
+"""
+
+
+def run_duckdb(path: str, con, names) -> dict[str, float]:  # noqa: ANN001
     cols = ("{event_id: 'VARCHAR', event_type: 'VARCHAR', event_time: 'BIGINT', received_at: 'BIGINT', "
             "app_id: 'VARCHAR', user_id: 'VARCHAR', client_event_time: 'BIGINT', attributes: 'VARCHAR'}")
     struct = '{"character_class":"VARCHAR","value":"DOUBLE","lat":"DOUBLE","lon":"DOUBLE"}'
@@ -171,18 +181,20 @@ def run_duckdb(path: str, con) -> dict[str, float]:  # noqa: ANN001
                json_transform(attributes, '{struct}') AS a
         FROM read_ndjson('{path}', columns={cols}, format='newline_delimited')""")
     t1 = time.perf_counter()
-    out = [
-        con.sql("""SELECT app_id, ws, ws + 60000 AS we, event_type, count(*) AS count,
-                   approx_count_distinct(user_id) AS users FROM ev GROUP BY ALL""").to_arrow_table(),
-        con.sql("""SELECT app_id, ws, ws + 60000 AS we, a.character_class AS character_class, count(*) AS count,
-                   sum(a.value) AS value_sum, min(a.value) AS value_min, max(a.value) AS value_max,
-                   avg(a.value) AS value_avg, approx_count_distinct(user_id) AS users
-                   FROM ev WHERE a.character_class IS NOT NULL GROUP BY ALL""").to_arrow_table(),
-        con.sql(GEOHASH5_SQL).to_arrow_table(),
-        con.sql("""SELECT app_id, ws - k * 60000 AS window_start, ws - k * 60000 + 300000 AS window_end,
+    queries = {
+        "event_counts": """SELECT app_id, ws, ws + 60000 AS we, event_type, count(*) AS count,
+                   approx_count_distinct(user_id) AS users FROM ev GROUP BY ALL""",
+        "class_activity": """SELECT app_id, ws, ws + 60000 AS we, a.character_class AS character_class,
+                   count(*) AS count, sum(a.value) AS value_sum, min(a.value) AS value_min,
+                   max(a.value) AS value_max, avg(a.value) AS value_avg, approx_count_distinct(user_id) AS users
+                   FROM ev WHERE a.character_class IS NOT NULL GROUP BY ALL""",
+        "region_activity": GEOHASH5_SQL,
+        "active_users_5m": """SELECT app_id, ws - k * 60000 AS window_start, ws - k * 60000 + 300000 AS window_end,
                    approx_count_distinct(user_id) AS users
-                   FROM ev, range(5) t(k) GROUP BY ALL""").to_arrow_table(),
-    ]
+                   FROM ev, range(5) t(k) GROUP BY ALL""",
+        "match_duration": MATCH_DURATION_SQL,
+    }
+    out = [con.sql(queries[name]).to_arrow_table() for name in names if name in queries]
     t2 = time.perf_counter()
     return {"load": t1 - t0, "group_by": t2 - t1, "total": t2 - t0, "groups": sum(t.num_rows for t in out)}
 
@@ -197,6 +209,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB comparison")
+    parser.add_argument("--metrics", help="comma-separated metric names (default: every shipped metric)")
     args = parser.parse_args()
 
     os.sched_setaffinity(0, {0})
@@ -209,6 +222,8 @@ def main() -> None:
     print(f"built {len(records):,} Kinesis records / {n_events:,} events "
           f"({sum(len(r['kinesis']['data']) for r in records) / 1e6:.1f} MB base64) in {time.perf_counter() - t:.1f}s")
     metrics = load_metrics()
+    if args.metrics:
+        metrics = MetricSet(tuple(metrics[name] for name in args.metrics.split(",")), metrics.settings)
     con = duckdb.connect()
     con.execute("SET threads=1")
     with tempfile.NamedTemporaryFile(suffix=".ndjson", delete=False) as f:
@@ -222,10 +237,10 @@ def main() -> None:
         for _ in range(args.repeat):
             ours.append(run_ours(records, metrics, con))
             if not args.no_duckdb:
-                duck.append(run_duckdb(path, con))
+                duck.append(run_duckdb(path, con, metrics.names))
     finally:
         os.unlink(path)
-    _report(ours, duck, n_events)
+    _report(ours, duck, n_events, len(metrics.metrics))
     handler_rate = run_handler(records, metrics, n_events, args.repeat)
     print(f"handler: AggregationService.handle (decode + late split + aggregate + registers + Parquet, "
           f"S3/DynamoDB stubbed): {handler_rate:,.0f} events/s per core (best)")
@@ -261,7 +276,7 @@ def run_handler(records: list[dict], metrics, n_events: int, repeat: int) -> flo
     return n_events / best
 
 
-def _report(ours: list[dict], duck: list[dict], n_events: int) -> None:
+def _report(ours: list[dict], duck: list[dict], n_events: int, n_metrics: int) -> None:
     def row(label: str, values: list[float]) -> None:
         best, med = min(values), statistics.median(values)
         print(f"{label:<52} {best:>8.3f} {med:>8.3f} {n_events / best:>12,.0f} {n_events / med:>12,.0f}")
@@ -270,7 +285,7 @@ def _report(ours: list[dict], duck: list[dict], n_events: int) -> None:
           f"{'ev/s best':>12} {'ev/s med':>12}")
     print("-" * 96)
     for key, label in (("decode", "ours: decode (b64+zstd+parse+validate+attrs)"),
-                       ("aggregate", "ours: split_too_late + aggregate 4 metrics"),
+                       ("aggregate", f"ours: split_too_late + aggregate {n_metrics} metrics"),
                        ("parquet", "ours: Parquet (zstd) of the partials"),
                        ("total", "OURS TOTAL")):
         row(label, [r[key] for r in ours])
@@ -278,7 +293,7 @@ def _report(ours: list[dict], duck: list[dict], n_events: int) -> None:
           f"Parquet {ours[0]['parquet_bytes'] / 1e6:.1f} MB")
     if duck:
         row("duckdb threads=1: read_ndjson + json_transform", [r["load"] for r in duck])
-        row("duckdb threads=1: 4 GROUP BY", [r["group_by"] for r in duck])
+        row(f"duckdb threads=1: {n_metrics} GROUP BY", [r["group_by"] for r in duck])
         row("DUCKDB TOTAL", [r["total"] for r in duck])
         best = min(r["total"] for r in duck) / min(r["total"] for r in ours)
         med = statistics.median(r["total"] for r in duck) / statistics.median(r["total"] for r in ours)

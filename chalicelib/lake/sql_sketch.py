@@ -1,39 +1,49 @@
-"""HLL registers as plain integer lists, so SQL engines can merge our sketches.
+"""Sketches as plain integer arrays, so SQL engines can merge them.
 
-Athena (Trino) and DuckDB cannot read the compact binary sketch, so every
-``<field>__hll`` column is written next to a ``<field>__registers`` column:
-``array<int>`` of ``register * 256 + rank`` for the non-empty registers.
-In SQL, merging is ``max(rank)`` per register after ``UNNEST`` and the
-estimate is the classic HyperLogLog formula with linear counting for small
-cardinalities (see sql/README.md); both engines get the same answer, within
-the documented 1.6 % standard error of p = 12 registers.
+Athena (Trino) and DuckDB cannot read the compact binary sketches, so every
+sketch state column is written next to its SQL form, as each sketch kind of
+the measure registry declares it (``SketchState.sql_array``):
+
+* ``<field>__hll`` -> ``<field>__registers``: ``array<int>`` of
+  ``register * 256 + rank`` for the non-empty registers.  In SQL, merging is
+  ``max(rank)`` per register after ``UNNEST`` and the estimate is the
+  classic HyperLogLog formula with linear counting for small cardinalities;
+  both engines get the same answer, within the documented 1.6 % standard
+  error of p = 12 registers.
+* ``<field>__ddsketch`` -> ``<field>__buckets``: ``array<bigint>`` of
+  ``count * 8192 + slot`` for the non-empty buckets of a quantile sketch;
+  SQL sums the counts per slot and walks their running sum.
+
+See sql/README.md.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 
-from chalicelib.processing import hll, partials_schema
+from chalicelib.processing import partials_schema
+from chalicelib.processing.measures import STATES, SketchState
 
-SUFFIX = "__registers"
+
+
+def _sketch_kind(column: str) -> tuple[str, type[SketchState]] | None:
+    prefix, sep, suffix = column.rpartition("__")
+    kind = STATES.get(suffix) if sep else None
+    return (prefix, kind) if kind is not None and issubclass(kind, SketchState) else None
 
 
 def register_columns(table: pa.Table) -> pa.Table:
-    """Append ``<field>__registers`` for every ``<field>__hll`` column."""
-    for name in [n for n in table.column_names if n.endswith("__hll")]:
-        row, reg, rank = hll.decode(table.column(name))
-        counts = np.bincount(np.asarray(row, np.int64), minlength=table.num_rows)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-        order = np.argsort(np.asarray(row, np.int64), kind="stable")
-        values = (np.asarray(reg, np.int32) * 256 + np.asarray(rank, np.int32))[order]
-        table = table.append_column(name[: -len("__hll")] + SUFFIX,
-                                    pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32())))
+    """Append the SQL form of every sketch column (``__hll`` -> ``__registers``, ``__ddsketch`` -> ``__buckets``)."""
+    for name in list(table.column_names):
+        found = _sketch_kind(name)
+        if found is not None:
+            prefix, kind = found
+            table = table.append_column(kind.sql_source(prefix), kind.sql_array(table.column(name)))
     return table
 
 
 def lake_schema(metric) -> pa.Schema:
-    """The schema of rollup files in S3 (and of the Glue table): partials + register lists."""
+    """The schema of rollup files in S3 (and of the Glue table): partials + the sketches' SQL forms."""
     schema = partials_schema(metric)
     return register_columns(schema.empty_table()).schema.with_metadata(schema.metadata)
 

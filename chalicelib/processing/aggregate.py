@@ -7,12 +7,16 @@ numpy/pyarrow operations over a batch, never a Python loop per event:
   (``bincount`` starts at 0, min/max at +/-inf, HLL registers at 0).
 * **add**: every event gets a group id at once (dictionary codes of
   app_id, pane and keys combined in one int64, factorized by Arrow's hash
-  table); then ``np.bincount`` adds counts, sums and value counts,
-  ``np.minimum.at`` / ``np.maximum.at`` update min/max, and the HLL keeps
-  the maximum rank per (group, register) (``hll.reduce_registers``).
+  table); then each state column the metric's measures need (the registry,
+  :mod:`.measures`) is filled for all groups at once: ``np.bincount`` adds
+  counts, sums and value counts, ``np.minimum.at`` / ``np.maximum.at``
+  update min/max, the HLL keeps the maximum rank per (group, register)
+  (``hll.reduce_registers``), the quantile sketch counts values per
+  (group, bucket) (``ddsketch.reduce``).
 * **merge**: :func:`partials.merge_partials` -- sums, min of mins, max of
-  maxes, register-wise max -- used for hopping windows (a window merges its
-  ``size/slide`` panes) and by the caller across batches and shards.
+  maxes, register-wise max, bucket-wise sums -- used for hopping windows (a
+  window merges its ``size/slide`` panes) and by the caller across batches
+  and shards.
 * **result**: :func:`partials.finalize`.
 
 Per batch, encodings shared by several metrics (app_id and key codes,
@@ -38,8 +42,9 @@ import pyarrow.compute as pc
 from . import geohash, hll
 from .decode import PARSED_ATTRIBUTES
 from .errors import EventsTableError
+from .measures import metric_states
 from .metric_config import Field, GeohashExpr, MetricDef, MetricSet, attribute_types
-from .partials import codes_of, combine_codes, merge_partials, partials_schema, state_column
+from .partials import codes_of, combine_codes, merge_partials, partials_schema
 from .windows import pane_index
 
 
@@ -143,6 +148,39 @@ class _Batch:
         return self._cached(("hll", field.path), build)
 
 
+class _GroupedValues:
+    """A metric's view of the batch for the state kinds' *add* (``measures.GroupedValues``).
+
+    Values restricted to the metric's rows, paired with their group ids;
+    cached per field, so states of one field share the work.
+    """
+
+    def __init__(self, batch: _Batch, rows: np.ndarray | None, gid: np.ndarray, n_groups: int) -> None:
+        self._batch, self._rows, self._gid, self.n_groups = batch, rows, gid, n_groups
+        self._cache: dict[tuple[str, str], tuple] = {}
+
+    def _take(self, array: np.ndarray) -> np.ndarray:
+        return array if self._rows is None else array[self._rows]
+
+    def numbers(self, field: Field) -> tuple[np.ndarray, np.ndarray]:
+        key = ("num", field.path)
+        if key not in self._cache:
+            values = self._take(self._batch.numeric(field))
+            ok = ~np.isnan(values)
+            self._cache[key] = (self._gid[ok], values[ok])
+        return self._cache[key]
+
+    def value_counts(self, field: Field) -> np.ndarray:
+        key = ("n", field.path)
+        if key not in self._cache:
+            self._cache[key] = (np.bincount(self.numbers(field)[0], minlength=self.n_groups),)
+        return self._cache[key][0]
+
+    def registers(self, field: Field) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        valid, reg, rank = (self._take(a) for a in self._batch.registers(field))
+        return self._gid[valid], reg[valid], rank[valid]
+
+
 def _filter_rows(batch: _Batch, metric: MetricDef) -> np.ndarray | None:
     """Row numbers the metric aggregates (None = all)."""
     mask = None
@@ -213,29 +251,9 @@ def _aggregate_panes(batch: _Batch, metric: MetricDef) -> pa.Table:
         columns[key.name] = values_of(codes)
     columns["event_count"] = pa.array(np.bincount(gid, minlength=n_groups).astype(np.int64))
     columns["late_count"] = pa.array(np.zeros(n_groups, dtype=np.int64))
-    for field, states in metric.numeric_states.items():
-        values = batch.numeric(field)
-        if rows is not None:
-            values = values[rows]
-        ok = ~np.isnan(values)
-        g, v = gid[ok], values[ok]
-        count = np.bincount(g, minlength=n_groups)
-        for state in states:
-            if state == "sum":
-                columns[state_column(field, state)] = pa.array(np.bincount(g, weights=v, minlength=n_groups))
-            elif state == "n":
-                columns[state_column(field, state)] = pa.array(count.astype(np.int64))
-            else:
-                fill = np.inf if state == "min" else -np.inf
-                out = np.full(n_groups, fill)
-                (np.minimum if state == "min" else np.maximum).at(out, g, v)
-                columns[state_column(field, state)] = pa.array(out, mask=count == 0)
-    for field in metric.distinct_fields:
-        valid, reg, rank = batch.registers(field)
-        if rows is not None:
-            valid, reg, rank = valid[rows], reg[rows], rank[rows]
-        g, r, k = hll.reduce_registers(gid[valid], reg[valid], rank[valid], n_groups)
-        columns[state_column(field, "hll")] = hll.encode(g, r, k, n_groups)
+    values = _GroupedValues(batch, rows, gid, n_groups)
+    for field, state in metric_states(metric.measures):
+        columns[state.column(field.column_prefix)] = state.add(values, field)
     schema = partials_schema(metric)
     return pa.table([columns[f.name] for f in schema], schema=schema)
 

@@ -12,8 +12,10 @@ The YAML file documents every field in its comments.  In short, a metric is::
       measures:                             # output name -> aggregate
         count: count
         value_avg: avg(attributes.value)
+        value_p99: percentile(attributes.value, 99)
         users: distinct(user_id)
 
+The aggregates are the measure kinds of the registry (:mod:`.measures`).
 Fields are ``event_id``, ``event_type``, ``app_id``, ``user_id`` (strings),
 ``event_time``, ``received_at``, ``client_event_time`` (integers) and
 ``attributes.<name>`` (a top-level key of the attributes object).  A key may
@@ -31,12 +33,13 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import DurationError, MetricConfigError
-from .metric_model import (FUNCTIONS, INTEGER_COLUMNS, NUMERIC_STATES, RESERVED_NAMES, STRING_COLUMNS,
-                           Condition, Field, FilterDef, GeohashExpr, KeyDef, MeasureDef, MetricDef, MetricSet,
-                           LatenessSettings, attribute_types)
+from .measures import MEASURES, metric_states
+from .metric_model import (INTEGER_COLUMNS, RESERVED_NAMES, STRING_COLUMNS, Condition, Field, FilterDef, GeohashExpr,
+                           KeyDef, MeasureDef, MetricDef, MetricSet, LatenessSettings,
+                           attribute_types)
 from .windows import WindowSpec, parse_duration
 
-__all__ = ["DEFAULT_PATH", "FUNCTIONS", "INTEGER_COLUMNS", "NUMERIC_STATES", "RESERVED_NAMES", "STRING_COLUMNS",
+__all__ = ["DEFAULT_PATH", "INTEGER_COLUMNS", "RESERVED_NAMES", "STRING_COLUMNS",
            "Condition", "Field", "FilterDef", "GeohashExpr", "KeyDef", "MeasureDef", "MetricDef", "MetricSet",
            "LatenessSettings", "attribute_types", "load_metrics", "parse_metrics", "parse_metrics_yaml"]
 
@@ -138,7 +141,8 @@ def _metric(index: int, raw: Any) -> MetricDef:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise MetricConfigError(name, "description", "expected a string")
-    return MetricDef(name, window, keys, measures, _filter(name, raw.get("filter")), description)
+    states = tuple((f, state.suffix) for f, state in metric_states(measures))
+    return MetricDef(name, window, keys, measures, _filter(name, raw.get("filter")), description, states)
 
 
 def _window(metric: str, raw: Any) -> WindowSpec:
@@ -240,14 +244,19 @@ def _measures(metric: str, raw: Any) -> tuple[MeasureDef, ...]:
             out.append(MeasureDef(name, "count"))
             continue
         call = _CALL.match(text)
-        if not call or call.group(1) not in FUNCTIONS or call.group(1) == "count":
-            raise MetricConfigError(metric, where, f"unknown aggregate {expr!r}; expected count, "
-                                    "sum(f), min(f), max(f), avg(f) or distinct(f)")
-        func, arg = call.group(1), call.group(2)
-        f = _field(metric, where, arg) if func == "distinct" else _numeric_field(metric, where, arg)
-        if func == "distinct" and f.is_numeric_column:
-            raise MetricConfigError(metric, where, f"distinct() takes a string field, not {f.path}")
-        out.append(MeasureDef(name, func, f))
+        kind = MEASURES.get(call.group(1)) if call else None
+        if kind is None or kind.field is None:
+            usages = ", ".join(k.usage for k in MEASURES.values())
+            raise MetricConfigError(metric, where, f"unknown aggregate {expr!r}; expected one of {usages}")
+        arg, *rest = [part.strip() for part in call.group(2).split(",")]
+        f = _field(metric, where, arg) if kind.field == "text" else _numeric_field(metric, where, arg)
+        if kind.field == "text" and f.is_numeric_column:
+            raise MetricConfigError(metric, where, f"{kind.func}() takes a string field, not {f.path}")
+        try:
+            args = kind.parse_args(tuple(rest))
+        except ValueError as exc:
+            raise MetricConfigError(metric, where, str(exc)) from None
+        out.append(MeasureDef(name, kind.func, f, args, field_kind=kind.field))
     return tuple(out)
 
 

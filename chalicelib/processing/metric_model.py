@@ -15,9 +15,6 @@ STRING_COLUMNS = ("event_id", "event_type", "app_id", "user_id")
 INTEGER_COLUMNS = ("event_time", "received_at", "client_event_time")
 #: Output columns every partials table has; no key or measure may use them.
 RESERVED_NAMES = frozenset({"app_id", "window_start", "window_end", "event_count", "late_count"})
-FUNCTIONS = ("count", "sum", "min", "max", "avg", "distinct")
-#: The numeric state each function needs (see ``aggregate``).
-NUMERIC_STATES = {"sum": ("sum", "n"), "avg": ("sum", "n"), "min": ("min",), "max": ("max",)}
 
 
 @dataclass(frozen=True)
@@ -104,11 +101,28 @@ class FilterDef:
 
 @dataclass(frozen=True)
 class MeasureDef:
-    """One output measure: ``name = func(field)``; ``field`` is None for count."""
+    """One output measure: ``name = func(field, *args)``.
+
+    Attributes:
+        name: output column name.
+        func: the measure kind, a key of ``measures.MEASURES``.
+        field: the field it aggregates; None for count.
+        args: the kind's further arguments, normalized (``("99",)`` for a percentile).
+    """
 
     name: str
     func: str
     field: Field | None = None
+    args: tuple[str, ...] = ()
+    #: How the measure reads its field: ``"number"`` or ``"text"`` (the registry's kind decides it).
+    field_kind: str = "number"
+
+    @property
+    def expression(self) -> str:
+        """The measure as ``metrics.yaml`` writes it, e.g. ``percentile(attributes.value, 99)``."""
+        if self.field is None:
+            return self.func
+        return f"{self.func}({', '.join([self.field.path, *self.args])})"
 
 
 @dataclass(frozen=True)
@@ -130,23 +144,9 @@ class MetricDef:
     measures: tuple[MeasureDef, ...]
     filter: FilterDef = field(default_factory=FilterDef)
     description: str = ""
-
-    @property
-    def numeric_states(self) -> dict[Field, tuple[str, ...]]:
-        """Numeric fields and the state (sum, n, min, max) each one needs."""
-        states: dict[Field, list[str]] = {}
-        for m in self.measures:
-            for state in NUMERIC_STATES.get(m.func, ()):
-                lst = states.setdefault(m.field, [])
-                if state not in lst:
-                    lst.append(state)
-        order = ("sum", "n", "min", "max")
-        return {f: tuple(s for s in order if s in lst) for f, lst in states.items()}
-
-    @property
-    def distinct_fields(self) -> tuple[Field, ...]:
-        """Fields with a ``distinct`` measure, without repeats."""
-        return tuple(dict.fromkeys(m.field for m in self.measures if m.func == "distinct"))
+    #: ``(field, state suffix)`` of each state column of the partials, in schema order (from the
+    #: measure registry, filled in by ``metric_config``: this model does not import the registry).
+    states: tuple[tuple[Field, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ def _field_uses(metric: MetricDef) -> list[tuple[Field, str]]:
             uses.append((key.expr, "text"))
     for m in metric.measures:
         if m.field is not None:
-            uses.append((m.field, "text" if m.func == "distinct" else "number"))
+            uses.append((m.field, m.field_kind))
     for c in metric.filter.conditions:
         if c.op == "has":
             uses.append((c.field, "any"))

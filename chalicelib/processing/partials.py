@@ -2,24 +2,33 @@
 
 A partials table holds one row per ``(app_id, window_start, window_end,
 <key columns>...)`` with *mergeable state* (the ``initialize / add / merge /
-result`` aggregator model, vectorized):
+result`` aggregator model, vectorized).  Besides ``event_count`` and
+``late_count`` (merged by summing), the state columns are those the
+metric's measures need, as declared by the measure registry
+(:mod:`.measures`):
 
-============== ================================ =====================================
-state column   merge (any order, any grouping)  result (:func:`finalize`)
-============== ================================ =====================================
-event_count    sum                              ``count``
-late_count     sum                              ``late_count``
-<f>__sum       sum (0.0 when no value)          ``sum`` (null if n = 0), ``avg`` = sum / n
-<f>__n         sum (number of non-null values)  used by sum/avg
-<f>__min       min (null when no value)         ``min``
-<f>__max       max (null when no value)         ``max``
-<f>__hll       register-wise max (``hll``)      ``distinct`` = rounded HLL estimate
-============== ================================ =====================================
+================ ================================ =====================================
+state column     merge (any order, any grouping)  result (:func:`finalize`)
+================ ================================ =====================================
+event_count      sum                              ``count``
+late_count       sum                              ``late_count``
+<f>__sum         sum (0.0 when no value)          ``sum`` (null if n = 0), ``avg`` = sum / n
+<f>__n           sum (number of non-null values)  used by sum/avg
+<f>__min         min (null when no value)         ``min``
+<f>__max         max (null when no value)         ``max``
+<f>__hll         register-wise max (``hll``)      ``distinct`` = rounded HLL estimate
+<f>__ddsketch    bucket-wise sum (``ddsketch``)   ``percentile`` (within 1 %)
+================ ================================ =====================================
 
 ``<f>`` is the field with dots replaced by ``_`` (``attributes_value``).
 Times are int64 epoch ms.  The metric definition travels in the schema
 metadata (key ``eventpipe.partials``), which Parquet preserves, so
 :func:`merge_partials` and :func:`finalize` need only the tables.
+
+Metadata format 2 lists the measures (with their arguments), the state
+columns and the sketches' parameters; format 1 (before the registry: no
+arguments, states as ``numeric`` / ``distinct``) is still read, and both
+describe the same columns for the measures format 1 knew.
 
 Float sums are merged in whatever order batches arrive, so they can differ
 from a one-pass sum in the last bits (exact for values such as integers or
@@ -37,14 +46,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import hll
 from .errors import PartialsError
+from .measures import MEASURES, MeasureSpec, State, metric_states, spec_states, state_kind
 from .metric_config import INTEGER_COLUMNS, Field, GeohashExpr, MetricDef
 
 METADATA_KEY = b"eventpipe.partials"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 GROUP_COLUMNS = ("app_id", "window_start", "window_end")
-_STATE_TYPES = {"sum": pa.float64(), "n": pa.int64(), "min": pa.float64(), "max": pa.float64()}
 
 
 def state_column(field: Field, state: str) -> str:
@@ -58,23 +67,22 @@ def _key_type(expr: Field | GeohashExpr) -> pa.DataType:
     return pa.string()
 
 
+def _state_list(specs: Sequence[MeasureSpec]) -> list[list[str]]:
+    return [[prefix, state.suffix] for prefix, state in spec_states(specs)]
+
+
 def describe(metric: MetricDef) -> dict[str, Any]:
-    """The JSON-able description stored in the partials' schema metadata."""
-    measures = []
-    for m in metric.measures:
-        entry: dict[str, Any] = {"name": m.name, "func": m.func}
-        if m.field is not None:
-            entry["state"] = m.field.column_prefix
-        measures.append(entry)
+    """The JSON-able description stored in the partials' schema metadata (format 2)."""
+    specs = [MeasureSpec.of(m) for m in metric.measures]
+    states = spec_states(specs)
     return {
         "format": FORMAT_VERSION,
         "metric": metric.name,
         "keys": [k.name for k in metric.keys],
         "window": {"size_ms": metric.window.size_ms, "slide_ms": metric.window.slide_ms},
-        "numeric": {f.column_prefix: list(states) for f, states in metric.numeric_states.items()},
-        "distinct": [f.column_prefix for f in metric.distinct_fields],
-        "measures": measures,
-        "hll": {"p": hll.P, "version": hll.VERSION},
+        "measures": [s.to_json() for s in specs],
+        "states": _state_list(specs),
+        "params": {s.suffix: s.params for _, s in states if s.params is not None},
     }
 
 
@@ -85,26 +93,62 @@ def partials_schema(metric: MetricDef) -> pa.Schema:
     fields += [pa.field(k.name, _key_type(k.expr)) for k in metric.keys]
     fields += [pa.field("event_count", pa.int64(), nullable=False),
                pa.field("late_count", pa.int64(), nullable=False)]
-    for f, states in metric.numeric_states.items():
-        fields += [pa.field(state_column(f, s), _STATE_TYPES[s], nullable=s in ("min", "max")) for s in states]
-    fields += [pa.field(state_column(f, "hll"), pa.binary(), nullable=False) for f in metric.distinct_fields]
+    fields += [pa.field(state_column(f, s.suffix), s.arrow_type, nullable=s.nullable)
+               for f, s in metric_states(metric.measures)]
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(describe(metric)).encode()})
 
 
+def _from_format_1(desc: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 description in the format-2 shape (same columns)."""
+    specs = [MeasureSpec.from_json(m) for m in desc["measures"]]
+    listed = [[p, s] for p, states in desc.get("numeric", {}).items() for s in states]
+    listed += [[p, "hll"] for p in desc.get("distinct", [])]
+    if sorted(listed) != sorted(_state_list(specs)):
+        raise PartialsError(f"format-1 partials of {desc.get('metric')!r}: states {listed} do not match "
+                            "their measures")
+    uses_hll = any(s == "hll" for _, s in listed)
+    return {"format": FORMAT_VERSION, "metric": desc["metric"], "keys": desc["keys"], "window": desc["window"],
+            "measures": [s.to_json() for s in specs], "states": _state_list(specs),
+            "params": {"hll": desc["hll"]} if uses_hll and "hll" in desc else {}}
+
+
 def read_description(table: pa.Table | pa.Schema) -> dict[str, Any]:
-    """The metric description of a partials table.
+    """The metric description of a partials table, in the format-2 shape.
 
     Raises:
-        PartialsError: the table has no (or an unknown) description.
+        PartialsError: the table has no (or an unknown) description, or
+            names a measure or state kind this code does not know.
     """
     schema = table.schema if isinstance(table, pa.Table) else table
     raw = (schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
         raise PartialsError("not a partials table: schema metadata 'eventpipe.partials' is missing")
     desc = json.loads(raw)
-    if desc.get("format") != FORMAT_VERSION:
+    if desc.get("format") not in READABLE_FORMATS:
         raise PartialsError(f"unsupported partials format {desc.get('format')!r}")
+    unknown = sorted({m["func"] for m in desc["measures"]} - set(MEASURES))
+    if unknown:
+        raise PartialsError(f"partials of {desc.get('metric')!r} use unknown measure(s) {unknown}")
+    desc = _from_format_1(desc) if desc["format"] == 1 else desc
+    states_of(desc)  # every state kind is known
+    for suffix, params in desc["params"].items():
+        if suffix not in {s for _, s in desc["states"]} or state_kind(suffix).params != params:
+            raise PartialsError(f"partials of {desc['metric']!r}: {suffix} sketches with parameters {params} "
+                                "cannot be read by this version")
     return desc
+
+
+def measure_specs(desc: dict[str, Any]) -> list[MeasureSpec]:
+    """The measures of a description (see :func:`read_description`)."""
+    return [MeasureSpec.from_json(m) for m in desc["measures"]]
+
+
+def states_of(desc: dict[str, Any]) -> list[tuple[str, type[State]]]:
+    """``(prefix, state kind)`` of a description's state columns, in schema order."""
+    try:
+        return [(prefix, state_kind(suffix)) for prefix, suffix in desc["states"]]
+    except KeyError as exc:
+        raise PartialsError(f"partials of {desc.get('metric')!r} use unknown state {exc}") from None
 
 
 # ------------------------------------------------------------ factorizing
@@ -188,26 +232,19 @@ def group_rows(columns: Sequence[pa.Array | pa.ChunkedArray]) -> tuple[np.ndarra
 
 # ---------------------------------------------------------------- merging
 def reduce_states(table: pa.Table, gid: np.ndarray, n_groups: int, desc: dict[str, Any]) -> dict[str, pa.Array]:
-    """Merge the state columns of rows with the same group id."""
+    """Merge the state columns of rows with the same group id (each state kind's *merge*)."""
     out: dict[str, pa.Array] = {}
     for name in ("event_count", "late_count"):
         counts = np.bincount(gid, weights=table.column(name).to_numpy(), minlength=n_groups)
         out[name] = pa.array(np.rint(counts).astype(np.int64))
-    for prefix, states in desc["numeric"].items():
-        for state in states:
-            col = table.column(f"{prefix}__{state}")
-            if state in ("sum", "n"):
-                merged = np.bincount(gid, weights=pc.fill_null(col, 0).to_numpy(), minlength=n_groups)
-                out[f"{prefix}__{state}"] = pa.array(merged if state == "sum" else np.rint(merged).astype(np.int64))
-            else:
-                fill = np.inf if state == "min" else -np.inf
-                values = pc.fill_null(col, fill).to_numpy()
-                merged = np.full(n_groups, fill)
-                (np.minimum if state == "min" else np.maximum).at(merged, gid, values)
-                out[f"{prefix}__{state}"] = pa.array(merged, mask=merged == fill)
-    for prefix in desc["distinct"]:
-        out[f"{prefix}__hll"] = hll.merge(table.column(f"{prefix}__hll"), gid, n_groups)
+    for prefix, state in states_of(desc):
+        column = state.column(prefix)
+        out[column] = state.merge(table.column(column), gid, n_groups)
     return out
+
+
+def _comparable(desc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in desc.items() if k != "format"}
 
 
 def merge_partials(tables: Sequence[pa.Table]) -> pa.Table:
@@ -227,7 +264,7 @@ def merge_partials(tables: Sequence[pa.Table]) -> pa.Table:
         raise PartialsError("merge_partials needs at least one table")
     desc = read_description(tables[0])
     for t in tables[1:]:
-        if read_description(t) != desc:
+        if _comparable(read_description(t)) != _comparable(desc):
             raise PartialsError(f"cannot merge partials of {desc['metric']!r} with "
                                 f"{read_description(t)['metric']!r} (different definitions)")
     schema = tables[0].schema
@@ -242,31 +279,17 @@ def merge_partials(tables: Sequence[pa.Table]) -> pa.Table:
 
 # ------------------------------------------------------------- finalizing
 def finalize(table: pa.Table) -> pa.Table:
-    """Final measures of (merged) partials.
+    """Final measures of (merged) partials (each measure kind's *result*).
 
     Returns:
         ``app_id, window_start, window_end, <keys>, <measures in config
-        order>, late_count``: count int64, sum/min/max/avg float64 (null
-        when the group has no value), distinct int64 (HLL estimate).
+        order>, late_count``: count int64, sum/min/max/avg/percentile float64
+        (null when the group has no value), distinct int64 (HLL estimate).
     """
     desc = read_description(table)
     cols: dict[str, pa.Array | pa.ChunkedArray] = {c: table.column(c) for c in (*GROUP_COLUMNS, *desc["keys"])}
-    for m in desc["measures"]:
-        func, prefix = m["func"], m.get("state")
-        if func == "count":
-            cols[m["name"]] = table.column("event_count")
-        elif func in ("min", "max"):
-            cols[m["name"]] = table.column(f"{prefix}__{func}")
-        elif func in ("sum", "avg"):
-            total = table.column(f"{prefix}__sum").to_numpy()
-            n = table.column(f"{prefix}__n").to_numpy()
-            with np.errstate(invalid="ignore", divide="ignore"):
-                value = total if func == "sum" else total / n
-            cols[m["name"]] = pa.array(value, mask=n == 0)
-        else:  # distinct
-            row, _, rank = hll.decode(table.column(f"{prefix}__hll"))
-            est = hll.estimate(row, rank, table.num_rows)
-            cols[m["name"]] = pa.array(np.rint(est).astype(np.int64))
+    for m in measure_specs(desc):
+        cols[m.name] = MEASURES[m.func].result(table, m)
     cols["late_count"] = table.column("late_count")
     return pa.table(cols)
 

@@ -37,8 +37,7 @@ def describe_metric(metric: MetricDef) -> dict[str, Any]:
         "window": {"size_s": metric.window.size_ms // 1000, "slide_s": metric.window.slide_ms // 1000,
                    "type": "tumbling" if metric.window.is_tumbling else "hopping"},
         "key": ["app_id", *[k.name for k in metric.keys]],
-        "measures": [{"name": m.name, "aggregate": m.func + (f"({m.field.path})" if m.field is not None else "")}
-                     for m in metric.measures],
+        "measures": [{"name": m.name, "aggregate": m.expression} for m in metric.measures],
     }
 
 

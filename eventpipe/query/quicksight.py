@@ -13,7 +13,8 @@ permissions, and publishing the new dashboard version).  ``ConflictException``
 (another change in progress) is retried a few times, then raised.
 
 The data sets query the Athena views ``<database>.<metric>`` in DIRECT_QUERY
-mode; their columns follow ``metrics.yaml`` (see :func:`view_columns`).  With
+mode, one per metric of ``metrics.yaml``; their columns and the dashboard's
+visuals follow the metrics and the measure registry (:mod:`.dashboard`).  With
 ``app_id`` each data set is a custom SQL query ``... WHERE app_id = '<app>'``
 and gets its own ids, so an app's dashboard shows only that app's rows.  That
 is a data-set filter, not row-level security: it only isolates apps if the
@@ -24,15 +25,15 @@ unrestricted ones nor the data source).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 from botocore.exceptions import ClientError
 
 from chalicelib.api.keys import APP_ID_RE
+from eventpipe.query.dashboard import (SHEET_ID, grid, time_filters, view_columns, view_columns_by_name,  # noqa: F401
+                                       view_names, visual_data_sets, visuals)
 
 DATA_SOURCE_ID = "eventpipe-athena"
-VIEWS = ("event_counts", "class_activity", "region_activity", "active_users_5m")
-SHEET_ID = "overview"
 CATALOG = "AwsDataCatalog"
 
 #: Owner permissions, as the QuickSight console grants them.
@@ -57,12 +58,6 @@ _NOT_UPDATABLE = {
 }
 _ID_KEY = {"data_source": "DataSourceId", "data_set": "DataSetId", "dashboard": "DashboardId"}
 
-# Measure function -> QuickSight column type (partials.finalize: count and
-# distinct are int64, sum/min/max/avg float64).
-_MEASURE_TYPES = {"count": "INTEGER", "distinct": "INTEGER", "sum": "DECIMAL", "min": "DECIMAL",
-                  "max": "DECIMAL", "avg": "DECIMAL"}
-
-
 class QuickSightSetupError(RuntimeError):
     """A resource ended in a *_FAILED state, or stayed in progress too long."""
 
@@ -85,34 +80,6 @@ def dashboard_id(app_id: str | None = None) -> str:
 
 def _permissions(principal_arn: str | None, actions: list[str]) -> dict:
     return {"Permissions": [{"Principal": principal_arn, "Actions": list(actions)}]} if principal_arn else {}
-
-
-# -------------------------------------------------------------- columns
-def view_columns(metric) -> list[dict]:
-    """InputColumns of a metric's Athena view, from its definition.
-
-    ``app_id, window_start, window_end, <keys>, <measures>, late_count`` as
-    :func:`chalicelib.processing.partials.finalize` orders them, with the
-    window bounds as timestamps (the views convert the epoch-ms columns).
-    """
-    from chalicelib.processing.metric_model import INTEGER_COLUMNS, Field
-
-    cols = [{"Name": "app_id", "Type": "STRING"}, {"Name": "window_start", "Type": "DATETIME"},
-            {"Name": "window_end", "Type": "DATETIME"}]
-    for key in metric.keys:
-        numeric = isinstance(key.expr, Field) and key.expr.path in INTEGER_COLUMNS
-        cols.append({"Name": key.name, "Type": "INTEGER" if numeric else "STRING"})
-    cols += [{"Name": m.name, "Type": _MEASURE_TYPES[m.func]} for m in metric.measures]
-    cols.append({"Name": "late_count", "Type": "INTEGER"})
-    return cols
-
-
-def view_columns_by_name(views: Iterable[str] = VIEWS, metrics=None) -> dict[str, list[dict]]:
-    """``{view: InputColumns}`` for the metrics of ``metrics.yaml`` (or ``metrics``)."""
-    if metrics is None:
-        from chalicelib.processing.metric_config import load_metrics
-        metrics = load_metrics()
-    return {view: view_columns(metrics[view]) for view in views}
 
 
 # ------------------------------------------------------------- requests
@@ -153,154 +120,25 @@ def data_set_request(account_id: str, view: str, columns: list[dict], data_sourc
             **_permissions(principal_arn, DATA_SET_ACTIONS)}
 
 
-def _col(data_set: str, column: str) -> dict:
-    return {"DataSetIdentifier": data_set, "ColumnName": column}
-
-
-def _title(text: str) -> dict:
-    return {"Visibility": "VISIBLE", "FormatText": {"PlainText": text}}
-
-
-def _date(field_id: str, data_set: str, column: str, granularity: str = "MINUTE") -> dict:
-    return {"DateDimensionField": {"FieldId": field_id, "Column": _col(data_set, column),
-                                   "DateGranularity": granularity}}
-
-
-def _category(field_id: str, data_set: str, column: str) -> dict:
-    return {"CategoricalDimensionField": {"FieldId": field_id, "Column": _col(data_set, column)}}
-
-
-def _measure(field_id: str, data_set: str, column: str, aggregation: str = "SUM") -> dict:
-    return {"NumericalMeasureField": {"FieldId": field_id, "Column": _col(data_set, column),
-                                      "AggregationFunction": {"SimpleNumericalAggregation": aggregation}}}
-
-
-def _sort(field_id: str, direction: str) -> dict:
-    return {"FieldSort": {"FieldId": field_id, "Direction": direction}}
-
-
-def _visuals() -> list[dict]:
-    """The overview sheet's visuals; data set identifiers are the view names."""
-    events_per_minute = {"LineChartVisual": {
-        "VisualId": "events-per-minute", "Title": _title("Events per minute by event type"),
-        "ChartConfiguration": {
-            "FieldWells": {"LineChartAggregatedFieldWells": {
-                "Category": [_date("epm-minute", "event_counts", "window_start")],
-                "Values": [_measure("epm-count", "event_counts", "count")],
-                "Colors": [_category("epm-event-type", "event_counts", "event_type")]}},
-            "SortConfiguration": {"CategorySort": [_sort("epm-minute", "ASC")]},
-            "Type": "LINE"}}}
-    class_activity = {"BarChartVisual": {
-        "VisualId": "class-activity", "Title": _title("Activity by character class"),
-        "ChartConfiguration": {
-            "FieldWells": {"BarChartAggregatedFieldWells": {
-                "Category": [_category("ca-class", "class_activity", "character_class")],
-                "Values": [_measure("ca-count", "class_activity", "count"),
-                           _measure("ca-value-sum", "class_activity", "value_sum")]}},
-            "SortConfiguration": {"CategorySort": [_sort("ca-count", "DESC")]},
-            "Orientation": "HORIZONTAL", "BarsArrangement": "CLUSTERED"}}}
-    region_heat_map = {"HeatMapVisual": {
-        "VisualId": "region-heat-map", "Title": _title("GPS pings per geohash cell and hour"),
-        "ChartConfiguration": {
-            "FieldWells": {"HeatMapAggregatedFieldWells": {
-                "Rows": [_category("rh-cell", "region_activity", "geohash5")],
-                "Columns": [_date("rh-hour", "region_activity", "window_start", "HOUR")],
-                "Values": [_measure("rh-count", "region_activity", "count")]}},
-            "SortConfiguration": {"HeatMapRowSort": [_sort("rh-count", "DESC")],
-                                  "HeatMapColumnSort": [_sort("rh-hour", "ASC")],
-                                  "HeatMapRowItemsLimitConfiguration": {"ItemsLimit": 50,
-                                                                        "OtherCategories": "EXCLUDE"}}}}}
-    region_table = {"TableVisual": {
-        "VisualId": "region-table", "Title": _title("Busiest geohash cells"),
-        "ChartConfiguration": {
-            "FieldWells": {"TableAggregatedFieldWells": {
-                "GroupBy": [_category("rt-cell", "region_activity", "geohash5")],
-                # users is a per-minute distinct count: its sum over minutes counts a user
-                # once per minute, so the table shows the busiest minute's users instead.
-                "Values": [_measure("rt-count", "region_activity", "count"),
-                           _measure("rt-users", "region_activity", "users", "MAX")]}},
-            "SortConfiguration": {"RowSort": [_sort("rt-count", "DESC")]},
-            "FieldOptions": {"SelectedFieldOptions": [
-                {"FieldId": "rt-cell", "CustomLabel": "geohash5"},
-                {"FieldId": "rt-count", "CustomLabel": "pings"},
-                {"FieldId": "rt-users", "CustomLabel": "peak users per minute"}]}}}}
-    active_users = {"LineChartVisual": {
-        "VisualId": "active-users-5m", "Title": _title("Active users over the last 5 minutes"),
-        "ChartConfiguration": {
-            "FieldWells": {"LineChartAggregatedFieldWells": {
-                "Category": [_date("au-minute", "active_users_5m", "window_end")],
-                "Values": [_measure("au-users", "active_users_5m", "users")]}},
-            "SortConfiguration": {"CategorySort": [_sort("au-minute", "ASC")]},
-            "Type": "LINE"}}}
-    return [events_per_minute, class_activity, region_heat_map, region_table, active_users]
-
-
-def _grid(visuals: list[dict]) -> list[dict]:
-    """Full-width first visual, then two per row on the 36-column grid."""
-    elements = []
-    for i, visual in enumerate(visuals):
-        visual_id = next(iter(visual.values()))["VisualId"]
-        wide = i == 0
-        elements.append({"ElementId": visual_id, "ElementType": "VISUAL", "ColumnSpan": 36 if wide else 18,
-                         "RowSpan": 12})
-    return [{"Configuration": {"GridLayout": {"Elements": elements}}}]
-
-
-def visual_data_sets(visual: dict) -> set[str]:
-    """Data set identifiers a visual's fields refer to."""
-    found: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if "DataSetIdentifier" in node and "ColumnName" in node:
-                found.add(node["DataSetIdentifier"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-    walk(visual)
-    return found
-
-
-def _time_filters(visuals: list[dict], data_sets: Iterable[str], hours: int) -> list[dict]:
-    """One filter group per data set: only the last ``hours`` of window_start.
-
-    Keeps every DIRECT_QUERY query to recent windows instead of the whole history.
-    """
-    groups = []
-    for data_set in data_sets:
-        visual_ids = [next(iter(v.values()))["VisualId"] for v in visuals if data_set in visual_data_sets(v)]
-        if not visual_ids:
-            continue
-        slug = data_set.replace("_", "-")
-        groups.append({
-            "FilterGroupId": f"last-hours-{slug}", "CrossDataset": "SINGLE_DATASET", "Status": "ENABLED",
-            "Filters": [{"RelativeDatesFilter": {
-                "FilterId": f"last-hours-{slug}-window-start", "Column": _col(data_set, "window_start"),
-                "AnchorDateConfiguration": {"AnchorOption": "NOW"}, "TimeGranularity": "HOUR",
-                "RelativeDateType": "LAST", "RelativeDateValue": hours, "NullOption": "NON_NULLS_ONLY"}}],
-            "ScopeConfiguration": {"SelectedSheets": {"SheetVisualScopingConfigurations": [
-                {"SheetId": SHEET_ID, "Scope": "SELECTED_VISUALS", "VisualIds": visual_ids}]}}})
-    return groups
-
-
 def dashboard_request(account_id: str, data_set_arns: Mapping[str, str], app_id: str | None = None,
-                      principal_arn: str | None = None, hours: int = 24) -> dict:
-    """CreateDashboard with a definition: one sheet over the metric views.
+                      principal_arn: str | None = None, hours: int = 24, metrics=None) -> dict:
+    """CreateDashboard with a definition: one sheet over the metric views (see :mod:`.dashboard`).
 
     Args:
-        data_set_arns: ``{view: data set ARN}`` for every view in :data:`VIEWS`.
+        data_set_arns: ``{view: data set ARN}`` for every metric view (:func:`view_names`).
         hours: the sheet shows windows that started in the last ``hours``.
+        metrics: a MetricSet (default: ``metrics.yaml``).
     """
-    missing = [v for v in VIEWS if v not in data_set_arns]
+    views = view_names(metrics)
+    missing = [v for v in views if v not in data_set_arns]
     if missing:
         raise ValueError(f"dashboard needs data sets for {missing}")
-    visuals = _visuals()
+    sheet_visuals = visuals(metrics)
     definition = {
-        "DataSetIdentifierDeclarations": [{"Identifier": view, "DataSetArn": data_set_arns[view]} for view in VIEWS],
-        "Sheets": [{"SheetId": SHEET_ID, "Name": "Overview", "Visuals": visuals, "Layouts": _grid(visuals)}],
-        "FilterGroups": _time_filters(visuals, VIEWS, hours),
+        "DataSetIdentifierDeclarations": [{"Identifier": view, "DataSetArn": data_set_arns[view]} for view in views],
+        "Sheets": [{"SheetId": SHEET_ID, "Name": "Overview", "Visuals": sheet_visuals,
+                    "Layouts": grid(sheet_visuals)}],
+        "FilterGroups": time_filters(sheet_visuals, views, hours),
     }
     return {"AwsAccountId": account_id, "DashboardId": dashboard_id(app_id),
             "Name": f"eventpipe ({app_id})" if app_id else "eventpipe",
@@ -401,14 +239,14 @@ def setup(client, account_id: str, *, workgroup: str = "primary", principal_arn:
 
     # 2. data sets (synchronous for DIRECT_QUERY)
     data_set_arns = {}
-    for view, columns in view_columns_by_name(VIEWS, metrics).items():
+    for view, columns in view_columns_by_name(view_names(metrics), metrics).items():
         request = data_set_request(account_id, view, columns, data_source_arn, database, app_id, principal_arn)
         response, created = _create_or_update(client, "data_set", request, sleep)
         data_set_arns[view] = response["Arn"]
         report.append(f"data set {request['DataSetId']} ({database}.{view}): {verb(created)}")
 
     # 3. dashboard: each create/update makes a version; an update's must be published
-    request = dashboard_request(account_id, data_set_arns, app_id, principal_arn, hours)
+    request = dashboard_request(account_id, data_set_arns, app_id, principal_arn, hours, metrics)
     dash_id = request["DashboardId"]
     response, created = _create_or_update(client, "dashboard", request, sleep)
     version = int(response["VersionArn"].rsplit("/", 1)[1])

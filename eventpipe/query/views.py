@@ -10,8 +10,11 @@ keeps them identical to it. Regenerate with::
 Each view applies the lake's consistency rule (sql/README.md): per (app_id,
 window_start) the stage='final' rows when any exist, otherwise the merged
 stage='partial' rows; final rows without events are tombstones and dropped.
-Distinct counts merge the HyperLogLog registers (``<state>__registers``:
-register * 256 + rank) and use the classic estimator with linear counting.
+The measures' SQL comes from the measure registry: distinct counts merge the
+HyperLogLog registers (``<state>__registers``: register * 256 + rank) and use
+the classic estimator with linear counting; percentiles merge the quantile
+sketches (``<state>__buckets``: count * 8192 + slot) and walk their running
+counts (sql/README.md).
 """
 
 from __future__ import annotations
@@ -21,76 +24,78 @@ import textwrap
 from pathlib import Path
 
 from chalicelib.processing import MetricDef, load_metrics, partials_schema
-from chalicelib.processing.partials import read_description
-
-HLL_ESTIMATE = """CAST(round(CASE WHEN {raw} <= 2.5e0 * 4096 AND {empty} > 0
-                       THEN 4096 * ln(4096e0 / {empty})  -- linear counting for small sets
-                       ELSE {raw} END) AS bigint)"""
-
-
-def _n_column(state: str, measures: list[dict]) -> str:
-    """Name of the exported value count of a numeric state, e.g. value_n for value_sum."""
-    for measure in measures:
-        if measure.get("state") == state and measure["func"] in ("sum", "avg"):
-            for suffix in ("_sum", "_avg"):
-                if measure["name"].endswith(suffix):
-                    return measure["name"][: -len(suffix)] + "_n"
-    return f"{state}_n"
+from chalicelib.processing.measures import MEASURES, ScalarState, SketchState
+from chalicelib.processing.partials import measure_specs, read_description, states_of
 
 
 def view_sql(metric: MetricDef) -> str:
+    """The ``CREATE OR REPLACE VIEW`` statement of a metric (Athena SQL).
+
+    Every piece of SQL that depends on a measure comes from the measure
+    registry (chalicelib/processing/measures/): scalar states are merged
+    with their aggregate; each sketch state is unnested into ``(sketch,
+    slot, value)`` rows, merged per slot, and aggregated per group.
+    """
     desc = read_description(partials_schema(metric))
-    keys, numeric, sketches, measures = desc["keys"], desc["numeric"], desc["distinct"], desc["measures"]
+    keys, measures, states = desc["keys"], measure_specs(desc), states_of(desc)
     group = ", ".join(["app_id", "dt", "window_start", "window_end", *keys])
-    states = [(state, part) for state, parts in numeric.items() for part in parts]
-    null_of = {"sum": "0e0", "n": "0", "min": "CAST(NULL AS double)", "max": "CAST(NULL AS double)"}
-    merge_of = {"sum": "sum", "n": "sum", "min": "min", "max": "max"}
+    scalars = [(p, s) for p, s in states if issubclass(s, ScalarState)]
+    sketches = [(p, s) for p, s in states if issubclass(s, SketchState)]
+    sketch_index = {(p, s.suffix): i for i, (p, s) in enumerate(sketches)}
+    value_columns = list(dict.fromkeys(s.sql_value for _, s in sketches))  # [(column, type)] per sketch kind
+    slot_merges = list(dict.fromkeys(f"{s.sql_slot_merge} AS {s.sql_value[0]}" for _, s in sketches))
+    windows = list(dict.fromkeys(w for _, s in sketches for w in s.sql_window))
     indent = "           "
 
     def lines(items: list[str]) -> str:
         return "".join(f",\n{indent}{item}" for item in items)
 
-    measure_rows = [f"{s}__{p}" for s, p in states]
-    register_rows = [null_of[p] for _, p in states]
-    per_register = [f"{merge_of[p]}({s}__{p}) AS {s}__{p}" for s, p in states]
-    merged = [f"{merge_of[p]}({s}__{p}) AS {s}__{p}" for s, p in states]
-    for i, state in enumerate(sketches):
-        merged += [f"4096 - count(hll_register) FILTER (WHERE hll_sketch = {i}) AS {state}__empty",
-                   f"coalesce(sum(power(2e0, -hll_rank)) FILTER (WHERE hll_sketch = {i}), 0e0) AS {state}__inverse",
-                   f"array_agg(hll_register * 256 + hll_rank) FILTER (WHERE hll_sketch = {i}) AS {state}__merged"]
-    unnests = "".join(
-        f"""
+    state_rows = [s.column(p) for p, s in scalars]
+    identity_rows = [s.sql_identity for _, s in scalars]
+    merged_scalars = [f"{s.sql_merge}({s.column(p)}) AS {s.column(p)}" for p, s in scalars]
+    merged = merged_scalars + [agg for i, (p, s) in enumerate(sketches) for agg in s.sql_merged(i, p)]
+    merged += [agg for m in measures for agg in MEASURES[m.func].sql_merged(m, sketch_index)]
+    no_slot = "CAST(NULL AS integer) AS sketch, CAST(NULL AS integer) AS slot" + "".join(
+        f", CAST(NULL AS {kind}) AS {column}" for column, kind in value_columns)
+
+    def unnest(i: int, prefix: str, state) -> str:  # noqa: ANN001 - a SketchState kind
+        slot, value = state.sql_unnest("r")
+        values = ", ".join(value if (column, kind) == state.sql_value else f"CAST(NULL AS {kind})"
+                           for column, kind in value_columns)
+        return f"""
     UNION ALL
     SELECT {group},
-           0, 0{lines(register_rows)},
-           {i}, CAST(floor(r / 256) AS integer), CAST(r % 256 AS integer)
-    FROM chosen CROSS JOIN UNNEST({state}__registers) AS u (r)"""
-        for i, state in enumerate(sketches))
+           0, 0{lines(identity_rows)},
+           {i}, {slot}, {values}
+    FROM chosen CROSS JOIN UNNEST({state.sql_source(prefix)}) AS u (r)"""
 
-    outputs = []
-    for m in measures:
-        state, func, name = m.get("state"), m["func"], f'"{m["name"]}"'
-        if func == "count":
-            outputs.append(f"event_count AS {name}")
-        elif func == "sum":
-            outputs.append(f"CASE WHEN {state}__n > 0 THEN {state}__sum END AS {name}")
-        elif func in ("min", "max"):
-            outputs.append(f"{state}__{func} AS {name}")
-        elif func == "avg":
-            outputs.append(f"{state}__sum / nullif({state}__n, 0) AS {name}")
-        else:  # distinct
-            outputs.append(HLL_ESTIMATE.format(raw=f"{state}__raw", empty=f"{state}__empty") + f" AS {name}")
+    unnests = "".join(unnest(i, p, s) for i, (p, s) in enumerate(sketches))
+    source = "per_slot"
+    running = ""
+    if windows:
+        partition = f"{group}, sketch"
+        running = f"""
+running AS (
+    -- running sums over the slots of each sketch (quantiles)
+    SELECT per_slot.*{lines([w.format(partition=partition) for w in windows])}
+    FROM per_slot
+),"""
+        source = "running"
+    estimates = [e for p, s in sketches for e in s.sql_estimated(p)]
+    estimated = f""",
+estimated AS (
+    -- estimates from the merged sketches (HyperLogLog, m = 4096: alpha * m^2 / (V + sum of 2^-rank))
+    SELECT merged.*{lines(estimates)}
+    FROM merged
+)""" if estimates else ""
+    outputs = [f'{MEASURES[m.func].sql_result(m)} AS "{m.name}"' for m in measures]
     outputs.append("late_count")
-    outputs += [f"{s}__n AS {_n_column(s, measures)}" for s in numeric if "n" in numeric[s]]
-    outputs += [f'{s}__merged AS "{m["name"]}_registers"' for m in measures if m["func"] == "distinct"
-                for s in [m["state"]]]
+    exports = [e for p, s in states for e in s.sql_exports(p, measures)]
+    exports += [e for m in measures for e in MEASURES[m.func].sql_exports(m)]
+    outputs += [f'{expression} AS "{name}"' for expression, name in exports]
 
-    raw_estimates = "".join(f",\n           0.7213e0 / (1e0 + 1.079e0 / 4096) * 4096 * 4096 / "
-                            f"({s}__empty + {s}__inverse) AS {s}__raw" for s in sketches)
     columns = ", ".join(["app_id", "dt", "window_start", "window_end (timestamp, UTC)", *keys,
-                         *[m["name"] for m in measures], "late_count",
-                         *[_n_column(s, measures) for s in numeric if "n" in numeric[s]],
-                         *[f'{m["name"]}_registers' for m in measures if m["func"] == "distinct"]])
+                         *[m.name for m in measures], "late_count", *[name for _, name in exports]])
     header = "\n".join(f"-- {line}" for line in [
         f"view: {metric.name}  (generated from chalicelib/metrics.yaml by eventpipe/query/views.py)",
         *textwrap.wrap(metric.description or metric.name, 96),
@@ -113,38 +118,31 @@ chosen AS (
       AND event_count > 0  -- a final row without events is a tombstone: the window was finalized empty
 ),
 parts AS (
-    -- each chosen row's measures, plus one row per non-empty register of each sketch
+    -- each chosen row's scalar states, plus one row per non-empty slot of each sketch
     SELECT {group},
-           event_count, late_count{lines(measure_rows)},
-           CAST(NULL AS integer) AS hll_sketch, CAST(NULL AS integer) AS hll_register,
-           CAST(NULL AS integer) AS hll_rank
+           event_count, late_count{lines(state_rows)},
+           {no_slot}
     FROM chosen{unnests}
 ),
-per_register AS (
-    -- union of the sketches: the highest rank of each register
-    SELECT {group}, hll_sketch, hll_register,
-           sum(event_count) AS event_count, sum(late_count) AS late_count{lines(per_register)},
-           max(hll_rank) AS hll_rank
+per_slot AS (
+    -- union of the sketches, slot by slot (HLL: highest rank per register; quantiles: sum of counts)
+    SELECT {group}, sketch, slot,
+           sum(event_count) AS event_count, sum(late_count) AS late_count{lines(merged_scalars + slot_merges)}
     FROM parts
-    GROUP BY {group}, hll_sketch, hll_register
-),
+    GROUP BY {group}, sketch, slot
+),{running}
 merged AS (
     SELECT {group},
            sum(event_count) AS event_count, sum(late_count) AS late_count{lines(merged)}
-    FROM per_register
+    FROM {source}
     GROUP BY {group}
-),
-estimated AS (
-    -- classic HyperLogLog, m = 4096: alpha * m^2 / (V + sum of 2^-rank over the non-empty registers)
-    SELECT merged.*{raw_estimates}
-    FROM merged
-)
+){estimated}
 SELECT app_id,
        dt,
        CAST(from_unixtime(window_start / 1000) AS timestamp) AS window_start,
        CAST(from_unixtime(window_end / 1000) AS timestamp) AS window_end{"".join(f",{chr(10)}       {k}" for k in keys)},
        {f",{chr(10)}       ".join(outputs)}
-FROM estimated
+FROM {"estimated" if estimates else "merged"}
 """
 
 

@@ -19,15 +19,14 @@ chosen AS (
       AND event_count > 0  -- a final row without events is a tombstone: the window was finalized empty
 ),
 parts AS (
-    -- each chosen row's measures, plus one row per non-empty register of each sketch
+    -- each chosen row's scalar states, plus one row per non-empty slot of each sketch
     SELECT app_id, dt, window_start, window_end, character_class,
            event_count, late_count,
            attributes_value__sum,
            attributes_value__n,
            attributes_value__min,
            attributes_value__max,
-           CAST(NULL AS integer) AS hll_sketch, CAST(NULL AS integer) AS hll_register,
-           CAST(NULL AS integer) AS hll_rank
+           CAST(NULL AS integer) AS sketch, CAST(NULL AS integer) AS slot, CAST(NULL AS integer) AS hll_rank
     FROM chosen
     UNION ALL
     SELECT app_id, dt, window_start, window_end, character_class,
@@ -39,9 +38,9 @@ parts AS (
            0, CAST(floor(r / 256) AS integer), CAST(r % 256 AS integer)
     FROM chosen CROSS JOIN UNNEST(user_id__registers) AS u (r)
 ),
-per_register AS (
-    -- union of the sketches: the highest rank of each register
-    SELECT app_id, dt, window_start, window_end, character_class, hll_sketch, hll_register,
+per_slot AS (
+    -- union of the sketches, slot by slot (HLL: highest rank per register; quantiles: sum of counts)
+    SELECT app_id, dt, window_start, window_end, character_class, sketch, slot,
            sum(event_count) AS event_count, sum(late_count) AS late_count,
            sum(attributes_value__sum) AS attributes_value__sum,
            sum(attributes_value__n) AS attributes_value__n,
@@ -49,7 +48,7 @@ per_register AS (
            max(attributes_value__max) AS attributes_value__max,
            max(hll_rank) AS hll_rank
     FROM parts
-    GROUP BY app_id, dt, window_start, window_end, character_class, hll_sketch, hll_register
+    GROUP BY app_id, dt, window_start, window_end, character_class, sketch, slot
 ),
 merged AS (
     SELECT app_id, dt, window_start, window_end, character_class,
@@ -58,14 +57,14 @@ merged AS (
            sum(attributes_value__n) AS attributes_value__n,
            min(attributes_value__min) AS attributes_value__min,
            max(attributes_value__max) AS attributes_value__max,
-           4096 - count(hll_register) FILTER (WHERE hll_sketch = 0) AS user_id__empty,
-           coalesce(sum(power(2e0, -hll_rank)) FILTER (WHERE hll_sketch = 0), 0e0) AS user_id__inverse,
-           array_agg(hll_register * 256 + hll_rank) FILTER (WHERE hll_sketch = 0) AS user_id__merged
-    FROM per_register
+           4096 - count(slot) FILTER (WHERE sketch = 0) AS user_id__empty,
+           coalesce(sum(power(2e0, -hll_rank)) FILTER (WHERE sketch = 0), 0e0) AS user_id__inverse,
+           array_agg(slot * 256 + hll_rank) FILTER (WHERE sketch = 0) AS user_id__hll_merged
+    FROM per_slot
     GROUP BY app_id, dt, window_start, window_end, character_class
 ),
 estimated AS (
-    -- classic HyperLogLog, m = 4096: alpha * m^2 / (V + sum of 2^-rank over the non-empty registers)
+    -- estimates from the merged sketches (HyperLogLog, m = 4096: alpha * m^2 / (V + sum of 2^-rank))
     SELECT merged.*,
            0.7213e0 / (1e0 + 1.079e0 / 4096) * 4096 * 4096 / (user_id__empty + user_id__inverse) AS user_id__raw
     FROM merged
@@ -84,6 +83,6 @@ SELECT app_id,
                        THEN 4096 * ln(4096e0 / user_id__empty)  -- linear counting for small sets
                        ELSE user_id__raw END) AS bigint) AS "users",
        late_count,
-       attributes_value__n AS value_n,
-       user_id__merged AS "users_registers"
+       attributes_value__n AS "value_n",
+       user_id__hll_merged AS "users_registers"
 FROM estimated

@@ -8,7 +8,7 @@ from collections import defaultdict
 import orjson
 
 from chalicelib.stream import codec
-from chalicelib.ingest.validation import validate_event
+from chalicelib.ingest.validation import ms_to_iso, validate_event
 from eventpipe.generate import generate_events
 from tests.conftest import kinesis_record
 
@@ -91,3 +91,35 @@ def truth_class_activity(lines: list[bytes]) -> dict[tuple, tuple[int, float, fl
             n += 1
         acc[key] = (count + 1, total, low, high, n)
     return acc
+
+
+def match_lines(count: int, seed: int, start_ms: int = T0, app_id: str = "demo",
+                duration_ms: int = 15 * 60_000) -> list[bytes]:
+    """``match_end`` events whose durations (``attributes.value``) are heavy-tailed, zeros and ints included."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(count):
+        kind = rng.random()
+        value = 0 if kind < 0.03 else rng.randint(1, 3000) if kind < 0.5 else round(rng.lognormvariate(4, 1.5), 3)
+        t = start_ms + rng.randrange(duration_ms)
+        raw = {"event_id": f"match-{seed}-{i}", "event_type": "match_end", "event_time": ms_to_iso(t),
+               "user_id": f"user-{rng.randrange(80)}",
+               "attributes": {"character_class": rng.choice(("mage", "rogue", "priest")), "value": value}}
+        lines.append(validate_event(raw, app_id, received_at=start_ms + duration_ms).line)
+    return lines
+
+
+def truth_match_duration(lines: list[bytes], dedupe: bool = True) -> dict[tuple, list[float]]:
+    """(app, 5-minute window_start, class) -> the match_end values (each event once if ``dedupe``)."""
+    seen, acc = set(), defaultdict(list)
+    for line in lines:
+        event = orjson.loads(line)
+        ident = (event["app_id"], event["event_id"])
+        attributes = orjson.loads(event["attributes"])
+        value = attributes.get("value")
+        if (dedupe and ident in seen) or event["event_type"] != "match_end" or not isinstance(value, (int, float)):
+            continue
+        seen.add(ident)
+        acc[(event["app_id"], event["event_time"] // 300_000 * 300_000, attributes.get("character_class"))].append(
+            float(value))
+    return dict(acc)

@@ -192,6 +192,10 @@ def metric_rows(metric: str, event: dict) -> list[tuple]:
         return [(minute, geohash(lat, lon))]
     if metric == "active_users_5m":
         return [(minute - k * MINUTE, None) for k in range(5)]
+    if metric == "match_duration":
+        if event["event_type"] != "match_end" or _number(attributes.get("value")) is None:
+            return []
+        return [(t // (5 * MINUTE) * 5 * MINUTE, attributes.get("character_class"))]
     raise ValueError(metric)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import orjson
 import pytest
 
@@ -11,8 +12,8 @@ from chalicelib.ingest.validation import ms_to_iso
 from chalicelib.lake.finalizer import Finalizer
 from chalicelib.lake.badrows import S3BadRowsSink
 from chalicelib.lake.consumers import AggregationService, ArchiveService
-from tests.factories.lake import (T0, Clock, canonical_lines, lambda_batches, truth_class_activity,
-                                             truth_event_counts)
+from tests.factories.lake import (T0, Clock, canonical_lines, lambda_batches, match_lines, truth_class_activity,
+                                  truth_event_counts, truth_match_duration)
 
 HOUR = 3_600_000
 RANGE = {"from": ms_to_iso(T0 - HOUR), "to": ms_to_iso(T0 + 2 * HOUR)}
@@ -97,6 +98,38 @@ def test_class_activity_matches_the_ground_truth_after_finalization(client, lake
         assert row["value_avg"] == (pytest.approx(total / n) if n else None)
 
 
+def assert_percentiles_within_one_percent(doc, truth):
+    got = {(r["window_start"], r["character_class"]): r for r in doc["rows"]}
+    truth = {(ms_to_iso(w), c): values for (a, w, c), values in truth.items() if a == "demo"}
+    assert got.keys() == truth.keys()
+    for key, values in truth.items():
+        row = got[key]
+        assert row["count"] == len(values)
+        for percent in (50, 90, 99):
+            exact = float(np.quantile(values, percent / 100, method="lower"))  # rank floor(q * (n - 1))
+            assert abs(row[f"duration_p{percent}"] - exact) <= 0.01 * abs(exact) * (1 + 1e-9), (key, percent)
+
+
+def test_match_duration_percentiles_are_within_one_percent_before_and_after_finalization(client, container):
+    lines = match_lines(2500, seed=31)
+    resent = lines + lines[:200]  # at least once: partials count these twice until finalization
+    clock = Clock(T0 + 30 * 60_000)
+    archive = ArchiveService(container.clients.s3, container.settings.bucket, container.state, clock)
+    aggregation = AggregationService(container.clients.s3, container.settings.bucket, container.state,
+                                     container.metrics, clock)
+    for batch in lambda_batches(resent, seed=32, max_batch_records=3):
+        archive.handle(batch)
+        aggregation.handle(batch)
+    status, before = get(client, "/v1/metrics/match_duration", **RANGE, limit=10000)
+    assert status == 200 and before["window"] == {"size_s": 300, "slide_s": 300}
+    assert_percentiles_within_one_percent(before, truth_match_duration(resent, dedupe=False))
+    Finalizer(container.clients.s3, container.settings.bucket, container.state, container.metrics,
+              Clock(T0 + 3 * HOUR)).run()
+    status, after = get(client, "/v1/metrics/match_duration", **RANGE, limit=10000)
+    assert_percentiles_within_one_percent(after, truth_match_duration(lines))
+    assert after["finalized_until"] >= RANGE["to"][:19]
+
+
 def test_key_filters_select_rows(client, lake):
     status, doc = get(client, "/v1/metrics/event_counts", **RANGE, event_type="level_up,purchase", limit=10000)
     assert status == 200 and doc["rows"]
@@ -115,9 +148,11 @@ def test_metric_list_describes_every_metric(client, container):
     status, doc = get(client, "/v1/metrics")
     assert status == 200
     names = [m["name"] for m in doc["metrics"]]
-    assert names == ["event_counts", "class_activity", "region_activity", "active_users_5m"]
+    assert names == ["event_counts", "class_activity", "region_activity", "active_users_5m", "match_duration"]
     hopping = doc["metrics"][3]
     assert hopping["window"] == {"size_s": 300, "slide_s": 60, "type": "hopping"}
+    assert doc["metrics"][4]["measures"][3] == {"name": "duration_p99",
+                                                "aggregate": "percentile(attributes.value, 99)"}
 
 
 @pytest.mark.parametrize("path, params, status, message", [

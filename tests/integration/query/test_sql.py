@@ -12,11 +12,14 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import orjson
+import pyarrow as pa
 import pytest
 from moto.server import ThreadedMotoServer
 
 from chalicelib.api.keys import AppStore
+from chalicelib.processing import ddsketch
 from chalicelib.runtime.clients import Clients
 from chalicelib.runtime.settings import Settings
 from eventpipe.local.bootstrap import bootstrap
@@ -58,6 +61,16 @@ def ms(value: datetime) -> int:
 
 def close(estimate: int, truth: int) -> bool:
     return abs(estimate - truth) <= 3 + 0.065 * truth
+
+
+def within_one_percent(estimate: float, truth: float) -> bool:
+    """The quantile sketch's guarantee (relative accuracy 0.01, plus float rounding)."""
+    return abs(estimate - truth) <= 0.01 * abs(truth) * (1 + 1e-9)
+
+
+def exact_quantile(values: list[float], percent: int) -> float:
+    """The quantile the measure estimates: rank floor(q * (n - 1)) of the sorted values."""
+    return float(np.quantile(np.asarray(values, dtype=np.float64), percent / 100, method="lower"))
 
 
 def rounded(rows: list[dict]) -> list[dict]:
@@ -147,13 +160,48 @@ def test_active_users_5m_view(lake, app):
         assert close(got[start]["users"], len(t.users)), (start, got[start]["users"], len(t.users))
 
 
+@pytest.mark.parametrize("app", APPS)
+def test_match_duration_view_percentiles_are_within_one_percent_of_the_exact_quantiles(lake, app):
+    _, data, service = lake
+    table = service.run(f"SELECT * FROM match_duration WHERE app_id = '{app}'").table
+    assert {f.name: str(f.type) for f in table.schema if f.name.startswith("duration_p")} == \
+        dict.fromkeys(("duration_p50", "duration_p90", "duration_p99"), "double")
+    rows = table.to_pylist()
+    truth = view_truth(data, "match_duration", app)
+    got = {(ms(r["window_start"]), r["character_class"]): r for r in rows}
+    assert got.keys() == truth.keys() and len(truth) > 20
+    assert {start // HOUR * HOUR for start, _ in truth} == {T0, T0 + HOUR}  # final and partial windows
+    for key, t in truth.items():
+        row = got[key]
+        assert (row["count"], row["late_count"]) == (len(t.values), t.late), key
+        assert ms(row["window_end"]) - ms(row["window_start"]) == 5 * MINUTE
+        for percent in (50, 90, 99):
+            exact = exact_quantile(t.values, percent)
+            assert within_one_percent(row[f"duration_p{percent}"], exact), (key, percent, exact)
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_match_duration_view_merges_the_sketches_as_python_does(lake, app):
+    """The SQL merge of the rows the rule picks equals the one-pass sketch of their values, bucket for bucket."""
+    _, data, service = lake
+    rows = service.run(f"SELECT * FROM match_duration WHERE app_id = '{app}'").table.to_pylist()
+    truth = view_truth(data, "match_duration", app)
+    for row in rows:
+        values = truth[(ms(row["window_start"]), row["character_class"])].values
+        one_pass = ddsketch.sketch_of(values)
+        assert row["duration_sketch"] == ddsketch.to_lists(pa.array([one_pass], pa.binary())).to_pylist()[0]
+        for percent in (50, 90, 99):
+            python = ddsketch.quantile_of(one_pass, percent, 100)
+            assert row[f"duration_p{percent}"] == pytest.approx(python, rel=1e-12)
+
+
 # ------------------------------------------------------------------ named queries
 def test_every_shipped_sql_file_is_tested_here():
     tested_queries = {"events_per_minute", "daily_active_users", "top_users", "class_activity",
-                      "region_heatmap", "late_events", "bad_rows_by_reason", "active_users"}
+                      "region_heatmap", "late_events", "bad_rows_by_reason", "active_users", "match_durations"}
     assert {q.name for q in list_queries()} == tested_queries
     assert {p.stem for p in view_files()} == {"event_counts", "class_activity", "region_activity",
-                                              "active_users_5m"}
+                                              "active_users_5m", "match_duration"}
     for query in list_queries():
         assert query.description and any(p.name == "app_id" for p in query.params), query.name
 
@@ -225,6 +273,30 @@ def test_class_activity_query_merges_users_across_windows(lake, app):
         assert row["value_sum"] == pytest.approx(sum(c["values"]))
         assert (row["value_min"], row["value_max"]) == (min(c["values"]), max(c["values"]))
         assert row["value_avg"] == pytest.approx(sum(c["values"]) / len(c["values"]))
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_match_durations_query_merges_the_sketches_across_windows(lake, app):
+    _, data, service = lake
+    classes = defaultdict(lambda: {"values": [], "windows": 0, "slowest": []})
+    for (_, cls), t in view_truth(data, "match_duration", app).items():
+        classes[cls]["values"] += t.values
+        classes[cls]["windows"] += 1
+        classes[cls]["slowest"].append(exact_quantile(t.values, 99))
+    rows = run(service, "match_durations", app)
+    assert {r["character_class"] for r in rows} == set(classes)
+    assert [r["matches"] for r in rows] == sorted((len(c["values"]) for c in classes.values()), reverse=True)
+    for row in rows:
+        c = classes[row["character_class"]]
+        assert (row["matches"], row["windows"]) == (len(c["values"]), c["windows"])
+        merged = ddsketch.sketch_of(c["values"])  # one pass over every window's values
+        for percent in (50, 90, 99):
+            assert within_one_percent(row[f"p{percent}"], exact_quantile(c["values"], percent))
+            assert row[f"p{percent}"] == pytest.approx(ddsketch.quantile_of(merged, percent, 100), rel=1e-12)
+        assert within_one_percent(row["slowest_window_p99"], max(c["slowest"]))
+    ranged = run(service, "match_durations", app, **{"from": "2026-01-01T13:00:00Z", "to": "2026-01-01T13:10:00Z"})
+    assert sum(r["windows"] for r in ranged) == sum(1 for start, _ in view_truth(data, "match_duration", app)
+                                                     if T0 + HOUR <= start < T0 + HOUR + 10 * MINUTE)
 
 
 @pytest.mark.parametrize("app", APPS)

@@ -129,7 +129,7 @@ def test_partials_survive_parquet_and_merge_after_the_round_trip(con):
     second = aggregate(events_table([event(2, user_id="a", event_type="gps_ping", attributes=ping),
                                      event(3, user_id="c", event_type="gps_ping", attributes=ping)]),
                        METRICS, watermark_ms=NEVER, con=con)
-    for name in METRICS.names:
+    for name in [m.name for m in METRICS.metrics if "users" in {x.name for x in m.measures}]:
         restored = [decode_parquet(encode_parquet(first[name])), decode_parquet(encode_parquet(second[name],
                                                                                             "snappy"))]
         assert restored[0].schema == first[name].schema  # metadata kept

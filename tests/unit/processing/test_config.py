@@ -36,9 +36,10 @@ def with_change(path: list, value, doc=None):
     return doc
 
 
-def test_shipped_config_defines_exactly_the_four_metrics():
+def test_shipped_config_defines_exactly_the_five_metrics():
     metrics = load_metrics()
-    assert metrics.names == ("event_counts", "class_activity", "region_activity", "active_users_5m")
+    assert metrics.names == ("event_counts", "class_activity", "region_activity", "active_users_5m",
+                             "match_duration")
     assert metrics.settings == LatenessSettings(allowed_lateness_ms=5 * MINUTE, max_lateness_ms=7 * 86_400_000)
 
 
@@ -58,7 +59,19 @@ def test_shipped_class_activity_has_value_measures_for_events_with_a_class():
     assert [(x.name, x.func) for x in m.measures] == [
         ("count", "count"), ("value_sum", "sum"), ("value_min", "min"), ("value_max", "max"),
         ("value_avg", "avg"), ("users", "distinct")]
-    assert m.numeric_states == {Field("attributes.value"): ("sum", "n", "min", "max")}
+    value = Field("attributes.value")
+    assert m.states == ((value, "sum"), (value, "n"), (value, "min"), (value, "max"), (Field("user_id"), "hll"))
+
+
+def test_shipped_match_duration_has_three_percentiles_sharing_one_sketch():
+    m = load_metrics()["match_duration"]
+    assert m.filter.event_types == ("match_end",)
+    assert m.window == WindowSpec.tumbling(5 * MINUTE)
+    assert [(x.name, x.func, x.args) for x in m.measures] == [
+        ("count", "count", ()), ("duration_p50", "percentile", ("50",)), ("duration_p90", "percentile", ("90",)),
+        ("duration_p99", "percentile", ("99",))]
+    assert m.states == ((Field("attributes.value"), "ddsketch"),)
+    assert m.measures[3].expression == "percentile(attributes.value, 99)"
 
 
 def test_shipped_region_activity_keys_gps_pings_by_geohash5():
@@ -99,6 +112,13 @@ def test_a_good_custom_metric_parses():
     (["metrics", 0, "measures"], {"bad__name": "count"}, "measures.bad__name", "measure name"),
     (["metrics", 0, "measures"], {"n": "distinct(event_time)"}, "measures.n", "string field"),
     (["metrics", 0, "measures"], {"n": "sum(attributes.a.b)"}, "measures.n", "unknown field"),
+    (["metrics", 0, "measures"], {"n": "sum(attributes.price, 2)"}, "measures.n", "takes one field"),
+    (["metrics", 0, "measures"], {"p": "percentile(attributes.price)"}, "measures.p", "percentile(<numeric field>"),
+    (["metrics", 0, "measures"], {"p": "percentile(attributes.price, 101)"}, "measures.p", "from 0 to 100"),
+    (["metrics", 0, "measures"], {"p": "percentile(attributes.price, 99.12345)"}, "measures.p", "4 decimals"),
+    (["metrics", 0, "measures"], {"p": "percentile(attributes.price, -1)"}, "measures.p", "e.g. percentile"),
+    (["metrics", 0, "measures"], {"p": "percentile(attributes.price, 50, 90)"}, "measures.p", "e.g. percentile"),
+    (["metrics", 0, "measures"], {"p": "percentile(user_id, 50)"}, "measures.p", "is a string"),
     (["metrics", 0, "measures"], {}, "measures", "non-empty"),
     (["metrics", 0, "key"], ["app_id"], "key[0]", "always part of the key"),
     (["metrics", 0, "key"], ["geohash(attributes.lat, attributes.lon, 13)"], "key[0]", "precision"),
@@ -146,6 +166,13 @@ def test_bad_settings_name_the_field(settings, field):
 def test_invalid_yaml_is_a_metric_config_error():
     with pytest.raises(MetricConfigError, match="not valid YAML"):
         parse_metrics_yaml("metrics: [\n  - name: x\n   bad")
+
+
+def test_percentages_are_normalized_so_equal_quantiles_are_equal_measures():
+    doc = with_change(["metrics", 0, "measures"], {"a": "percentile(attributes.price, 99.90)",
+                                                  "b": "percentile(attributes.price , 050)",
+                                                  "c": "percentile( attributes.price, 0 )"})
+    assert [m.args for m in parse_metrics(doc)["m1"].measures] == [("99.9",), ("50",), ("0",)]
 
 
 def test_settings_default_to_5m_and_7d():

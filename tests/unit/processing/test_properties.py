@@ -5,7 +5,9 @@ Values are multiples of 1/4 within +-1000 and at most 60 events, so every
 float sum is exact in any order: sums are compared with ``==``.  Distinct
 counts must match the one-pass sketch byte for byte (register max is
 associative, commutative and idempotent) and the true count within the
-documented HLL bound (3 + 4 standard errors).
+documented HLL bound (3 + 4 standard errors); so must the quantile sketches
+(counts per bucket add up in any order), and percentiles be within 1 % of
+the exact quantile (rank floor(q * (n - 1))).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ POINTS = [(52.52, 13.405), (52.5201, 13.4049), (-33.87, 151.21), (0.0, 0.0)]
 
 @st.composite
 def an_event(draw, i):
-    etype = draw(st.sampled_from(["level_up", "gps_ping", "purchase"]))
+    etype = draw(st.sampled_from(["level_up", "gps_ping", "purchase", "match_end"]))
     attrs = {}
     if draw(st.booleans()):
         attrs["character_class"] = draw(st.sampled_from(["mage", "rogue", "priest"]))
@@ -72,6 +74,7 @@ def test_merged_partials_of_any_split_equal_one_pass(con, plan):
 def check_against_reference(events, one_pass):
     """One pass equals a naive per-event Python computation."""
     expected = defaultdict(lambda: {"count": 0, "users": set(), "values": [], "late": 0})
+    five = 5 * MINUTE
 
     def add(metric, key, ev, window_start, size):
         slot = expected[(metric, ev["app_id"], window_start, key)]
@@ -94,6 +97,8 @@ def check_against_reference(events, one_pass):
             add("region_activity", (geohash_scalar(ev["attrs"]["lat"], ev["attrs"]["lon"], 5),), ev, start, MINUTE)
         for k in range(5):
             add("active_users_5m", (), ev, start - k * MINUTE, 5 * MINUTE)
+        if ev["event_type"] == "match_end" and isinstance(ev["attrs"].get("value"), (int, float)):
+            add("match_duration", (ev["attrs"].get("character_class"),), ev, ev["event_time"] // five * five, five)
     for name in METRICS.names:
         keys = [k.name for k in METRICS[name].keys]
         got = {}
@@ -103,8 +108,9 @@ def check_against_reference(events, one_pass):
         for key, row in got.items():
             want = expected[key]
             assert row["late_count"] == want["late"]
-            true_users = len(want["users"])
-            assert abs(row["users"] - true_users) <= 3 + 4 * hll.RELATIVE_STANDARD_ERROR * true_users
+            if "users" in row:
+                true_users = len(want["users"])
+                assert abs(row["users"] - true_users) <= 3 + 4 * hll.RELATIVE_STANDARD_ERROR * true_users
             if "count" in row:
                 assert row["count"] == want["count"]
             if name == "class_activity":
@@ -113,6 +119,12 @@ def check_against_reference(events, one_pass):
                 assert row["value_min"] == (min(values) if values else None)
                 assert row["value_max"] == (max(values) if values else None)
                 assert row["value_avg"] == (sum(values) / len(values) if values else None)
+            if name == "match_duration":
+                values = sorted(want["values"])
+                assert row["count"] == len(values)
+                for percent in (50, 90, 99):
+                    truth = values[percent * (len(values) - 1) // 100]
+                    assert abs(row[f"duration_p{percent}"] - truth) <= 0.01 * abs(truth) * (1 + 1e-9)
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])

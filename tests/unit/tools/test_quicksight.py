@@ -25,6 +25,7 @@ REGION = "us-east-1"
 PRINCIPAL = f"arn:aws:quicksight:{REGION}:{ACCOUNT}:user/default/analyst"
 SOURCE_ARN = f"arn:aws:quicksight:{REGION}:{ACCOUNT}:datasource/{qs.DATA_SOURCE_ID}"
 COLUMNS = qs.view_columns_by_name()
+VIEWS = qs.view_names()
 
 
 def set_arn(view: str, app_id: str | None = None) -> str:
@@ -32,7 +33,7 @@ def set_arn(view: str, app_id: str | None = None) -> str:
 
 
 def set_arns(app_id: str | None = None) -> dict[str, str]:
-    return {view: set_arn(view, app_id) for view in qs.VIEWS}
+    return {view: set_arn(view, app_id) for view in VIEWS}
 
 
 def all_requests() -> list[tuple[str, str, dict]]:
@@ -44,7 +45,7 @@ def all_requests() -> list[tuple[str, str, dict]]:
         out.append((f"data_source/{tag}", "create_data_source", source))
         out.append((f"data_source/{tag}", "update_data_source", qs.update_request("data_source", source)))
         for app_id in (None, "demo"):
-            for view in qs.VIEWS:
+            for view in VIEWS:
                 ds = qs.data_set_request(ACCOUNT, view, COLUMNS[view], SOURCE_ARN, "eventpipe", app_id, principal)
                 out.append((f"{view}/{app_id}/{tag}", "create_data_set", ds))
                 out.append((f"{view}/{app_id}/{tag}", "update_data_set", qs.update_request("data_set", ds)))
@@ -157,6 +158,21 @@ def test_model_check_catches_what_botocore_lets_through(client):
 
 
 # ------------------------------------------------------------- pure builders
+def test_there_is_one_data_set_per_metric_of_metrics_yaml():
+    from chalicelib.processing import load_metrics, parse_metrics
+    assert VIEWS == load_metrics().names and set(COLUMNS) == set(VIEWS)
+    custom = parse_metrics({"metrics": [{"name": "spend", "key": ["attributes.sku"], "window": {"tumbling": "1h"},
+                                         "measures": {"p95": "percentile(attributes.price, 95)"}}]})
+    assert qs.view_names(custom) == ("spend",)
+    assert qs.view_columns_by_name(metrics=custom)["spend"][3:] == [
+        {"Name": "sku", "Type": "STRING"}, {"Name": "p95", "Type": "DECIMAL"},
+        {"Name": "late_count", "Type": "INTEGER"}]
+    (line, bar) = qs.visuals(custom)
+    assert next(iter(line)) == "LineChartVisual" and next(iter(bar)) == "BarChartVisual"
+    assert bar["BarChartVisual"]["ChartConfiguration"]["FieldWells"]["BarChartAggregatedFieldWells"]["Values"][0][
+        "NumericalMeasureField"]["AggregationFunction"] == {"SimpleNumericalAggregation": "MAX"}
+
+
 def test_view_columns_follow_metrics_yaml():
     types = {view: {c["Name"]: c["Type"] for c in cols} for view, cols in COLUMNS.items()}
     base = {"app_id": "STRING", "window_start": "DATETIME", "window_end": "DATETIME"}
@@ -168,6 +184,9 @@ def test_view_columns_follow_metrics_yaml():
     assert types["region_activity"] == {**base, "geohash5": "STRING", "count": "INTEGER", "users": "INTEGER",
                                         "late_count": "INTEGER"}
     assert types["active_users_5m"] == {**base, "users": "INTEGER", "late_count": "INTEGER"}
+    assert types["match_duration"] == {**base, "character_class": "STRING", "count": "INTEGER",
+                                       "duration_p50": "DECIMAL", "duration_p90": "DECIMAL",
+                                       "duration_p99": "DECIMAL", "late_count": "INTEGER"}
 
 
 def test_data_set_over_the_view_or_restricted_to_one_app():
@@ -222,6 +241,11 @@ def test_dashboard_definition_is_consistent_with_the_data_sets():
     sheet = definition["Sheets"][0]
     visuals = {next(iter(v)): next(iter(v.values())) for v in sheet["Visuals"]}
     assert set(visuals) == {"LineChartVisual", "BarChartVisual", "HeatMapVisual", "TableVisual"}
+    # every metric has a visual, chosen by its shape (metrics.yaml), none named in the code
+    visual_ids = [next(iter(v.values()))["VisualId"] for v in sheet["Visuals"]]
+    assert visual_ids == ["event-counts-over-time", "class-activity-over-time", "class-activity-by-key",
+                          "region-activity-heat-map", "region-activity-table", "active-users-5m-over-time",
+                          "match-duration-over-time", "match-duration-by-key"]
     wanted_type = {"DateDimensionField": {"DATETIME"}, "CategoricalDimensionField": {"STRING"},
                    "NumericalMeasureField": {"INTEGER", "DECIMAL"}}
     for visual in sheet["Visuals"]:
@@ -241,13 +265,21 @@ def test_dashboard_definition_is_consistent_with_the_data_sets():
     # a field id may appear twice in one visual (well + sort) but never in two visuals
     per_visual = [{f[1] for f in _fields(v, [])} for v in sheet["Visuals"]]
     assert sum(len(s) for s in per_visual) == len(set(field_ids))
-    visual_ids = [next(iter(v.values()))["VisualId"] for v in sheet["Visuals"]]
     assert [e["ElementId"] for e in sheet["Layouts"][0]["Configuration"]["GridLayout"]["Elements"]] == visual_ids
     # the events-per-minute line: count by minute, colored by event type
     line = sheet["Visuals"][0]["LineChartVisual"]["ChartConfiguration"]["FieldWells"]["LineChartAggregatedFieldWells"]
     assert line["Category"][0]["DateDimensionField"]["Column"]["ColumnName"] == "window_start"
     assert line["Category"][0]["DateDimensionField"]["DateGranularity"] == "MINUTE"
     assert line["Colors"][0]["CategoricalDimensionField"]["Column"]["ColumnName"] == "event_type"
+    # the active users line is drawn at window_end (hopping window: "the last 5 minutes" then)
+    active = sheet["Visuals"][5]["LineChartVisual"]["ChartConfiguration"]["FieldWells"][
+        "LineChartAggregatedFieldWells"]
+    assert active["Category"][0]["DateDimensionField"]["Column"]["ColumnName"] == "window_end"
+    # percentiles per class: value measures only, each combined by its kind's aggregation (MAX: they do not add up)
+    bar = sheet["Visuals"][7]["BarChartVisual"]["ChartConfiguration"]["FieldWells"]["BarChartAggregatedFieldWells"]
+    assert [(v["NumericalMeasureField"]["Column"]["ColumnName"],
+             v["NumericalMeasureField"]["AggregationFunction"]["SimpleNumericalAggregation"]) for v in bar["Values"]] \
+        == [("duration_p50", "MAX"), ("duration_p90", "MAX"), ("duration_p99", "MAX")]
     # time filters: one per data set, scoped to the visuals that use it
     for group in definition["FilterGroups"]:
         relative = group["Filters"][0]["RelativeDatesFilter"]
@@ -256,7 +288,7 @@ def test_dashboard_definition_is_consistent_with_the_data_sets():
         scoped = group["ScopeConfiguration"]["SelectedSheets"]["SheetVisualScopingConfigurations"][0]["VisualIds"]
         assert scoped and all(data_set in qs.visual_data_sets(sheet["Visuals"][visual_ids.index(v)]) for v in scoped)
     assert {g["Filters"][0]["RelativeDatesFilter"]["Column"]["DataSetIdentifier"]
-            for g in definition["FilterGroups"]} == set(qs.VIEWS)
+            for g in definition["FilterGroups"]} == set(VIEWS)
     with pytest.raises(ValueError, match="active_users_5m"):
         qs.dashboard_request(ACCOUNT, {v: a for v, a in set_arns().items() if v != "active_users_5m"})
 
@@ -277,7 +309,7 @@ def test_setup_updates_existing_resources_grants_and_publishes(client):
         stubber.add_response("update_data_source_permissions", {}, qs.permissions_request("data_source", source))
         stubber.add_response("describe_data_source", {"DataSource": {"Status": "UPDATE_SUCCESSFUL"}},
                              {"AwsAccountId": ACCOUNT, "DataSourceId": qs.DATA_SOURCE_ID})
-        for view in qs.VIEWS:
+        for view in VIEWS:
             ds = qs.data_set_request(ACCOUNT, view, COLUMNS[view], SOURCE_ARN, "eventpipe", "demo", PRINCIPAL)
             _exists(stubber, "create_data_set", ds)
             stubber.add_response("update_data_set", {"Arn": set_arn(view, "demo")}, qs.update_request("data_set", ds))
@@ -307,7 +339,7 @@ def test_conflict_is_retried_and_a_failed_dashboard_version_raises(client):
         stubber.add_client_error("create_data_source", "ConflictException", "busy", 409, expected_params=source)
         stubber.add_response("create_data_source", {"Arn": SOURCE_ARN, "CreationStatus": "CREATION_SUCCESSFUL"},
                              source)
-        for view in qs.VIEWS:
+        for view in VIEWS:
             stubber.add_response("create_data_set", {"Arn": set_arn(view)},
                                  qs.data_set_request(ACCOUNT, view, COLUMNS[view], SOURCE_ARN))
         stubber.add_response("create_dashboard", {
@@ -330,7 +362,7 @@ def test_setup_twice_on_moto():
         first = qs.setup(client, ACCOUNT, workgroup="primary", sleep=pytest.fail)
         second = qs.setup(client, ACCOUNT, workgroup="primary", sleep=pytest.fail)
         # moto's create_* overwrite silently, so both runs take the create path
-        assert first == second and len(first) == 1 + len(qs.VIEWS) + 1
+        assert first == second and len(first) == 1 + len(VIEWS) + 1
         source = client.describe_data_source(AwsAccountId=ACCOUNT, DataSourceId="eventpipe-athena")["DataSource"]
         assert source["Type"] == "ATHENA" and source["Status"] == "CREATION_SUCCESSFUL"
         assert source["DataSourceParameters"] == {"AthenaParameters": {"WorkGroup": "primary"}}
@@ -342,11 +374,11 @@ def test_setup_twice_on_moto():
 
         qs.setup(client, ACCOUNT, app_id="demo", principal_arn=PRINCIPAL, sleep=pytest.fail)
         backend = quicksight_backends[ACCOUNT][REGION]
-        assert sorted(backend.data_sets) == sorted([qs.data_set_id(v) for v in qs.VIEWS]
-                                                   + [qs.data_set_id(v, "demo") for v in qs.VIEWS])
+        assert sorted(backend.data_sets) == sorted([qs.data_set_id(v) for v in VIEWS]
+                                                   + [qs.data_set_id(v, "demo") for v in VIEWS])
         # the definition went over the wire (REST/JSON) and came back unchanged
         stored = backend.dashboards["eventpipe-demo-dashboard"]
-        arns = {v: backend.data_sets[qs.data_set_id(v, "demo")].arn for v in qs.VIEWS}
+        arns = {v: backend.data_sets[qs.data_set_id(v, "demo")].arn for v in VIEWS}
         assert stored.definition == qs.dashboard_request(ACCOUNT, arns, "demo")["Definition"]
         assert stored.permissions == [{"Principal": PRINCIPAL, "Actions": qs.DASHBOARD_ACTIONS}]
 
