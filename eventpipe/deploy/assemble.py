@@ -70,8 +70,9 @@ def _cached_dir(cache_dir: Path, kind: str, key: str, build) -> Path:
     try:
         build(tmp)
         (tmp / ".complete").write_text(key)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        if not (final / ".complete").exists():  # else another build finished it meanwhile: keep that one
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
@@ -89,7 +90,7 @@ def layer_zip(site: Site, plan: DistributionPlan, layer: str, package: PackageSp
 
 def project_files(project_dir: Path, package: PackageSpec) -> list[str]:
     """The files of this repository that go into the code zip: the one rule of artifact_config.PACKAGE."""
-    return staging.select(staging.walk_files(project_dir), package.code_include, package.code_exclude)
+    return staging.select_files(project_dir, package.code_include, package.code_exclude)
 
 
 def code_zip(site: Site, chalice: Site, plan: DistributionPlan, package: PackageSpec, project_dir: Path,

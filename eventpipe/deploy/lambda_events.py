@@ -73,9 +73,9 @@ def kinesis_events(kinesis, stream_name: str, batch_size: int = 1000) -> list[di
         records: list[dict] = []
         while iterator:
             page = kinesis.get_records(ShardIterator=iterator, Limit=batch_size)
-            records += [_record(r, shard["ShardId"], arn, region) for r in page["Records"]]
-            if not page["Records"] or page.get("MillisBehindLatest", 0) == 0:
+            if not page["Records"]:
                 break
+            records += [_record(r, shard["ShardId"], arn, region) for r in page["Records"]]
             iterator = page.get("NextShardIterator")
         for start in range(0, len(records), batch_size):
             events.append({"Records": records[start:start + batch_size]})

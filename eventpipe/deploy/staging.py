@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 import shutil
@@ -49,6 +50,21 @@ def matches(path: str, patterns: Iterable[str]) -> bool:
 def select(paths: Iterable[str], include: Sequence[str], exclude: Sequence[str]) -> list[str]:
     """The paths matching an ``include`` glob and no ``exclude`` glob, sorted."""
     return sorted(p for p in paths if matches(p, include) and not matches(p, exclude))
+
+
+def select_files(root: Path, include: Sequence[str], exclude: Sequence[str]) -> list[str]:
+    """The files under ``root`` that :func:`select` keeps, walking only where an ``include`` can match."""
+    candidates: set[str] = set()
+    for pattern in include:
+        parts = pattern.split("/")
+        fixed = list(itertools.takewhile(lambda part: not any(c in part for c in "*?["), parts))
+        base = root.joinpath(*fixed) if fixed else root
+        if base.is_file():
+            candidates.add(base.relative_to(root).as_posix())
+        elif base.is_dir():
+            prefix = "/".join(fixed)
+            candidates.update(f"{prefix}/{rel}" if prefix else rel for rel in walk_files(base))
+    return select(candidates, include, exclude)
 
 
 def walk_files(root: Path) -> Iterator[str]:

@@ -194,8 +194,9 @@ def _install_cached(cache_dir: Path, kind: str, key: str, runtime: RuntimeSpec, 
     try:
         run_pip(pip_install_command(runtime, staging / "site", args, pip_options), runtime, pins)
         (staging / "site" / ".complete").write_text(key)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging / "site", final)
+        if not (final / ".complete").exists():  # else another build finished it meanwhile: keep that one
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(staging / "site", final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
