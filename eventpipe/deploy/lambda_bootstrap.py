@@ -60,7 +60,7 @@ def main(request_path: str) -> int:
     with open(request_path) as handle:
         request = json.load(handle)
     sys.path[:] = lambda_path(request["task"], request["opt"], request["runtime"])
-    response: dict = {"sys_path": list(sys.path), "interpreter": sys.executable,
+    response: dict = {"sys_path": list(sys.path), "interpreter": sys.executable, "stdlib_prefix": sys.base_prefix,
                       "startup_ms": (time.perf_counter() - STARTED) * 1000}
     module_name, _, attribute = request["handler"].rpartition(".")
     began = time.perf_counter()

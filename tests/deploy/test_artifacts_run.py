@@ -14,7 +14,6 @@ import dataclasses
 import time
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 import pytest
@@ -148,7 +147,7 @@ def test_sandbox_path_holds_only_the_lambda_directories_and_the_stdlib(flow):
     run = flow.runs["index_events"]
     task, opt = flow.sandbox.dirs("index_events")
     version = flow.sandbox.artifacts.python_version
-    path, prefix = run.response["sys_path"], str(Path(run.response["interpreter"]).parent.parent)
+    path, prefix = run.response["sys_path"], run.response["stdlib_prefix"]
     assert path[:4] == [str(task), f"{opt}/python/lib/python{version}/site-packages", f"{opt}/python",
                         str(flow.sandbox.runtime_dir)]
     assert path[4:] and all(p.startswith(prefix) and "site-packages" not in p for p in path[4:]), path
