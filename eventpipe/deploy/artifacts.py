@@ -7,7 +7,7 @@ a pin differs from the tests' or a size is over a limit. The deploy command and
 the template generator call :func:`build_artifacts`. Wheels, layers and staged
 dependencies are cached under ``~/.cache/eventpipe/artifacts`` (``EVENTPIPE_CACHE_DIR``),
 keyed by everything they are made from, so a rebuild with unchanged pins only
-re-zips app.py and chalicelib/.
+re-zips app.py and chalicelib/; entries unused for 14 days are removed.
 """
 
 from __future__ import annotations
@@ -182,6 +182,7 @@ def build_artifacts(out_dir: str | Path, runtime: str | RuntimeSpec | None = Non
         bytecode=python is not None, placement=plan.placement, left_out=plan.left_out,
         versions=MappingProxyType({n: d.version for n, d in site.distributions.items()}))
     (out / "manifest.json").write_text(json.dumps(artifacts.manifest(), indent=2) + "\n")
+    assemble.prune_cache(cache_dir)
     if check and (problems := artifacts.size_problems()):
         raise SizeError("artifacts over their limits:\n  " + "\n  ".join(problems))
     return artifacts

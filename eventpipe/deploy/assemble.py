@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -64,6 +65,7 @@ def _cached_dir(cache_dir: Path, kind: str, key: str, build) -> Path:
     """A directory built once per key by ``build(tmp_dir)`` and kept under the cache."""
     final = cache_dir / kind / key
     if (final / ".complete").exists():
+        (final / ".complete").touch()  # last use, for prune_cache
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
@@ -106,3 +108,17 @@ def code_zip(site: Site, chalice: Site, plan: DistributionPlan, package: Package
         if python:
             staging.compile_bytecode(python, own, "/var/task")
         return staging.write_zip(out, [deps / "sourceless", deps / "sources", own], compresslevel=9)
+
+
+def prune_cache(cache_dir: Path, max_age_days: float = 14) -> list[Path]:
+    """Removes cache entries (wheels, layers, staged dependencies) unused for ``max_age_days``."""
+    removed = []
+    cutoff = time.time() - max_age_days * 86400
+    for kind in ("site", "pinned", "layers", "code-deps"):
+        for entry in sorted((cache_dir / kind).glob("*")) if (cache_dir / kind).is_dir() else ():
+            marker = entry / ".complete"
+            if entry.is_dir() and not entry.name.startswith(".") and marker.exists() \
+                    and marker.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed

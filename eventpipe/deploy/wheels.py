@@ -188,6 +188,7 @@ def _install_cached(cache_dir: Path, kind: str, key: str, runtime: RuntimeSpec, 
                     pip_options: Sequence[str], pins: Mapping[str, str]) -> Path:
     final = cache_dir / kind / key
     if (final / ".complete").exists():
+        (final / ".complete").touch()  # last use, for assemble.prune_cache
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))

@@ -179,3 +179,18 @@ def test_globs_span_directories_only_with_double_star(path, pattern, expected):
 
 def test_size_budget_keeps_a_fifth_of_lambdas_limit():
     assert UNZIPPED_BUDGET == 200 * MIB and LAMBDA_ZIP_LIMIT == 50 * MIB
+
+
+def test_cache_entries_unused_for_two_weeks_are_pruned(tmp_path):
+    import os
+    import time
+
+    for kind, key, age_days in (("layers", "old", 15), ("layers", "recent", 1), ("site", "old", 30)):
+        marker = tmp_path / kind / key / ".complete"
+        marker.parent.mkdir(parents=True)
+        marker.write_text(key)
+        stamp = time.time() - age_days * 86400
+        os.utime(marker, (stamp, stamp))
+    removed = assemble.prune_cache(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == ["layers/old", "site/old"]
+    assert (tmp_path / "layers" / "recent").exists()
