@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench clean-venv
+.PHONY: run test test-fast bench artifacts bench-coldstart clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11)")'
@@ -28,6 +28,13 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+## The Lambda code zip and layers for the target runtime (build/artifacts), with their sizes.
+artifacts: $(STAMP)
+	$(BIN)/python -m eventpipe.deploy.artifacts build --out build/artifacts
+
+bench-coldstart: $(STAMP)
+	$(BIN)/python bench/coldstart.py
 
 clean-venv:
 	rm -rf $(VENV)

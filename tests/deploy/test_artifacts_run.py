@@ -1,0 +1,175 @@
+"""Every handler runs from its unpacked artifacts, in an interpreter that sees nothing else.
+
+One flow on moto server + osmem-server, each step a fresh ``python3.12 -I -S -B``
+whose ``sys.path`` is ``var/task`` (code zip), ``opt/python`` (the function's layers),
+the pinned boto3 (Lambda's /var/runtime) and the standard library: the API posts
+events (plain JSON and gzip), the three Kinesis consumers get the very records moto
+stored, both schedules run, and the API then answers metrics and search.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import time
+import zipfile
+from dataclasses import dataclass
+
+import orjson
+import pytest
+
+from chalicelib.clients import Clients
+from chalicelib.config import Settings
+from chalicelib.generate import generate_events
+from chalicelib.lake import layout
+from chalicelib.lake.reader import list_keys, read_many
+from chalicelib.local.bootstrap import bootstrap
+from chalicelib.search.client import client_for_url
+from eventpipe.deploy import lambda_events as events
+from eventpipe.deploy.sandbox import FunctionError, FunctionRun, Sandbox, chalice_environment, local_services
+from tests.deploy.artifact_fixtures import runnable_artifacts, target_artifacts  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.artifacts
+
+PER_BATCH = 200
+HEAVY = {"pyarrow", "numpy", "duckdb", "pandas"}
+KEY = {"x-api-key": "demo-key"}
+
+
+@dataclass
+class Flow:
+    sandbox: Sandbox
+    clients: Clients
+    settings: Settings
+    search_url: str
+    runs: dict[str, FunctionRun]
+    first_ms: int
+    last_ms: int
+
+
+def _steps(sandbox: Sandbox, clients: Clients, settings: Settings, search_url: str) -> Flow:
+    start_ms = (int(time.time()) // 3600 - 3) * 3_600_000  # closed windows, within every retention
+    plain = list(generate_events(PER_BATCH, seed=1, start_ms=start_ms, duration_ms=1_800_000))
+    ndjson = b"\n".join(orjson.dumps(e) for e in generate_events(PER_BATCH, seed=2, start_ms=start_ms + 1_800_000,
+                                                                   duration_ms=1_800_000))
+    runs = {"api": sandbox.run("api_handler", [
+        events.api_event("GET", "/v1/health"),
+        events.api_event("POST", "/v1/events", headers={**KEY, "Content-Type": "application/json"},
+                         body=orjson.dumps({"events": plain})),
+        events.api_event("POST", "/v1/events", headers={**KEY, "Content-Type": "application/x-ndjson",
+                                                        "Content-Encoding": "gzip"},
+                         body=events.gzip_body(ndjson), binary=True),
+    ])}
+    batches = events.kinesis_events(clients.kinesis, settings.stream_name)
+    for function in ("archive_events", "aggregate_events", "index_events"):
+        runs[function] = sandbox.run(function, batches)
+    client_for_url(search_url).indices.create(index=f"{settings.search_index_prefix}-2000.01.01")
+    for function in ("search_retention", "finalize_windows"):
+        runs[function] = sandbox.run(function, [events.scheduled_event(function)])
+    window = {"from": [_iso(start_ms)], "to": [_iso(start_ms + 3_600_000)]}
+    runs["api_read"] = sandbox.run("api_handler", [
+        events.api_event("GET", "/v1/metrics", headers=KEY),
+        events.api_event("GET", "/v1/metrics/event_counts", resource="/v1/metrics/{name}", headers=KEY,
+                         query={**window, "limit": ["10000"]}),
+        events.api_event("GET", "/v1/search", headers=KEY, query={**window, "size": ["5"]}),
+    ])
+    return Flow(sandbox, clients, settings, search_url, runs, start_ms, start_ms + 3_600_000)
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+@pytest.fixture(scope="module")
+def flow(runnable_artifacts, tmp_path_factory):  # noqa: F811 - the imported fixture
+    with local_services() as services:
+        env = {**chalice_environment(), "EVENTPIPE_AWS_ENDPOINT_URL": services.moto_url,
+               "OPENSEARCH_URL": services.search_url, "EVENTPIPE_SEARCH_REPLICAS": "0",
+               "EVENTPIPE_FINALIZE_GRACE_S": "0", "EVENTPIPE_FINALIZE_CLOSE_DELAY_S": "0"}
+        settings = Settings.from_env({**env, "AWS_REGION": "us-east-1"})
+        clients = Clients(settings)
+        bootstrap(clients)
+        sandbox = Sandbox.create(runnable_artifacts, tmp_path_factory.mktemp("sandbox"), env)
+        yield _steps(sandbox, clients, settings, services.search_url)
+
+
+def _body(response: dict) -> dict:
+    body = response["body"]
+    return orjson.loads(base64.b64decode(body) if response.get("isBase64Encoded") else body)
+
+
+def test_api_answers_health_and_accepts_plain_and_gzip_posts(flow):
+    health, plain, gzipped = flow.runs["api"].results()
+    assert health["statusCode"] == 200, health
+    assert _body(health)["status"] == "ok"
+    for response in (plain, gzipped):
+        assert response["statusCode"] == 200, response
+        assert _body(response)["accepted"] == PER_BATCH and _body(response)["rejected"] == 0
+
+
+def test_posting_events_loads_no_pyarrow_numpy_or_duckdb(flow):
+    run = flow.runs["api"]
+    run.results()
+    assert not HEAVY & set(run.response["modules_after_init"])
+    assert not HEAVY & set(run.response["invocations"][-1]["modules"])
+
+
+def test_kinesis_consumers_archive_aggregate_and_index_the_posted_events(flow):
+    for function in ("archive_events", "aggregate_events", "index_events"):
+        assert all(r == {"batchItemFailures": []} for r in flow.runs[function].results()), function
+    bucket = flow.settings.bucket
+    raw = [o["Key"] for o in list_keys(flow.clients.s3, bucket, layout.EVENTS_PREFIX)]
+    assert sum(t.num_rows for t in read_many(flow.clients.s3, bucket, raw)) == 2 * PER_BATCH
+    search = client_for_url(flow.search_url)
+    search.indices.refresh(index=f"{flow.settings.search_index_prefix}-*")
+    assert search.count(index=f"{flow.settings.search_index_prefix}-*")["count"] == 2 * PER_BATCH
+
+
+def test_schedules_finalize_windows_and_delete_expired_indices(flow):
+    (retention,) = flow.runs["search_retention"].results()
+    assert f"{flow.settings.search_index_prefix}-2000.01.01" in retention["deleted"]
+    (finalized,) = flow.runs["finalize_windows"].results()
+    assert any("event_counts" in line for line in finalized["partitions"]), finalized
+    final = list(list_keys(flow.clients.s3, flow.settings.bucket, layout.rollup_prefix("event_counts", "final")))
+    assert final
+
+
+def test_metrics_and_search_answer_from_the_artifacts(flow):
+    listing, counts, found = flow.runs["api_read"].results()
+    assert listing["statusCode"] == 200 and "event_counts" in str(_body(listing))
+    assert counts["statusCode"] == 200, counts
+    assert sum(row["count"] for row in _body(counts)["rows"]) == 2 * PER_BATCH
+    assert found["statusCode"] == 200, found
+    assert _body(found)["total"] == 2 * PER_BATCH and len(_body(found)["hits"]) == 5
+
+
+def test_sandbox_path_holds_only_the_lambda_directories_and_the_stdlib(flow):
+    run = flow.runs["index_events"]
+    task, opt = flow.sandbox.dirs("index_events")
+    version = flow.sandbox.artifacts.python_version
+    path, prefix = run.response["sys_path"], run.response["stdlib_prefix"]
+    assert path[:4] == [str(task), f"{opt}/python/lib/python{version}/site-packages", f"{opt}/python",
+                        str(flow.sandbox.runtime_dir)]
+    assert path[4:] and all(p.startswith(prefix) and "site-packages" not in p for p in path[4:]), path
+    assert not HEAVY & set(run.response["invocations"][-1]["modules"])  # index_events has no layers
+
+
+def test_every_packaged_chalicelib_module_is_imported_by_some_handler(flow):
+    with zipfile.ZipFile(flow.sandbox.artifacts.code.path) as archive:
+        packaged = {n[:-3].replace("/", ".").removesuffix(".__init__") for n in archive.namelist()
+                    if n.startswith("chalicelib/") and n.endswith(".py")}
+    imported = set().union(*(run.response["own_modules"] for run in flow.runs.values()))
+    assert packaged and packaged - imported == set()
+
+
+def test_a_module_missing_from_the_artifacts_fails_the_run(runnable_artifacts, tmp_path):  # noqa: F811
+    broken = tmp_path / "code.zip"
+    with zipfile.ZipFile(runnable_artifacts.code.path) as source, zipfile.ZipFile(broken, "w") as target:
+        for info in source.infolist():
+            if not info.filename.startswith("opensearchpy/"):
+                target.writestr(info, source.read(info))
+    artifacts = dataclasses.replace(runnable_artifacts, code=dataclasses.replace(runnable_artifacts.code, path=broken))
+    run = Sandbox.create(artifacts, tmp_path / "sandbox", {}).run("search_retention",
+                                                                  [events.scheduled_event("search_retention")])
+    with pytest.raises(FunctionError, match="No module named 'opensearchpy'"):
+        run.results()
