@@ -27,10 +27,10 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chalicelib.clients import Clients  # noqa: E402
-from chalicelib.config import Settings  # noqa: E402
-from chalicelib.generate import generate_events  # noqa: E402
-from chalicelib.local.bootstrap import bootstrap  # noqa: E402
+from chalicelib.runtime.clients import Clients  # noqa: E402
+from chalicelib.runtime.settings import Settings  # noqa: E402
+from eventpipe.generate import generate_events  # noqa: E402
+from eventpipe.local.bootstrap import bootstrap  # noqa: E402
 from eventpipe.deploy import lambda_events as events  # noqa: E402
 from eventpipe.deploy.artifacts import build_artifacts  # noqa: E402
 from eventpipe.deploy.sandbox import Sandbox, chalice_environment, local_services  # noqa: E402

@@ -15,15 +15,34 @@ or all of it at once, as the consumer does: ``process_batch(records, metrics, ma
 Later, ``finalize(merge_partials([...]))`` gives the final measures.
 """
 
-from .aggregate import aggregate, aggregate_metric
-from .decode import BadRecord, DecodedBatch, decode_records
+from typing import TYPE_CHECKING
+
 from .errors import (DurationError, EventsTableError, InvalidArgumentError, MetricConfigError, PartialsError,
                      ProcessingError, SketchError)
 from .metric_config import MetricDef, MetricSet, LatenessSettings, load_metrics, parse_metrics, parse_metrics_yaml
 from .partials import decode_parquet, encode_parquet, finalize, merge_partials, partials_schema
 from .lateness import NO_WATERMARK, max_event_time_seen, split_too_late, watermark
-from .pipeline import BatchResult, process_batch
 from .windows import WindowSpec, assign_windows, parse_duration, window_starts
+
+#: Loaded on first use (PEP 562): they need duckdb, which a reader of rollups (the API) never loads.
+_LAZY = {"aggregate": ".aggregation", "aggregate_metric": ".aggregation", "BadRecord": ".decode",
+         "DecodedBatch": ".decode", "decode_records": ".decode", "BatchResult": ".pipeline",
+         "process_batch": ".pipeline"}
+
+if TYPE_CHECKING:
+    from .aggregation import aggregate, aggregate_metric
+    from .decode import BadRecord, DecodedBatch, decode_records
+    from .pipeline import BatchResult, process_batch
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BadRecord", "BatchResult", "DecodedBatch", "DurationError", "EventsTableError", "InvalidArgumentError",

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import duckdb
 import pyarrow as pa
 
-from .aggregate import aggregate
+from .aggregation import aggregate
 from .decode import BadRecord, decode_records
 from .lateness import max_event_time_seen, split_too_late, watermark
 from .metric_config import MetricSet

@@ -124,9 +124,9 @@ PACKAGE = PackageSpec(
         LayerSpec("duckdb", ("duckdb",), "duckdb"),
     ),
     functions=(
-        # The API needs duckdb only because chalicelib/processing/__init__.py imports every submodule
-        # (GET /v1/metrics -> metrics_api -> chalicelib.processing -> aggregate/decode -> duckdb).
-        FunctionSpec("api_handler", "app.app", "api", _LAKE),
+        # The API reads rollups for GET /v1/metrics (pyarrow, numpy); chalicelib.processing imports its
+        # submodules lazily, so decoding and aggregation (duckdb) are never loaded there.
+        FunctionSpec("api_handler", "app.app", "api", ("pyarrow", "numpy")),
         FunctionSpec("archive_events", "app.archive_events", "kinesis", _LAKE),
         FunctionSpec("aggregate_events", "app.aggregate_events", "kinesis", _LAKE),
         FunctionSpec("finalize_windows", "app.finalize_windows", "schedule", _LAKE),
@@ -134,14 +134,9 @@ PACKAGE = PackageSpec(
         FunctionSpec("search_retention", "app.search_retention", "schedule", ()),
     ),
     code_include=("app.py", "chalicelib/**"),
-    # Tools that still live in chalicelib/ (they move to eventpipe/): empty this list once they have.
-    code_exclude=(
-        "chalicelib/cli.py", "chalicelib/sender.py", "chalicelib/generate.py", "chalicelib/quicksight.py",
-        "chalicelib/local/**", "chalicelib/query/**",
-        # Glue table definitions: used by the local bootstrap and the deploy template, by no handler.
-        "chalicelib/lake/glue.py",
-        "**/__pycache__/**", "**/*.pyc",
-    ),
+    # The tools live in eventpipe/, outside the rule. Left out of chalicelib/: the Glue table definitions
+    # (the local bootstrap and the deploy template use them, no handler does) and the local-only tap consumer.
+    code_exclude=("chalicelib/lake/glue.py", "chalicelib/stream/tap.py", "**/__pycache__/**", "**/*.pyc"),
     excluded_distributions=MappingProxyType({
         "grpcio": "opensearch-py 3.x requires it for its gRPC transport; the REST client never imports it",
         "opensearch-protobufs": "the gRPC messages of opensearch-py 3.x; never imported by the REST client",

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from chalicelib.clients import Clients
-from chalicelib.config import Settings
-from chalicelib.generate import generate_events
+from chalicelib.runtime.clients import Clients
+from chalicelib.runtime.settings import Settings
+from eventpipe.generate import generate_events
 from chalicelib.lake import layout
 from chalicelib.lake.reader import list_keys, read_many
-from chalicelib.local.bootstrap import bootstrap
+from eventpipe.local.bootstrap import bootstrap
 from chalicelib.search.client import client_for_url
 from eventpipe.deploy import lambda_events as events
 from eventpipe.deploy.sandbox import FunctionError, FunctionRun, Sandbox, chalice_environment, local_services

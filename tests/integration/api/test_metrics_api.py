@@ -10,8 +10,6 @@ import pytest
 
 from chalicelib.ingest.validation import ms_to_iso
 from chalicelib.lake.finalizer import Finalizer
-from chalicelib.lake.badrows import S3BadRowsSink
-from chalicelib.lake.consumers import AggregationService, ArchiveService
 from tests.factories.lake import (T0, Clock, canonical_lines, lambda_batches, match_lines, truth_class_activity,
                                   truth_event_counts, truth_match_duration)
 
@@ -22,12 +20,10 @@ RANGE = {"from": ms_to_iso(T0 - HOUR), "to": ms_to_iso(T0 + 2 * HOUR)}
 @pytest.fixture
 def lake(container):
     """Two apps' events processed by the real services into moto S3."""
-    clock = Clock(T0 + 30 * 60_000)
+    Clock(T0 + 30 * 60_000)
     demo = canonical_lines(1500, seed=21)
     other = canonical_lines(700, seed=22, app_id="rival-game")
-    archive = ArchiveService(container.clients.s3, container.settings.bucket, container.state, S3BadRowsSink(container.clients.s3, container.settings.bucket, "archive"))
-    aggregation = AggregationService(container.clients.s3, container.settings.bucket, container.state, container.metrics,
-                                     S3BadRowsSink(container.clients.s3, container.settings.bucket, "aggregate"))
+    archive, aggregation = container.archive, container.aggregation
     for batch in lambda_batches(demo + other + demo[:50], seed=23):  # 50 duplicates
         archive.handle(batch)
         aggregation.handle(batch)
@@ -71,9 +67,8 @@ def test_event_counts_are_exact_before_and_after_finalization(client, lake):
 
 def test_before_finalization_partials_equal_the_ground_truth_without_duplicates(client, container):
     lines = canonical_lines(900, seed=24)
-    clock = Clock(T0 + 30 * 60_000)
-    aggregation = AggregationService(container.clients.s3, container.settings.bucket, container.state, container.metrics,
-                                     S3BadRowsSink(container.clients.s3, container.settings.bucket, "aggregate"))
+    Clock(T0 + 30 * 60_000)
+    aggregation = container.aggregation
     for batch in lambda_batches(lines, seed=25):
         aggregation.handle(batch)
     status, doc = get(client, "/v1/metrics/event_counts", **RANGE, limit=10000)
@@ -113,10 +108,8 @@ def assert_percentiles_within_one_percent(doc, truth):
 def test_match_duration_percentiles_are_within_one_percent_before_and_after_finalization(client, container):
     lines = match_lines(2500, seed=31)
     resent = lines + lines[:200]  # at least once: partials count these twice until finalization
-    clock = Clock(T0 + 30 * 60_000)
-    archive = ArchiveService(container.clients.s3, container.settings.bucket, container.state, clock)
-    aggregation = AggregationService(container.clients.s3, container.settings.bucket, container.state,
-                                     container.metrics, clock)
+    Clock(T0 + 30 * 60_000)
+    archive, aggregation = container.archive, container.aggregation
     for batch in lambda_batches(resent, seed=32, max_batch_records=3):
         archive.handle(batch)
         aggregation.handle(batch)
