@@ -66,6 +66,13 @@ class Artifacts:
     left_out: Mapping[str, str]
     versions: Mapping[str, str]
 
+    def deploy_files(self):
+        """The seam with ``eventpipe.deploy.commands.deploy``: every function's zip and its layers."""
+        from eventpipe.deploy.commands import ArtifactFiles
+        return ArtifactFiles(code={name: self.code.path for name in self.functions},
+                             layers={name: z.path for name, z in self.layers.items()},
+                             function_layers={name: spec.layers for name, spec in self.functions.items()})
+
     def function_layers(self, name: str) -> tuple[ZipArtifact, ...]:
         return tuple(self.layers[layer] for layer in self.functions[name].layers)
 

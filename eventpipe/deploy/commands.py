@@ -62,11 +62,13 @@ class ArtifactFiles:
 
     Attributes:
         code: chalice function name -> code zip (several functions may share one zip).
-        layers: layer name -> layer zip, attached to every function in this order.
+        layers: layer name -> layer zip.
     """
 
     code: Mapping[str, Path]
     layers: Mapping[str, Path]
+    #: function -> the names of its layers, in order (the artifact config's assignment).
+    function_layers: Mapping[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ def deploy(stage: str, clients: DeployClients, project_dir: Path, artifacts: Art
     bucket = deployment_bucket_name(account, clients.region)
     with tempfile.TemporaryDirectory(prefix="eventpipe-deploy-") as tmp:
         out = build_dir or Path(tmp)
-        layers = tuple(artifacts.layers) if artifacts else ()
+        layers = dict(artifacts.function_layers) if artifacts else {}
         package = chalice_package(config, project_dir, out, layers=layers, region=clients.region)
         template = expand_sam(package.template(), region=clients.region)
         if template_filter:

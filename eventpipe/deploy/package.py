@@ -16,6 +16,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from chalicelib.runtime.pipeline_config import PipelineConfig
 from eventpipe.deploy.template import DEFAULT_LAYERS, merge_template
@@ -58,14 +59,14 @@ def _copy_project(project_dir: Path, into: Path) -> None:
 
 
 def chalice_package(config: PipelineConfig, project_dir: Path, out_dir: Path,
-                    layers: tuple[str, ...] = DEFAULT_LAYERS, region: str = "us-east-1") -> Package:
+                    layers: Mapping[str, tuple[str, ...]] = DEFAULT_LAYERS, region: str = "us-east-1") -> Package:
     """Write the merge template, package the stage and return the SAM template's location.
 
     Args:
         config: the stage's pipeline configuration.
         project_dir: the project root (app.py, chalicelib/, .chalice/).
         out_dir: receives merge-template.json, sam.json and deployment.zip.
-        layers: layer names the template attaches to every function.
+        layers: function -> the layer names the template attaches to it.
         region: chalice needs one to build ARNs; nothing is called.
     """
     out_dir = out_dir.resolve()

@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from chalicelib.runtime.pipeline_config import ConsumerConfig, PipelineConfig, load_pipeline_config
+from eventpipe.deploy.artifact_config import PACKAGE
 from eventpipe.deploy import alarms, glue_resources, iam, search_domain, storage
 from eventpipe.deploy import naming as n
 from eventpipe.deploy.naming import StageNames
 
-DEFAULT_LAYERS = ("dependencies",)
+#: Function -> its layers, in order: the artifact config decides (eventpipe/deploy/artifact_config.py).
+DEFAULT_LAYERS: Mapping[str, tuple[str, ...]] = {f.name: f.layers for f in PACKAGE.functions}
 ARTIFACT_BUCKET = "ArtifactBucket"
 #: Every request body reaches the function byte for byte (base64 in the proxy event, which
 #: chalice decodes): gzip bodies arrive with Content-Type application/json or x-ndjson.
@@ -158,41 +160,42 @@ def _outputs() -> dict:
     }
 
 
-def merge_template(config: PipelineConfig, layers: Sequence[str] = DEFAULT_LAYERS) -> dict:
+def merge_template(config: PipelineConfig, layers: Mapping[str, Sequence[str]] = DEFAULT_LAYERS) -> dict:
     """The merge template for ``config.stage``.
 
     Args:
         config: the pipeline configuration resolved for a deployment stage (dev, prod).
-        layers: names of the Lambda layers every function gets, in order.
+        layers: function -> names of its Lambda layers, in order (default: the artifact config).
 
     Returns:
         A CloudFormation/SAM fragment for ``chalice package --merge-template``.
     """
     names = StageNames(config.deploy.app_name, config.stage)
+    all_layers = tuple(dict.fromkeys(layer for function in n.FUNCTIONS for layer in layers.get(function, ())))
     resources: dict = {}
     for part in (storage.stream(config, names), storage.bucket(config, names), storage.tables(config, names),
                  storage.log_groups(config, names), glue_resources.catalog(config, names),
                  iam.roles(config, names), search_domain.domain(config, names), alarms.topic(config, names),
-                 alarms.alarms(config, names), _layers(config, names, layers)):
+                 alarms.alarms(config, names), _layers(config, names, all_layers)):
         overlap = set(part) & set(resources)
         if overlap:
             raise ValueError(f"logical id(s) defined twice: {sorted(overlap)}")
         resources.update(part)
     for function in n.FUNCTIONS:
-        resources.update(_function(function, config, names, layers))
+        resources.update(_function(function, config, names, tuple(layers.get(function, ()))))
     resources[n.REST_API] = {"Properties": {
         "Name": names.rest_api,
         "DefinitionBody": {"x-amazon-apigateway-binary-media-types": BINARY_MEDIA_TYPES}}}
-    return {"Parameters": _parameters(layers), "Resources": resources, "Outputs": _outputs()}
+    return {"Parameters": _parameters(all_layers), "Resources": resources, "Outputs": _outputs()}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--stage", required=True, help="a stage of chalicelib/pipeline.toml (dev, prod)")
     parser.add_argument("-o", "--output", type=Path, help="write here (default: stdout)")
-    parser.add_argument("--layer", action="append", dest="layers", help=f"layer name (default: {DEFAULT_LAYERS})")
+
     args = parser.parse_args(argv)
-    template = merge_template(load_pipeline_config(args.stage), tuple(args.layers or DEFAULT_LAYERS))
+    template = merge_template(load_pipeline_config(args.stage))
     text = json.dumps(template, indent=2) + "\n"
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

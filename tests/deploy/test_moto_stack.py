@@ -6,12 +6,16 @@ them with the reason, and the test checks that list is exactly what was left out
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
 from eventpipe.deploy.commands import DeployClients, deploy, destroy
+from eventpipe.deploy.template import layer_logical_id
 from tests.conftest import ROOT
+from tests.deploy.artifact_fixtures import target_artifacts  # noqa: F401 - a fixture
 from tests.deploy.moto_subset import UNSUPPORTED, moto_subset
 
 LEFT_OUT: dict[str, str] = {}
@@ -37,10 +41,11 @@ def moto_clients():
         server.stop()
 
 
-def test_deploy_creates_the_stack_and_destroy_removes_it(moto_clients, tmp_path):
+def test_deploy_creates_the_stack_and_destroy_removes_it(moto_clients, tmp_path, target_artifacts):  # noqa: F811
     clients, session, url = moto_clients
     lines: list[str] = []
-    result = deploy("dev", clients, ROOT, build_dir=tmp_path, template_filter=_filter, printer=lines.append)
+    result = deploy("dev", clients, ROOT, target_artifacts.deploy_files(), build_dir=tmp_path,
+                    template_filter=_filter, printer=lines.append)
     assert result.action == "created"
     assert set(LEFT_OUT.values()) <= set(UNSUPPORTED) | {"AWS::Lambda::Permission"}
     assert result.outputs["StreamName"] == "eventpipe-dev-events"
@@ -62,7 +67,20 @@ def test_deploy_creates_the_stack_and_destroy_removes_it(moto_clients, tmp_path)
     assert kinesis.describe_stream_summary(StreamName="eventpipe-dev-events")["StreamDescriptionSummary"][
         "OpenShardCount"] == 1
 
-    again = deploy("dev", clients, ROOT, template_filter=_filter, printer=lines.append)
+    # Each function runs python3.12 with the layers the artifact config gives it (moto ignores
+    # layers when it creates a function, so read them from the template the stack was made from).
+    body = session.client("cloudformation", endpoint_url=url).get_template(StackName="eventpipe-dev")["TemplateBody"]
+    body = body if isinstance(body, dict) else json.loads(body)
+    functions = {r["Properties"]["FunctionName"]: r["Properties"] for r in body["Resources"].values()
+                 if r["Type"] == "AWS::Lambda::Function"}
+    for name, spec in target_artifacts.functions.items():
+        properties = functions[f"eventpipe-dev-{name}"]
+        assert lam.get_function(FunctionName=f"eventpipe-dev-{name}")["Configuration"]["Runtime"] == "python3.12"
+        assert [ref["Ref"] for ref in properties.get("Layers", [])] == [layer_logical_id(layer)
+                                                                        for layer in spec.layers], name
+
+    again = deploy("dev", clients, ROOT, target_artifacts.deploy_files(), template_filter=_filter,
+                   printer=lines.append)
     assert again.action in ("unchanged", "updated")
 
     s3 = session.client("s3", endpoint_url=url)
