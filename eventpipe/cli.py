@@ -165,15 +165,31 @@ def _deploy_clients(args):
                                       endpoint_url=args.endpoint_url)
 
 
+def _check_credentials(clients, command: str) -> bool:
+    """Fail fast, with a clear message, before building anything, when AWS cannot be reached."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    try:
+        identity = clients.sts.get_caller_identity()
+    except (BotoCoreError, ClientError) as exc:
+        print(f"{command}: AWS is not reachable with the current credentials ({type(exc).__name__}: {exc}); "
+              "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and AWS_REGION", file=sys.stderr)
+        return False
+    print(f"{command}: account {identity['Account']}, region {clients.region}", file=sys.stderr)
+    return True
+
+
 def cmd_deploy(args) -> int:
     from pathlib import Path
 
     from eventpipe.deploy.artifacts import build_artifacts
     from eventpipe.deploy.commands import DeployError, deploy
     project = Path(__file__).resolve().parents[1]
+    clients = _deploy_clients(args)
+    if not _check_credentials(clients, "deploy"):
+        return 2
     try:
         artifacts = build_artifacts(project / "build" / "artifacts" / args.stage)
-        deploy(args.stage, _deploy_clients(args), project, artifacts.deploy_files())
+        deploy(args.stage, clients, project, artifacts.deploy_files())
     except DeployError as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 1
@@ -183,8 +199,11 @@ def cmd_deploy(args) -> int:
 
 def cmd_destroy(args) -> int:
     from eventpipe.deploy.commands import DeployError, destroy
+    clients = _deploy_clients(args)
+    if not _check_credentials(clients, "destroy"):
+        return 2
     try:
-        destroy(args.stage, _deploy_clients(args))
+        destroy(args.stage, clients)
     except DeployError as exc:
         print(f"destroy: {exc}", file=sys.stderr)
         return 1
@@ -273,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                              ("destroy", cmd_destroy, "delete the stage's stack (prod keeps its data)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--stage", required=True, choices=["dev", "prod"])
-        p.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+        p.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+                       or "us-east-1")
         p.add_argument("--endpoint-url", default=None, help=argparse.SUPPRESS)  # tests: moto server
         p.set_defaults(func=func)
     return parser

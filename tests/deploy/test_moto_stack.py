@@ -88,3 +88,11 @@ def test_deploy_creates_the_stack_and_destroy_removes_it(moto_clients, tmp_path,
     assert destroy("dev", clients, printer=lines.append) is True
     assert "eventpipe-dev-events" not in kinesis.list_streams()["StreamNames"]
     assert destroy("dev", clients, printer=lines.append) is False
+
+
+def test_deploy_without_reachable_aws_fails_fast_with_a_clear_message(capsys):
+    from eventpipe import cli
+    from eventpipe.local.stack import free_port
+    unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert cli.main(["deploy", "--stage", "dev", "--endpoint-url", unreachable]) == 2
+    assert "AWS is not reachable with the current credentials" in capsys.readouterr().err
