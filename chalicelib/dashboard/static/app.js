@@ -16,15 +16,16 @@
   }
 
   // #key=... (a link from `make run`) is stored, then removed from the address bar.
-  (function takeKeyFromHash() {
+  function takeKeyFromHash() {
     const params = hashParams();
-    if (params.has("key")) {
-      sessionStorage.setItem(KEY_STORE, params.get("key"));
-      params.delete("key");
-      const rest = params.toString();
-      history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
-    }
-  })();
+    if (!params.has("key")) return false;
+    sessionStorage.setItem(KEY_STORE, params.get("key"));
+    params.delete("key");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
+    return true;
+  }
+  takeKeyFromHash();
 
   const Dash = {
     views: {},
@@ -150,6 +151,12 @@
     $("#forget").addEventListener("click", () => {
       sessionStorage.removeItem(KEY_STORE);
       Dash.askKey("Type an API key (kept in this tab's session storage only).");
+    });
+    window.addEventListener("hashchange", () => {
+      if (!takeKeyFromHash()) return;
+      $("#keyform").hidden = true;
+      for (const view of Object.values(Dash.views)) if (view.reset) view.reset();
+      Dash.refresh();
     });
     setInterval(() => { if ($("#auto").checked && Dash.inflight === 0) Dash.refresh(); }, 5000);
     if (!Dash.key()) Dash.askKey("Type an API key to start (kept in this tab's session storage only).");

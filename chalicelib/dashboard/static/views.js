@@ -176,14 +176,14 @@
   D.views.regions = regions;
 
   // ----------------------------------------------------------------------------------- Discover
-  const discover = { cursors: [null], page: 0, plot: null, searched: false };
+  const discover = { cursors: [null], page: 0, plot: null, searched: false, seq: 0 };
   function filters() {
     const out = {};
     for (const id of ["q", "event_type", "user_id"]) { const v = $("#" + id).value.trim(); if (v) out[id] = v; }
     return out;
   }
 
-  async function histogram(base) {
+  async function histogram(base, seq) {
     // The matching events per bucket: `total` of one size=1 search per bucket (the API's own answer).
     const from = Date.parse(base.from), to = Date.parse(base.to), n = 30, step = (to - from) / n;
     const xs = [], counts = [];
@@ -193,6 +193,7 @@
         to: new Date(i === n - 1 ? to : from + (i + 1) * step).toISOString(), size: "1" });
       counts[i] = body.total;
     }));
+    if (seq !== discover.seq) return; // a newer search was started meanwhile
     window.__discover.histogram = { xs, counts };
     if (discover.plot) discover.plot.destroy();
     const host = $("#histogram"); host.replaceChildren();
@@ -203,15 +204,18 @@
 
   async function runSearch(page) {
     const status = $("#search-status"), tbody = $("#hits tbody");
+    const seq = ++discover.seq;
     D.setStatus(status, "searching…");
     if (page === 0) { discover.range = D.range(); discover.cursors = [null]; }
     const base = { ...filters(), ...discover.range };
     const params = { ...base, size: "20" };
-    if (discover.cursors[page]) { params.cursor = discover.cursors[page]; delete params.from; delete params.to; }
+    if (discover.cursors[page]) params.cursor = discover.cursors[page]; // with the same q, filters, from and to
     let body;
     try {
       body = await D.api("v1/search", params);
+      if (seq !== discover.seq) return;
     } catch (err) {
+      if (seq !== discover.seq) return;
       const text = err.status === 503 ? "the search server is unavailable (503): " + err.message : "error: " + err.message;
       D.setStatus(status, text, "error"); tbody.replaceChildren();
       window.__discover = { error: err.status };
@@ -226,9 +230,10 @@
     D.setStatus(status, body.total ? `${body.total.toLocaleString("en")} matching event(s)` : "no matching events", body.total ? "" : "empty");
     $("#page-info").textContent = body.hits.length ? `page ${page + 1}` : "";
     $("#prev").disabled = page === 0; $("#next").disabled = !body.next_cursor;
-    if (page === 0) await histogram(base).catch((err) => D.setStatus(status, "histogram: " + err.message, "error"));
+    if (page === 0) await histogram(base, seq).catch((err) => D.setStatus(status, "histogram: " + err.message, "error"));
   }
   discover.refresh = async function () { if (!discover.searched) { discover.searched = true; await runSearch(0); } };
+  discover.reset = () => { discover.searched = false; };
   $("#search").addEventListener("submit", (e) => { e.preventDefault(); runSearch(0); });
   $("#next").addEventListener("click", () => runSearch(discover.page + 1));
   $("#prev").addEventListener("click", () => runSearch(Math.max(0, discover.page - 1)));
