@@ -87,7 +87,8 @@ class AppStore:
             found = False
             for page in self._client.get_paginator("scan").paginate(
                     TableName=self._table, FilterExpression="app_id = :a AND #op = :t",
-                    ExpressionAttributeNames={"#op": "operator"}, ExpressionAttributeValues={":a": {"S": app_id}, ":t": {"BOOL": True}},
+                    ExpressionAttributeNames={"#op": "operator"},
+                    ExpressionAttributeValues={":a": {"S": app_id}, ":t": {"BOOL": True}},
                     ProjectionExpression="key_hash"):
                 found = found or bool(page["Items"])
         except (ClientError, BotoCoreError) as exc:

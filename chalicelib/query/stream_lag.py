@@ -89,7 +89,8 @@ class CheckpointLag:
         """(records after ``after``, capped, arrival ms of the first of them)."""
         kwargs = ({"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": after} if after
                   else {"ShardIteratorType": "TRIM_HORIZON"})
-        iterator = self._kinesis.get_shard_iterator(StreamName=self._stream, ShardId=shard_id, **kwargs)["ShardIterator"]
+        iterator = self._kinesis.get_shard_iterator(StreamName=self._stream, ShardId=shard_id,
+                                                    **kwargs)["ShardIterator"]
         count, oldest = 0, None
         while iterator and count < self._cap:
             response = self._kinesis.get_records(ShardIterator=iterator, Limit=min(10_000, self._cap - count))

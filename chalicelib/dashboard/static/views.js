@@ -140,11 +140,12 @@
     const pad = 0.2;
     const west = Math.min(...cells.map((c) => c.west)) - pad, east = Math.max(...cells.map((c) => c.east)) + pad;
     const south = Math.min(...cells.map((c) => c.south)) - pad, north = Math.max(...cells.map((c) => c.north)) + pad;
-    const W = 900, H = Math.round(W * (north - south) / (east - west) / Math.cos((north + south) / 2 * Math.PI / 180));
+    const aspect = (north - south) / (east - west) / Math.cos((north + south) / 2 * Math.PI / 180);
+    const H = Math.round(Math.min(640, 900 * aspect)), W = Math.round(H / aspect);
     const x = (lon) => (lon - west) / (east - west) * W, y = (lat) => (north - lat) / (north - south) * H;
     const NS = "http://www.w3.org/2000/svg";
     const svg = document.createElementNS(NS, "svg");
-    svg.setAttribute("viewBox", `0 0 ${W} ${H}`); svg.setAttribute("width", W); svg.setAttribute("height", Math.min(H, 2000));
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`); svg.setAttribute("width", W); svg.setAttribute("height", H);
     for (let lat = Math.ceil(south); lat <= north; lat++) {
       const line = document.createElementNS(NS, "line");
       Object.entries({ x1: 0, x2: W, y1: y(lat), y2: y(lat), stroke: "#e1e5eb" }).forEach(([k, v]) => line.setAttribute(k, v));
