@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench artifacts bench-coldstart clean-venv
+.PHONY: run test test-fast bench artifacts bench-coldstart clean-venv dashboard
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11)")'
@@ -15,8 +15,13 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	touch $(STAMP)
 
 ## Start moto (AWS), bootstrap, the HTTP API on :8000 and the Kinesis runner; Ctrl-C stops all.
-run: $(STAMP)
+run: $(STAMP) dashboard
 	$(BIN)/eventpipe run
+
+## The dashboard's front-end libraries from npm (web/package-lock.json) into chalicelib/dashboard/static/vendor/
+## (skipped when up to date; the test and artifact builds run it too).
+dashboard:
+	bash scripts/build-dashboard.sh
 
 ## The whole test suite (also against a real OpenSearch node when Java is available).
 test: $(STAMP)
@@ -30,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
 ## The Lambda code zip and layers for the target runtime (build/artifacts), with their sizes.
-artifacts: $(STAMP)
+artifacts: $(STAMP) dashboard
 	$(BIN)/python -m eventpipe.deploy.artifacts build --out build/artifacts
 
 bench-coldstart: $(STAMP)

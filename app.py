@@ -59,6 +59,21 @@ def search(request, app_id):
     return container.search.search(app_id, query_params(request))
 
 
+@routes.authenticated("/v1/pipeline")
+def pipeline_status(request, app_id):
+    return container.pipeline.report(app_id, query_params(request))
+
+
+@routes.public("/dashboard")
+def dashboard(request):
+    return container.dashboard.response()
+
+
+@routes.public("/dashboard/{name}")
+def dashboard_file(request, name):
+    return container.dashboard.response(name)
+
+
 # ------------------------------------------------------------------- Kinesis consumers and schedules
 @app.on_kinesis_record(**_kinesis("archive_events"))
 def archive_events(event):

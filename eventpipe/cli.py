@@ -57,8 +57,9 @@ def cmd_apps(args) -> int:
     settings = _aws_settings(args)
     store = AppStore(Clients(settings).dynamodb, settings.apps_table)
     if args.apps_command == "create":
-        key = store.create_key(args.name)
-        print(f"app {args.name}: new API key (shown once, stored hashed):\n{key}")
+        key = store.create_key(args.name, operator=args.operator)
+        role = " (operator: sees the stream-wide pipeline figures)" if args.operator else ""
+        print(f"app {args.name}{role}: new API key (shown once, stored hashed):\n{key}")
     else:
         for app_id, keys in sorted(store.list_apps().items()):
             print(f"{app_id}\t{keys} key(s)")
@@ -241,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     apps = p.add_subparsers(dest="apps_command", required=True)
     create = apps.add_parser("create", help="create an app (or another key for it) and print the key")
     create.add_argument("name")
+    create.add_argument("--operator", action="store_true",
+                        help="mark the app as an operator: its keys see the stream-wide figures of GET /v1/pipeline")
     apps.add_parser("list", help="list apps and their number of keys")
     p.set_defaults(func=cmd_apps)
 

@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
+# The dashboard's browser test needs the built front-end and a headless Chromium.
+bash scripts/build-dashboard.sh
+bash scripts/ensure-chromium.sh
 started_node=0
 if [[ -z "${OPENSEARCH_URL:-}" && "${EVENTPIPE_REAL_OPENSEARCH:-1}" != "0" && -x scripts/opensearch-node.sh ]] \
     && command -v java >/dev/null; then

@@ -38,7 +38,12 @@ class App:
 
 
 class AppStore:
-    """DynamoDB adapter; one item per key: {key_hash, app_id, name, created_at}."""
+    """DynamoDB adapter; one item per key: {key_hash, app_id, created_at[, operator]}.
+
+    An app is an operator when any of its keys was created with ``operator=True``
+    (``eventpipe apps create NAME --operator``): its keys also see the stream-wide
+    figures of ``GET /v1/pipeline``.
+    """
 
     def __init__(self, client, table_name: str, clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
                  cache_ttl_s: float = 60.0) -> None:
@@ -47,10 +52,17 @@ class AppStore:
         self._clock_ms = clock_ms
         self._cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, App | None]] = {}
+        self._operators: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
 
-    def create_key(self, app_id: str, api_key: str | None = None) -> str:
-        """Store a key for ``app_id`` (a new random one unless given); returns it."""
+    def create_key(self, app_id: str, api_key: str | None = None, operator: bool = False) -> str:
+        """Store a key for ``app_id`` (a new random one unless given); returns it.
+
+        Args:
+            app_id: the app the key belongs to.
+            api_key: the key itself (a new random one when None).
+            operator: mark the app as an operator (sees the stream-wide pipeline figures).
+        """
         if not APP_ID_RE.fullmatch(app_id):
             raise BadRequest(f"app name {app_id!r} must match ^[a-z0-9][a-z0-9_-]{{0,63}}$")
         api_key = api_key or new_api_key()
@@ -58,8 +70,33 @@ class AppStore:
             "key_hash": {"S": hash_key(api_key)},
             "app_id": {"S": app_id},
             "created_at": {"N": str(self._clock_ms())},
+            **({"operator": {"BOOL": True}} if operator else {}),
         })
+        with self._lock:
+            self._operators.pop(app_id, None)
         return api_key
+
+    def is_operator(self, app_id: str) -> bool:
+        """Whether any key of the app is marked operator (a scan, remembered for the cache TTL)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._operators.get(app_id)
+        if cached is not None and now - cached[0] < self._cache_ttl_s:
+            return cached[1]
+        try:
+            found = False
+            for page in self._client.get_paginator("scan").paginate(
+                    TableName=self._table, FilterExpression="app_id = :a AND #op = :t",
+                    ExpressionAttributeNames={"#op": "operator"},
+                    ExpressionAttributeValues={":a": {"S": app_id}, ":t": {"BOOL": True}},
+                    ProjectionExpression="key_hash"):
+                found = found or bool(page["Items"])
+        except (ClientError, BotoCoreError) as exc:
+            raise ServiceUnavailable(f"the key store is unavailable ({type(exc).__name__}); retry later",
+                                     headers={"Retry-After": "1"}) from exc
+        with self._lock:
+            self._operators[app_id] = (now, found)
+        return found
 
     def list_apps(self) -> dict[str, int]:
         """app_id -> number of keys."""

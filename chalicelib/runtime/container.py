@@ -58,6 +58,28 @@ class Container:
         return SearchService(lambda: self.search_client, SearchSettings(prefix=self.settings.search_index_prefix),
                              clock_ms)
 
+    @functools.cached_property
+    def dashboard(self):
+        from chalicelib.api.dashboard import DashboardAssets
+        return DashboardAssets()
+
+    @functools.cached_property
+    def pipeline(self):
+        """GET /v1/pipeline: locally from the runner's checkpoints, on AWS from CloudWatch."""
+        from chalicelib.query.pipeline import PipelineService
+        from chalicelib.query.stream_lag import CheckpointLag, CloudWatchLag
+        from chalicelib.runtime.pipeline_config import load_pipeline_config
+
+        s = self.settings
+        consumers = [c.name for c in load_pipeline_config(s.stage).consumers]
+        if s.aws_endpoint_url:  # the local stack: the runner keeps checkpoints in the state table
+            lag = CheckpointLag(self.clients.kinesis, self.clients.dynamodb, s.state_table, s.stream_name, clock_ms)
+        else:
+            lag = CloudWatchLag(self.clients.client("cloudwatch"), self.clients.kinesis, s.stream_name,
+                                lambda name: f"eventpipe-{s.stage}-{name}", clock_ms)
+        return PipelineService(self.clients.s3, s.bucket, self.metrics_service, lag, consumers,
+                               self.apps.is_operator, clock_ms)
+
     # ------------------------------------------------------------- consumers
     @functools.cached_property
     def metrics(self):

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,16 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def build_front_end(project_dir: Path) -> None:
+    """Build the dashboard's front-end libraries (npm, git-ignored) into chalicelib/ before the code zip takes it.
+
+    ``scripts/build-dashboard.sh`` skips when the files are up to date; a project without it has no dashboard.
+    """
+    script = Path(project_dir) / "scripts" / "build-dashboard.sh"
+    if script.exists():
+        subprocess.run(["bash", str(script)], check=True)
+
+
 def build_artifacts(out_dir: str | Path, runtime: str | RuntimeSpec | None = None, *,
                     package: PackageSpec = PACKAGE, project_dir: Path = ROOT, cache_dir: Path | None = None,
                     python: str | None = None, pip_options: Sequence[str] = (), check: bool = True) -> Artifacts:
@@ -181,6 +192,7 @@ def build_artifacts(out_dir: str | Path, runtime: str | RuntimeSpec | None = Non
                             assemble.digest(site.key, builder, layer.name))
         _copy(cached, out / cached.name)
         layers[layer.name] = _artifact(layer.name, out / cached.name)
+    build_front_end(project_dir)
     assemble.code_zip(site, chalice, plan, package, project_dir, python, cache_dir,
                       assemble.digest(site.key, chalice.key, builder, "code"), out / "code.zip")
     artifacts = Artifacts(

@@ -79,10 +79,16 @@ def statements(function: str, names: StageNames) -> list[dict]:
         ]
     if function == "api_handler":
         result += [
-            _allow("Authenticate", ["dynamodb:GetItem", "dynamodb:DescribeTable"], [table_arn(n.APPS_TABLE)]),
-            _allow("Ingest", ["kinesis:PutRecords", "kinesis:DescribeStreamSummary"], [stream_arn()]),
+            # Scan: whether an app is an operator (GET /v1/pipeline).
+            _allow("Authenticate", ["dynamodb:GetItem", "dynamodb:DescribeTable", "dynamodb:Scan"],
+                   [table_arn(n.APPS_TABLE)]),
+            _allow("Ingest", ["kinesis:PutRecords", "kinesis:DescribeStreamSummary", "kinesis:ListShards"],
+                   [stream_arn()]),
             _allow("ListLake", ["s3:ListBucket"], [bucket_arn()]),
-            _allow("ReadRollups", ["s3:GetObject"], _objects("rollups/")),
+            # GET /v1/pipeline also reads the bad rows and the on-failure records.
+            _allow("ReadRollups", ["s3:GetObject"], _objects("rollups/", "bad-rows/", n.DEAD_LETTER_PREFIX)),
+            # GET /v1/pipeline on AWS: IteratorAge, Errors, IncomingRecords (GetMetricData has no resource ARN).
+            _allow("PipelineMetrics", ["cloudwatch:GetMetricData"], ["*"]),
         ]
     if function in ("archive_events", "aggregate_events", "finalize_windows"):
         result.append(_allow("State", ["dynamodb:GetItem", "dynamodb:PutItem"], [table_arn(n.STATE_TABLE)]))

@@ -64,10 +64,11 @@ def ensure_catalog(clients: Clients) -> None:
 
 
 def ensure_demo_app(clients: Clients, app_id: str, api_key: str) -> None:
+    """The local demo app and its well-known key; it is an operator (sees the stream-wide figures)."""
     existing = clients.dynamodb.get_item(TableName=clients.settings.apps_table,
                                          Key={"key_hash": {"S": hash_key(api_key)}}).get("Item")
-    if existing is None:
-        AppStore(clients.dynamodb, clients.settings.apps_table).create_key(app_id, api_key)
+    if existing is None or "operator" not in existing:
+        AppStore(clients.dynamodb, clients.settings.apps_table).create_key(app_id, api_key, operator=True)
 
 
 def bootstrap(clients: Clients, shards: int = 2, demo_app: str = "demo", demo_key: str = "demo-key") -> list[str]:

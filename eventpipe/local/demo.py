@@ -23,7 +23,8 @@ def _banner(stack: Stack) -> str:
         f"S3 {stack.settings.bucket}; DynamoDB; Glue)",
         f"  search        {stack.search_url}   ({'external' if stack.external_search else 'embedded osmem-server'})",
         "  runner        feeding Kinesis to the on_kinesis_record handlers in app.py",
-        f"  demo API key  {c.demo_key}   (app {c.demo_app!r})",
+        f"  demo API key  {c.demo_key}   (app {c.demo_app!r}, an operator)",
+        f"  dashboard     {stack.api_url}/dashboard#key={c.demo_key}",
         "",
         "try:",
         f"  curl -X POST {stack.api_url}/v1/events -H 'x-api-key: {c.demo_key}' "

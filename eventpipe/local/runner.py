@@ -67,7 +67,12 @@ def consumers_from_app(app_module, pipeline=None) -> list[Consumer]:
 
 
 class CheckpointStore:
-    """Per (consumer, shard) checkpoints in the DynamoDB state table."""
+    """Per (consumer, shard) checkpoints in the DynamoDB state table.
+
+    Each item also counts what the mapping did on that shard (``delivered`` records,
+    ``retries``, ``dead_lettered`` records): ``GET /v1/pipeline`` reads them
+    (chalicelib/lake/progress.py), as Lambda's CloudWatch metrics would on AWS.
+    """
 
     def __init__(self, dynamodb, table: str, stream_arn: str) -> None:
         self._db, self._table, self._stream_arn = dynamodb, table, stream_arn
@@ -80,9 +85,18 @@ class CheckpointStore:
                                  ConsistentRead=True).get("Item")
         return item["sequence_number"]["S"] if item else None
 
-    def put(self, consumer: str, shard_id: str, sequence_number: str) -> None:
-        self._db.put_item(TableName=self._table, Item={**self._key(consumer, shard_id),
-                                                       "sequence_number": {"S": sequence_number}})
+    def put(self, consumer: str, shard_id: str, sequence_number: str, delivered: int = 0) -> None:
+        """Move the checkpoint to ``sequence_number`` and add ``delivered`` records to its count."""
+        self._db.update_item(TableName=self._table, Key=self._key(consumer, shard_id),
+                             UpdateExpression="SET sequence_number = :s, updated_ms = :t ADD delivered :n",
+                             ExpressionAttributeValues={":s": {"S": sequence_number}, ":n": {"N": str(delivered)},
+                                                        ":t": {"N": str(int(time.time() * 1000))}})
+
+    def count(self, consumer: str, shard_id: str, counter: str, n: int = 1) -> None:
+        """Add ``n`` to one counter of the shard's item (``retries``, ``dead_lettered``)."""
+        self._db.update_item(TableName=self._table, Key=self._key(consumer, shard_id),
+                             UpdateExpression="ADD #c :n", ExpressionAttributeNames={"#c": counter},
+                             ExpressionAttributeValues={":n": {"N": str(n)}})
 
 
 def lambda_record(record: dict, shard_id: str, stream_arn: str, region: str) -> dict:
@@ -197,6 +211,7 @@ class ShardPoller:
             expired = list(itertools.takewhile(lambda r: r["kinesis"]["approximateArrivalTimestamp"] < oldest, batch))
             if expired:  # as Lambda: too old to invoke with, straight to the on-failure destination
                 self.dead_letter(self.consumer.name, self.shard_id, expired, "RecordAgeExceeded")
+                self.checkpoints.count(self.consumer.name, self.shard_id, "dead_lettered", len(expired))
                 return self._advance(expired, expired[-1]["kinesis"]["sequenceNumber"])
         try:
             result = self.consumer.handler({"Records": batch}, LambdaContext(self.consumer.name, 1024, self.timeout_ms))
@@ -209,7 +224,7 @@ class ShardPoller:
             return self._advance(batch, last)
         done = [r for r in batch if int(r["kinesis"]["sequenceNumber"]) < int(restart_at)]
         if done:
-            self.checkpoints.put(self.consumer.name, self.shard_id, done[-1]["kinesis"]["sequenceNumber"])
+            self.checkpoints.put(self.consumer.name, self.shard_id, done[-1]["kinesis"]["sequenceNumber"], len(done))
         if raised and self.consumer.bisect_on_error and len(batch) > 1:
             self.limit = max(1, len(batch) // 2)  # as Lambda: split in two, not counted as a retry
             log.warning("%s %s: bisecting %s..%s into %d record(s)", self.consumer.name, self.shard_id, first, last,
@@ -223,9 +238,11 @@ class ShardPoller:
             log.error("%s %s: giving up on %s..%s after %d attempts; sent to dead-letter",
                       self.consumer.name, self.shard_id, restart_at, last, self.attempts)
             self.dead_letter(self.consumer.name, self.shard_id, rest, reason)
-            return self._advance(batch, last)
+            self.checkpoints.count(self.consumer.name, self.shard_id, "dead_lettered", len(rest))
+            return self._advance(batch, last, counted=len(done))
         log.warning("%s %s: retry %d from %s (%s)", self.consumer.name, self.shard_id, self.attempts, restart_at,
                     reason)
+        self.checkpoints.count(self.consumer.name, self.shard_id, "retries")
         self.sleep(min(5.0, self.backoff_s * 2 ** (self.attempts - 1)))
         self.buffer, self.buffer_since = [], None
         self.iterator = None  # if the call below fails, reset() resumes from the checkpoint
@@ -238,8 +255,9 @@ class ShardPoller:
         self.buffer, self.buffer_since = [], None
         self.iterator = self._iterator(self.checkpoints.get(self.consumer.name, self.shard_id))
 
-    def _advance(self, batch: list[dict], last: str) -> int:
-        self.checkpoints.put(self.consumer.name, self.shard_id, last)
+    def _advance(self, batch: list[dict], last: str, counted: int = 0) -> int:
+        """Checkpoint past ``batch`` (its first ``counted`` records were already counted as delivered)."""
+        self.checkpoints.put(self.consumer.name, self.shard_id, last, len(batch) - counted)
         self.buffer = self.buffer[len(batch):]
         self.buffer_since = self.clock() if self.buffer else None
         self.attempts = 0

@@ -1,0 +1,171 @@
+"""What the pipeline has recorded about its own progress, read back for ``GET /v1/pipeline``.
+
+Nothing here writes. The sources are the ones the pipeline keeps anyway:
+
+* the state table: the local runner's per-shard checkpoints
+  ``checkpoint|<stream arn>|<consumer>|<shard>`` (sequence number and the counts
+  ``delivered``, ``retries``, ``dead_lettered``; eventpipe/local/runner.py) and
+  the watermarks ``watermark|<consumer>|<shard>`` (lake/state.py);
+* S3: ``bad-rows/<consumer>/dt=<day>/`` (one schema: stream/badrows.py), the
+  on-failure records under ``aws/lambda/`` (Lambda's own layout, written by
+  Lambda on AWS and by the runner locally) and the finalizer's manifests.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable
+
+import orjson
+
+from chalicelib.lake import layout
+from chalicelib.lake.reader import list_keys
+from chalicelib.stream.badrows import CONSUMERS, PREFIX as BAD_ROWS_PREFIX
+
+ON_FAILURE_PREFIX = "aws/lambda/"
+MANIFEST = "_manifest.json"
+#: Objects read per call at most (bad rows, on-failure records): the answer says when it stopped.
+MAX_OBJECTS = 500
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One consumer's position on one shard, and what it did there.
+
+    Attributes:
+        consumer: the handler's name (``archive_events``...).
+        shard_id: the Kinesis shard.
+        sequence_number: the last record it is done with.
+        delivered: records it has moved past (processed or sent to the on-failure destination).
+        retries: failed deliveries that were retried.
+        dead_lettered: records sent to the on-failure destination.
+        updated_ms: when the checkpoint last moved (epoch ms; None if never).
+    """
+
+    consumer: str
+    shard_id: str
+    sequence_number: str | None
+    delivered: int
+    retries: int
+    dead_lettered: int
+    updated_ms: int | None
+
+
+def _scan(dynamodb, table: str, prefix: str) -> Iterable[dict]:
+    for page in dynamodb.get_paginator("scan").paginate(
+            TableName=table, FilterExpression="begins_with(pk, :p)", ExpressionAttributeValues={":p": {"S": prefix}},
+            ConsistentRead=True):
+        yield from page["Items"]
+
+
+def _number(item: dict, name: str) -> int:
+    return int(item[name]["N"]) if name in item else 0
+
+
+def read_checkpoints(dynamodb, table: str, stream_arn: str) -> list[Checkpoint]:
+    """Every checkpoint of the stream, ordered by consumer and shard."""
+    prefix = f"checkpoint|{stream_arn}|"
+    found = []
+    for item in _scan(dynamodb, table, prefix):
+        consumer, shard_id = item["pk"]["S"][len(prefix):].rsplit("|", 1)
+        found.append(Checkpoint(consumer, shard_id, item.get("sequence_number", {}).get("S"),
+                                _number(item, "delivered"), _number(item, "retries"), _number(item, "dead_lettered"),
+                                _number(item, "updated_ms") or None))
+    return sorted(found, key=lambda c: (c.consumer, c.shard_id))
+
+
+def read_watermarks(dynamodb, table: str) -> dict[tuple[str, str], int]:
+    """(consumer, shard) -> the newest event time seen there (epoch ms), as lake/state.py keeps it."""
+    out = {}
+    for item in _scan(dynamodb, table, "watermark|"):
+        _, consumer, shard_id = item["pk"]["S"].split("|", 2)
+        out[(consumer, shard_id)] = int(item["v"]["N"])
+    return out
+
+
+@dataclass(frozen=True)
+class BadRowCounts:
+    """Bad rows by consumer and reason.
+
+    Attributes:
+        by_consumer: consumer -> reason -> rows.
+        unattributed: rows with no decoded event, so no app (undecodable records, lines that were not JSON).
+        truncated: more than ``MAX_OBJECTS`` objects: the counts cover the first ones only.
+    """
+
+    by_consumer: dict[str, dict[str, int]]
+    unattributed: int
+    truncated: bool
+
+
+def count_bad_rows(s3, bucket: str, days: list[str], app_id: str | None) -> BadRowCounts:
+    """Count the bad rows of ``days`` (``YYYY-MM-DD``); ``app_id`` None counts every app's."""
+    counts: dict[str, Counter] = {c: Counter() for c in CONSUMERS}
+    unattributed, read = 0, 0
+    for consumer in CONSUMERS:
+        for day in days:
+            for obj in list_keys(s3, bucket, f"{BAD_ROWS_PREFIX}/{consumer}/dt={day}/"):
+                if read >= MAX_OBJECTS:
+                    return BadRowCounts({c: dict(v) for c, v in counts.items()}, unattributed, True)
+                read += 1
+                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                for line in body.splitlines():
+                    if not line.strip():
+                        continue
+                    row = orjson.loads(line)
+                    owner = (row.get("event") or {}).get("app_id")
+                    if owner is None:
+                        unattributed += 1
+                        if app_id is not None:
+                            continue
+                    elif app_id is not None and owner != app_id:
+                        continue
+                    counts[consumer][row.get("reason", "unknown")] += 1
+    return BadRowCounts({c: dict(v) for c, v in counts.items()}, unattributed, False)
+
+
+@dataclass(frozen=True)
+class DeadLetters:
+    """Records sent to the on-failure destination.
+
+    Attributes:
+        records: (function name, shard) -> records.
+        batches: on-failure objects read.
+        truncated: more than ``MAX_OBJECTS`` objects: the counts cover the first ones only.
+    """
+
+    records: dict[tuple[str, str], int]
+    batches: int
+    truncated: bool
+
+
+def count_dead_letters(s3, bucket: str) -> DeadLetters:
+    """Read the on-failure records under ``aws/lambda/`` (``KinesisBatchInfo`` gives shard and batch size)."""
+    records: Counter = Counter()
+    batches = 0
+    for obj in list_keys(s3, bucket, ON_FAILURE_PREFIX):
+        if batches >= MAX_OBJECTS:
+            return DeadLetters(dict(records), batches, True)
+        try:
+            doc = orjson.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            info = doc["KinesisBatchInfo"]
+            function = doc["requestContext"]["functionArn"].rsplit(":", 1)[-1]
+            records[(function, info["shardId"])] += int(info["batchSize"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            pass  # not an on-failure record: counted as a batch, its records unknown
+        batches += 1
+    return DeadLetters(dict(records), batches, False)
+
+
+def last_finalization_ms(s3, bucket: str, metric_names: Iterable[str]) -> dict[str, int | None]:
+    """metric -> when its newest finalizer manifest was written (epoch ms; None: never finalized)."""
+    out: dict[str, int | None] = {}
+    for name in metric_names:
+        newest = None
+        for obj in list_keys(s3, bucket, layout.rollup_prefix(name, "final")):
+            if obj["Key"].endswith(MANIFEST):
+                modified = int(obj["LastModified"].timestamp() * 1000)
+                newest = modified if newest is None else max(newest, modified)
+        out[name] = newest
+    return out
