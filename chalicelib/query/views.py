@@ -57,7 +57,8 @@ def view_sql(metric: MetricDef) -> str:
     for i, state in enumerate(sketches):
         merged += [f"4096 - count(hll_register) FILTER (WHERE hll_sketch = {i}) AS {state}__empty",
                    f"coalesce(sum(power(2e0, -hll_rank)) FILTER (WHERE hll_sketch = {i}), 0e0) AS {state}__inverse",
-                   f"array_agg(hll_register * 256 + hll_rank) FILTER (WHERE hll_sketch = {i}) AS {state}__merged"]
+                   f"array_agg(hll_register * 256 + hll_rank ORDER BY hll_register) FILTER (WHERE hll_sketch = {i}) "
+                   f"AS {state}__merged"]
     unnests = "".join(
         f"""
     UNION ALL

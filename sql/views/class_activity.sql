@@ -60,7 +60,7 @@ merged AS (
            max(attributes_value__max) AS attributes_value__max,
            4096 - count(hll_register) FILTER (WHERE hll_sketch = 0) AS user_id__empty,
            coalesce(sum(power(2e0, -hll_rank)) FILTER (WHERE hll_sketch = 0), 0e0) AS user_id__inverse,
-           array_agg(hll_register * 256 + hll_rank) FILTER (WHERE hll_sketch = 0) AS user_id__merged
+           array_agg(hll_register * 256 + hll_rank ORDER BY hll_register) FILTER (WHERE hll_sketch = 0) AS user_id__merged
     FROM per_register
     GROUP BY app_id, dt, window_start, window_end, character_class
 ),
