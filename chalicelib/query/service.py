@@ -2,7 +2,9 @@
 
 * On AWS the SQL goes to Athena through awswrangler; on the local stack it
   runs in DuckDB over the same lake (:class:`LocalAthena`), with the views of
-  ``sql/views`` created first.
+  ``sql/views`` created first, or (``engine="trino"``) unmodified on a local
+  Trino node, the engine Athena runs (:class:`TrinoAthena`; start one with
+  ``scripts/trino-node.sh start``), to check a query before paying for it.
 * Named queries (``sql/queries/*.sql``) start with a header::
 
       -- name: top_users
@@ -22,6 +24,7 @@
   sees nothing else. Athena has no such per-session row filter here, so with
   a key on AWS only the shipped named queries run (each filters on
   ``:app_id``); ad-hoc SQL there needs IAM / Lake Formation, not an API key.
+  The Trino engine follows Athena's rule.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from chalicelib.query.local_engine import LocalAthena, QueryError, s3_filesystem
 SQL_ROOT = Path(__file__).resolve().parents[2] / "sql"
 PARAM_TYPES = ("string", "bigint", "double", "boolean", "timestamp", "date")
 FORMATS = ("table", "csv", "json")
+ENGINES = ("duckdb", "trino", "athena")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PARAM_LINE = re.compile(r"^--\s*param:\s*(\w+)\s+(\w+)(?:\s+default\s+(.+?))?\s*$")
 
@@ -303,7 +307,7 @@ def format_result(table: pa.Table, fmt: str = "table") -> str:
 class QueryResult:
     table: pa.Table
     sql: str  # the bound SQL that was run (Athena dialect)
-    engine: str  # "local" | "athena"
+    engine: str  # "local" (DuckDB) | "trino" | "athena"
     app_id: str | None = None
 
 
@@ -320,6 +324,12 @@ class QueryService:
     athena_workgroup: str | None = None
     athena_output: str | None = None
     threads: int = 2
+    #: The local Trino node (default: $TRINO_URL, else http://127.0.0.1:8081) and the directory it
+    #: reads the lake's mirror from (default: ~/.cache/eventpipe/trino-lake/<catalog>); the catalog
+    #: (re)created there (default: $EVENTPIPE_TRINO_CATALOG, else "eventpipe").
+    trino_url: str | None = None
+    trino_root: Path | None = None
+    trino_catalog: str | None = None
     _engines: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -353,6 +363,19 @@ class QueryService:
             self._engines[app_id] = engine
         return self._engines[app_id]
 
+    # -- Trino
+    def trino_engine(self):
+        """A Trino catalog over a mirror of the lake with the views created (cached per service)."""
+        if "trino" not in self._engines:
+            from chalicelib.query.trino_client import TrinoClient
+            from chalicelib.query.trino_engine import TrinoAthena, default_catalog, default_root, default_url
+            catalog = self.trino_catalog or default_catalog()
+            engine = TrinoAthena(TrinoClient(self.trino_url or default_url()), self.clients.glue, self.clients.s3,
+                                 self.settings.glue_database, self.trino_root or default_root(catalog), catalog)
+            engine.create_views(view_files(self.sql_root))
+            self._engines["trino"] = engine
+        return self._engines["trino"]
+
     # -- Athena
     def _athena(self, sql: str) -> pa.Table:
         import awswrangler as wr
@@ -374,9 +397,16 @@ class QueryService:
 
     # -- entry point
     def run(self, sql: str | None = None, file: str | None = None, params: Mapping[str, Any] | None = None,
-            types: Mapping[str, str] | None = None, api_key: str | None = None, aws: bool = False) -> QueryResult:
+            types: Mapping[str, str] | None = None, api_key: str | None = None, aws: bool = False,
+            engine: str | None = None) -> QueryResult:
+        """Bind and run a query; ``engine`` is one of :data:`ENGINES` (``aws=True`` means athena)."""
         if (sql is None) == (file is None):
             raise QueryError("give the SQL text or --file, not both")
+        engine = engine or ("athena" if aws else "duckdb")
+        if engine not in ENGINES or (aws and engine != "athena"):
+            raise QueryError(f"engine {engine!r}: use one of {', '.join(ENGINES)} (--aws means athena)")
+        aws = engine == "athena"
+        athena_rules = engine in ("athena", "trino")  # no per-session row filter: named queries only
         params = dict(params or {})
         shipped = False
         if file is not None:
@@ -390,21 +420,25 @@ class QueryService:
             app_id = self.authenticate(api_key)
             if "app_id" in params and params["app_id"] != app_id:
                 raise QueryRefused(f"this key belongs to app {app_id!r}: it cannot query app {params['app_id']!r}")
-            if aws and not shipped:
-                raise QueryRefused("with an API key, Athena runs only the named queries of sql/queries "
-                                   "(ad-hoc SQL on AWS needs IAM access, not an app key)")
+            if athena_rules and not shipped:
+                raise QueryRefused(f"with an API key, {engine.capitalize()} runs only the named queries of "
+                                   f"sql/queries (ad-hoc SQL on AWS needs IAM access, not an app key)")
             if "app_id" in placeholders(query.sql):
                 params["app_id"] = app_id
-            elif aws:
+            elif athena_rules:
                 raise QueryRefused(f"query {query.name} has no :app_id parameter")
         bound = bind_query(query, params, types)
         if aws:
             return QueryResult(self._athena(bound), bound, "athena", app_id)
-        engine = self.local_engine(app_id)
+        if engine == "trino":
+            trino = self.trino_engine()
+            if _is_ddl(bound):
+                return QueryResult(pa.table({"view": [trino.create_view_from_sql(bound)]}), bound, "trino", app_id)
+            return QueryResult(trino.query(bound), bound, "trino", app_id)
+        duck = self.local_engine(app_id)
         if _is_ddl(bound):
-            name = engine.create_view_from_sql(bound)
-            return QueryResult(pa.table({"view": [name]}), bound, "local", app_id)
-        return QueryResult(engine.query(bound), bound, "local", app_id)
+            return QueryResult(pa.table({"view": [duck.create_view_from_sql(bound)]}), bound, "local", app_id)
+        return QueryResult(duck.query(bound), bound, "local", app_id)
 
 
 def _is_ddl(sql: str) -> bool:
