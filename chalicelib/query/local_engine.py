@@ -310,6 +310,30 @@ def sql_type(kind: pa.DataType) -> str:
     return "UNKNOWN"
 
 
+_INTEGERS = (exp.DataType.Type.BIGINT, exp.DataType.Type.INT, exp.DataType.Type.SMALLINT, exp.DataType.Type.TINYINT)
+_FLOATS = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT)
+
+
+def trino_semantics(node: exp.Expression) -> exp.Expression:
+    """Where DuckDB reads the same text differently than Trino (found by tests/query/test_trino.py).
+
+    * ``CAST(double AS bigint)``: Trino rounds half away from zero (2.5 -> 3), DuckDB half to even
+      (2.5 -> 2): round() first, which both engines do half away from zero. Needs the types.
+    * ``format('%s-%d', ...)``: Java format patterns; DuckDB's format() takes ``{}`` patterns and
+      returns ``'%s-%d'`` unchanged, its printf() takes these.
+    * ``date_trunc`` / ``date_add`` of a date: a date in Trino, a timestamp in DuckDB: cast back.
+    """
+    if isinstance(node, (exp.Cast, exp.TryCast)) and node.to.this in _INTEGERS and node.this.type is not None \
+            and node.this.type.this in _FLOATS:
+        return node.__class__(this=exp.Round(this=node.this), to=node.to)
+    if isinstance(node, exp.Format):
+        return exp.Anonymous(this="printf", expressions=[node.this, *node.expressions])
+    if isinstance(node, (exp.DateTrunc, exp.DateAdd)) and node.this is not None and node.this.type is not None \
+            and node.this.type.this == exp.DataType.Type.DATE and not isinstance(node.parent, exp.Cast):
+        return exp.Cast(this=node, to=exp.DataType.build("DATE"))
+    return node
+
+
 def bigint_sums(table: pa.Table) -> pa.Table:
     """DuckDB sums BIGINTs into HUGEINT (Arrow decimal128(38, 0)); Athena answers bigint: so do we."""
     for i, f in enumerate(table.schema):
@@ -389,7 +413,7 @@ class LocalAthena:
         """Athena SQL -> DuckDB SQL, typed when possible (see the class docstring)."""
         expression = parse_one(athena_sql)
         typed = self._typed(expression)
-        return (typed or expression).sql(dialect="duckdb")
+        return (typed or expression).transform(trino_semantics).sql(dialect="duckdb")
 
     # -- views
     def create_view(self, name: str, athena_sql: str) -> None:
@@ -400,7 +424,7 @@ class LocalAthena:
         if not VIEW_NAME.fullmatch(name):
             raise QueryError(f"view name {name[:64]!r} must match {VIEW_NAME.pattern}")
         typed = self._typed(body)
-        duckdb_body = (typed or body).sql(dialect="duckdb")
+        duckdb_body = (typed or body).transform(trino_semantics).sql(dialect="duckdb")
         for qualified in (f'"{self.database}"."{name}"', f'"{name}"'):
             try:
                 self.connection.execute(f"CREATE OR REPLACE VIEW {qualified} AS {duckdb_body}")
