@@ -24,6 +24,7 @@ from chalicelib.query.trino_engine import TrinoAthena, glue_tables, quote, trino
 from chalicelib.search.badrows import RecordRef, S3BadRowsSink, invalid_line, rejected_event, undecodable_record
 from tests.query import checks
 from tests.query.checks import APPS, KEYS, QUERIES, VIEWS
+from tests.query.dialect_probes import KNOWN_DIFFERENCES, PROBES
 
 TRINO_URL = os.environ.get("TRINO_URL")
 pytestmark = pytest.mark.skipif(not TRINO_URL, reason="TRINO_URL is not set: scripts/test.sh starts a Trino "
@@ -279,80 +280,6 @@ def test_every_view_file_is_created(trino):
 
 
 # ------------------------------------------------------------------ the dialects, expression by expression
-#: Athena expressions the local DuckDB engine answers as Trino does (integer division, casts,
-#: times, lambdas, arrays, strings...): each is run on both.
-PROBES = (
-    '7 / 2',
-    '-7 / 2',
-    '7 % 3',
-    '-7 % 3',
-    '1.079e0 / 4096',
-    'CAST(2.5e0 AS bigint)',
-    'CAST(-2.5e0 AS bigint)',
-    'round(2.5e0)',
-    'round(-2.5e0)',
-    'round(2.345e0, 2)',
-    'from_unixtime(1767268800)',
-    'CAST(from_unixtime(1767268800) AS timestamp)',
-    'from_unixtime(1767268800123 / 1000)',
-    'from_unixtime(1767268800123 / 1000e0)',
-    "date_format(TIMESTAMP '2026-01-01 12:34:56.789', '%Y-%m-%d %H:%i:%s')",
-    "from_iso8601_timestamp('2026-01-01T12:00:00Z')",
-    "CAST(from_iso8601_timestamp('2026-01-01T12:00:00Z') AS timestamp)",
-    "from_iso8601_date('2026-01-01')",
-    "date_trunc('hour', TIMESTAMP '2026-01-01 12:34:56')",
-    "date_trunc('week', DATE '2026-01-01')",
-    "date_add('day', 1, DATE '2026-01-01')",
-    "date_diff('minute', TIMESTAMP '2026-01-01 12:00:00', TIMESTAMP '2026-01-01 13:30:00')",
-    "to_unixtime(TIMESTAMP '2026-01-01 00:00:00')",
-    "hour(TIMESTAMP '2026-01-01 12:00:00')",
-    "day_of_week(DATE '2026-01-01')",
-    "CAST(TIMESTAMP '2026-01-01 12:00:00' AS varchar)",
-    "CAST(DATE '2026-01-01' AS varchar)",
-    'transform(ARRAY[1, 2, 3], x -> x * 2)',
-    'filter(ARRAY[1, 2, 3], x -> x > 1)',
-    'reduce(ARRAY[1, 2, 3], 0, (s, x) -> s + x, s -> s)',
-    'cardinality(ARRAY[1, 2])',
-    'element_at(ARRAY[1, 2], 2)',
-    'ARRAY[1, 2, 3][1]',
-    'array_max(ARRAY[1, 5, 3])',
-    "array_join(ARRAY['a', 'b'], ',')",
-    'contains(ARRAY[1, 2], 2)',
-    "concat('a', NULL)",
-    "'a' || NULL",
-    "substr('hello', 2, 3)",
-    "split_part('a,b,c', ',', 2)",
-    "regexp_extract('abc123', '[0-9]+')",
-    "regexp_like('abc', '^a')",
-    'json_extract_scalar(\'{"a": {"b": 1}}\', \'$.a.b\')',
-    "try_cast('x' AS integer)",
-    '1e0 / 0',
-    'power(2, -3)',
-    'ln(4096e0 / 100)',
-    'log2(8)',
-    'greatest(1, 2, 3)',
-    "length('héllo')",
-    "lower('ABC')",
-    "strpos('hello', 'l')",
-    "lpad('7', 3, '0')",
-    "format('%s-%d', 'a', 1)",
-    'uuid() IS NOT NULL',
-    "to_hex(md5(to_utf8('a')))",
-    "from_base64('aGk=')",
-    'CAST(CAST(1 AS integer) * 2147483647 AS bigint)',
-    '9223372036854775807 + 0',
-    'bitwise_and(12, 10)',
-    "if(1 > 0, 'y', 'n')",
-)
-#: Where the local DuckDB engine still differs (sql/README.md "Dialects"); the shipped SQL avoids them.
-KNOWN_DIFFERENCES = {
-    "1.079 / 4096": "a decimal literal: Trino divides decimals (0.000), DuckDB doubles",
-    "nan()": "no such function in DuckDB",
-    "url_extract_host('https://example.com/a')": "no such function in DuckDB",
-    "typeof(1)": "type names: 'integer' vs 'INTEGER'",
-}
-
-
 def probe(engine, expression: str):
     try:
         return comparable(engine.query(f"SELECT {expression} AS v").to_pylist()[0]["v"])
