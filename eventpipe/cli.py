@@ -125,11 +125,16 @@ def cmd_query(args) -> int:
     from chalicelib.runtime.clients import Clients
     from eventpipe.query.local_engine import QueryError
     from eventpipe.query.service import QueryService, format_result, parse_param
+    if args.aws and args.engine not in (None, "athena"):
+        print(f"query: --aws runs on Athena, not on {args.engine} (which reads the local stack)", file=sys.stderr)
+        return 2
+    engine = args.engine or ("athena" if args.aws else "duckdb")
+    args.aws = engine == "athena"
     try:
         parsed = [parse_param(text) for text in args.param]
         result = QueryService(Clients(_aws_settings(args))).run(
             args.sql, args.file, {n: v for n, _, v in parsed}, {n: t for n, t, _ in parsed if t},
-            api_key=args.key, aws=args.aws)
+            api_key=args.key, engine=engine)
     except QueryError as exc:
         print(f"query: {exc}", file=sys.stderr)
         return 2
@@ -275,13 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
     qs_setup.add_argument("--app-id", help="data sets and dashboard restricted to this app's rows")
     p.set_defaults(func=cmd_quicksight)
 
-    p = sub.add_parser("query", help="run Athena SQL or a named query of sql/queries (local stack: DuckDB)")
+    p = sub.add_parser("query", help="run Athena SQL or a named query of sql/queries (local stack: DuckDB, "
+                                     "or Trino with --engine trino)")
     p.add_argument("sql", nargs="?", help="the SQL text (or use --file)")
     p.add_argument("--file", help="a .sql file, or the name of a query in sql/queries (e.g. top_users)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="bind :NAME (repeatable)")
     p.add_argument("--key", help="an app's API key: query only that app (forces app_id)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--aws", action="store_true", default=argparse.SUPPRESS, help="run on Athena")
+    p.add_argument("--engine", choices=["duckdb", "trino", "athena"],
+                   help="duckdb (default on the local stack: translated with sqlglot), trino (unmodified, on "
+                        "the local Trino node of scripts/trino-node.sh, at $TRINO_URL), athena (same as --aws)")
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("redrive", help="replay the batches Lambda gave up on (aws/lambda/ in the lake bucket)")

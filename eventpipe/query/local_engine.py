@@ -24,19 +24,13 @@ app's rows.
 
 from __future__ import annotations
 
-import io
 import logging
-import re
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import duckdb
-import orjson
 import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.json as pajson
 import sqlglot
 from pyarrow import fs as pafs
 from sqlglot import exp
@@ -44,217 +38,10 @@ from sqlglot import exp
 log = logging.getLogger(__name__)
 
 
-class QueryError(Exception):
-    """The SQL could not be translated or executed."""
-
-
-_SIMPLE_TYPES = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "double": pa.float64(),
-                 "float": pa.float32(), "boolean": pa.bool_(), "binary": pa.binary(),
-                 "timestamp": pa.timestamp("ms", tz="UTC"), "date": pa.date32(), "smallint": pa.int16(),
-                 "tinyint": pa.int8()}
-
-
-VIEW_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-
-def arrow_type(hive: str) -> pa.DataType:
-    hive = hive.strip().lower()
-    if hive in _SIMPLE_TYPES:
-        return _SIMPLE_TYPES[hive]
-    match = re.fullmatch(r"array<(.+)>", hive)
-    if match:
-        return pa.list_(arrow_type(match.group(1)))
-    match = re.fullmatch(r"struct<(.+)>", hive)
-    if match:
-        fields = []
-        depth, start, text = 0, 0, match.group(1)
-        for i, ch in enumerate(text + ","):
-            depth += ch == "<"
-            depth -= ch == ">"
-            if ch == "," and depth == 0:
-                name, kind = text[start:i].split(":", 1)
-                fields.append(pa.field(name, arrow_type(kind)))
-                start = i + 1
-        return pa.struct(fields)
-    raise QueryError(f"unsupported column type {hive!r}")
-
-
-@dataclass(frozen=True)
-class TableDef:
-    name: str
-    location: str  # s3://bucket/prefix/
-    schema: pa.Schema
-    partition_schema: pa.Schema
-    #: The SerDe class (``SerdeInfo.SerializationLibrary``); "" when unknown.
-    serde: str = ""
-    serde_parameters: dict = field(default_factory=dict, compare=False)
-    #: ``storage.location.template`` (partition projection), if any.
-    location_template: str | None = None
-
-    @property
-    def is_json(self) -> bool:
-        return "json" in self.serde.lower()
-
-
-def table_defs(glue, database: str) -> list[TableDef]:
-    defs = []
-    for page in glue.get_paginator("get_tables").paginate(DatabaseName=database):
-        for table in page["TableList"]:
-            if table.get("TableType") == "VIRTUAL_VIEW":
-                continue
-            storage = table["StorageDescriptor"]
-            columns = [pa.field(c["Name"], arrow_type(c["Type"])) for c in storage["Columns"]]
-            partitions = [pa.field(k["Name"], arrow_type(k["Type"])) for k in table.get("PartitionKeys", [])]
-            serde = storage.get("SerdeInfo", {})
-            defs.append(TableDef(table["Name"], storage["Location"], pa.schema(columns + partitions),
-                                 pa.schema(partitions), serde.get("SerializationLibrary", ""),
-                                 dict(serde.get("Parameters", {})),
-                                 table.get("Parameters", {}).get("storage.location.template")))
-    return defs
-
-
-def s3_filesystem(endpoint_url: str | None, region: str, access_key: str | None = None,
-                  secret_key: str | None = None) -> pafs.S3FileSystem:
-    if endpoint_url:
-        scheme, _, host = endpoint_url.partition("://")
-        return pafs.S3FileSystem(endpoint_override=host, scheme=scheme, region=region,
-                                 access_key=access_key or "testing", secret_key=secret_key or "testing")
-    return pafs.S3FileSystem(region=region)
-
-
-def dataset_for(table: TableDef, filesystem: pafs.FileSystem) -> ds.Dataset | pa.Table:
-    path = table.location.removeprefix("s3://").rstrip("/")
-    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
-    files = [f.path for f in filesystem.get_file_info(selector)
-             if f.type == pafs.FileType.File and f.path.endswith(".parquet")]
-    if not files:
-        return table.schema.empty_table()
-    partitioning = ds.partitioning(table.partition_schema, flavor="hive") if table.partition_schema else None
-    return ds.dataset(files, schema=table.schema, format="parquet", filesystem=filesystem,
-                      partitioning=partitioning, partition_base_dir=path)
-
-
-# ------------------------------------------------------------------ JSON SerDe tables
-def _visible(path: str) -> bool:
-    """Hive, Athena and pyarrow skip files whose name starts with ``_`` or ``.``."""
-    return not path.rsplit("/", 1)[-1].startswith(("_", "."))
-
-
-def partition_matcher(table: TableDef) -> re.Pattern:
-    """A regex giving the partition values of a file path (``bucket/prefix/.../file``)."""
-    base = table.location.removeprefix("s3://").rstrip("/") + "/"
-    if table.location_template:
-        template = table.location_template.removeprefix("s3://").rstrip("/") + "/"
-        pattern, pos = "", 0
-        for match in re.finditer(r"\$\{(\w+)\}", template):
-            pattern += re.escape(template[pos:match.start()]) + f"(?P<{match.group(1)}>[^/]+)"
-            pos = match.end()
-        return re.compile(pattern + re.escape(template[pos:]))
-    parts = "".join(f"{re.escape(f.name)}=(?P<{f.name}>[^/]+)/" for f in table.partition_schema)
-    return re.compile(re.escape(base) + parts)
-
-
-def coerce(value: Any, kind: pa.DataType) -> Any:
-    """A JSON value as the column type; None when it is not one (as the OpenX SerDe reads it)."""
-    if value is None:
-        return None
-    if pa.types.is_string(kind):
-        if isinstance(value, str):
-            return value
-        return orjson.dumps(value).decode()  # objects, arrays, numbers, booleans: their JSON text
-    if pa.types.is_integer(kind):
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
-            return int(value)
-        return None
-    if pa.types.is_floating(kind):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        try:
-            return float(value) if isinstance(value, str) else None
-        except ValueError:
-            return None
-    if pa.types.is_boolean(kind):
-        return value if isinstance(value, bool) else None
-    if pa.types.is_struct(kind):
-        if not isinstance(value, dict):
-            return None
-        return {f.name: coerce(value.get(f.name), f.type) for f in kind}
-    if pa.types.is_list(kind):
-        return [coerce(v, kind.value_type) for v in value] if isinstance(value, list) else None
-    return None  # timestamps, binary: not read from JSON here
-
-
-def parse_ndjson(data: bytes, schema: pa.Schema, mapping: dict[str, str] | None = None) -> pa.Table:
-    """NDJSON bytes -> a table of ``schema`` (data columns only).
-
-    ``mapping`` is column -> JSON key (the SerDe's ``mapping.<column>``).
-    pyarrow's reader is tried first; input it refuses (a value of another type
-    than declared) is coerced line by line.
-    """
-    mapping = mapping or {}
-    json_schema = pa.schema([pa.field(mapping.get(f.name, f.name), f.type) for f in schema])
-    try:
-        table = pajson.read_json(io.BytesIO(data), parse_options=pajson.ParseOptions(
-            explicit_schema=json_schema, unexpected_field_behavior="ignore", newlines_in_values=False))
-        return table.rename_columns(schema.names).cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
-    rows = []
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            obj = None
-        if not isinstance(obj, dict):
-            rows.append({f.name: None for f in schema})  # ignore.malformed.json: a row of NULLs
-            continue
-        rows.append({f.name: coerce(obj.get(mapping.get(f.name, f.name)), f.type) for f in schema})
-    return pa.Table.from_pylist(rows, schema=schema)
-
-
-def json_table_for(table: TableDef, filesystem: pafs.FileSystem) -> pa.Table:
-    """Every visible file under the table's location read as NDJSON, with partition columns."""
-    path = table.location.removeprefix("s3://").rstrip("/")
-    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
-    matcher = partition_matcher(table)
-    partition_names = set(table.partition_schema.names)
-    data_schema = pa.schema([f for f in table.schema if f.name not in partition_names])
-    mapping = {k.removeprefix("mapping."): v for k, v in table.serde_parameters.items() if k.startswith("mapping.")}
-    pieces = []
-    for info in filesystem.get_file_info(selector):
-        if info.type != pafs.FileType.File or not _visible(info.path):
-            continue
-        match = matcher.match(info.path)
-        if match is None:
-            continue  # outside the partition layout: Athena would not read it either
-        with filesystem.open_input_stream(info.path) as stream:
-            data = stream.read()
-        part = parse_ndjson(data, data_schema, mapping)
-        for f in table.partition_schema:
-            values = pa.array([match.group(f.name)] * part.num_rows, pa.string()).cast(f.type)
-            part = part.append_column(f, values)
-        pieces.append(part.select(table.schema.names))
-    return pa.concat_tables(pieces) if pieces else table.schema.empty_table()
-
-
-def scope_filter(table: TableDef) -> ds.Expression | None:
-    """The filter that keeps one app's rows of a table, or None when it has no app column."""
-    names = table.schema.names
-    if "app_id" in names:
-        return ds.field("app_id")
-    if "event" in names:
-        kind = table.schema.field("event").type
-        if pa.types.is_struct(kind) and kind.get_field_index("app_id") >= 0:
-            return ds.field("event", "app_id")
-    return None
-
+from eventpipe.query.catalog_tables import (VIEW_NAME, TableDef, arrow_type, coerce, dataset_for,  # noqa: F401
+                                            json_table_for, parse_ndjson, partition_matcher, s3_filesystem,
+                                            scope_filter, table_defs)
+from eventpipe.query.errors import QueryError  # noqa: F401 - re-exported
 
 def translate(sql: str) -> str:
     """Athena (Trino) SQL -> DuckDB SQL (no column types: see :meth:`LocalAthena.translate`)."""
@@ -308,6 +95,30 @@ def sql_type(kind: pa.DataType) -> str:
     if pa.types.is_decimal(kind):
         return "BIGINT" if kind.scale == 0 else f"DECIMAL({kind.precision}, {kind.scale})"
     return "UNKNOWN"
+
+
+_INTEGERS = (exp.DataType.Type.BIGINT, exp.DataType.Type.INT, exp.DataType.Type.SMALLINT, exp.DataType.Type.TINYINT)
+_FLOATS = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT)
+
+
+def trino_semantics(node: exp.Expression) -> exp.Expression:
+    """Where DuckDB reads the same text differently than Trino (found by tests/query/test_trino.py).
+
+    * ``CAST(double AS bigint)``: Trino rounds half away from zero (2.5 -> 3), DuckDB half to even
+      (2.5 -> 2): round() first, which both engines do half away from zero. Needs the types.
+    * ``format('%s-%d', ...)``: Java format patterns; DuckDB's format() takes ``{}`` patterns and
+      returns ``'%s-%d'`` unchanged, its printf() takes these.
+    * ``date_trunc`` / ``date_add`` of a date: a date in Trino, a timestamp in DuckDB: cast back.
+    """
+    if isinstance(node, (exp.Cast, exp.TryCast)) and node.to.this in _INTEGERS and node.this.type is not None \
+            and node.this.type.this in _FLOATS:
+        return node.__class__(this=exp.Round(this=node.this), to=node.to)
+    if isinstance(node, exp.Format):
+        return exp.Anonymous(this="printf", expressions=[node.this, *node.expressions])
+    if isinstance(node, (exp.DateTrunc, exp.DateAdd)) and node.this is not None and node.this.type is not None \
+            and node.this.type.this == exp.DataType.Type.DATE and not isinstance(node.parent, exp.Cast):
+        return exp.Cast(this=node, to=exp.DataType.build("DATE"))
+    return node
 
 
 def bigint_sums(table: pa.Table) -> pa.Table:
@@ -389,7 +200,7 @@ class LocalAthena:
         """Athena SQL -> DuckDB SQL, typed when possible (see the class docstring)."""
         expression = parse_one(athena_sql)
         typed = self._typed(expression)
-        return (typed or expression).sql(dialect="duckdb")
+        return (typed or expression).transform(trino_semantics).sql(dialect="duckdb")
 
     # -- views
     def create_view(self, name: str, athena_sql: str) -> None:
@@ -400,7 +211,7 @@ class LocalAthena:
         if not VIEW_NAME.fullmatch(name):
             raise QueryError(f"view name {name[:64]!r} must match {VIEW_NAME.pattern}")
         typed = self._typed(body)
-        duckdb_body = (typed or body).sql(dialect="duckdb")
+        duckdb_body = (typed or body).transform(trino_semantics).sql(dialect="duckdb")
         for qualified in (f'"{self.database}"."{name}"', f'"{name}"'):
             try:
                 self.connection.execute(f"CREATE OR REPLACE VIEW {qualified} AS {duckdb_body}")

@@ -42,7 +42,7 @@ merged AS (
            sum(event_count) AS event_count, sum(late_count) AS late_count,
            4096 - count(slot) FILTER (WHERE sketch = 0) AS user_id__empty,
            coalesce(sum(power(2e0, -hll_rank)) FILTER (WHERE sketch = 0), 0e0) AS user_id__inverse,
-           array_agg(slot * 256 + hll_rank) FILTER (WHERE sketch = 0) AS user_id__hll_merged
+           array_agg(slot * 256 + hll_rank ORDER BY slot) FILTER (WHERE sketch = 0) AS user_id__hll_merged
     FROM per_slot
     GROUP BY app_id, dt, window_start, window_end
 ),

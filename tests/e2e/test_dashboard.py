@@ -13,7 +13,6 @@ import math
 import os
 import shutil
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest

@@ -59,7 +59,7 @@ class HllState(SketchState):
         where = f"FILTER (WHERE sketch = {index})"
         return [f"4096 - count(slot) {where} AS {prefix}__empty",
                 f"coalesce(sum(power(2e0, -hll_rank)) {where}, 0e0) AS {prefix}__inverse",
-                f"array_agg(slot * 256 + hll_rank) {where} AS {prefix}__hll_merged"]
+                f"array_agg(slot * 256 + hll_rank ORDER BY slot) {where} AS {prefix}__hll_merged"]  # same order on every engine
 
     @classmethod
     def sql_estimated(cls, prefix: str) -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from chalicelib.processing import aggregate, finalize, load_metrics, merge_partials

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import random
 
-import boto3
 import orjson
 import pytest
 import requests
 from botocore.credentials import Credentials
 from hypothesis import given
 from hypothesis import strategies as st
-from moto import mock_aws
 from opensearchpy import AWSV4SignerAuth, RequestsHttpConnection
 
 from chalicelib.stream.retry import Backoff

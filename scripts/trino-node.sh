@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Run a real single-node Trino (the engine behind Athena v3) on 127.0.0.1 for the SQL tests and
+# `eventpipe query --engine trino`.
+#   scripts/trino-node.sh start|launch|wait|stop|status|java
+# start = launch + wait (prints the URL). `java` prints the Java 24+ home it would use, or why none
+# (exit 3). Trino comes from Maven Central through `mvn`: io.trino:trino-server-core (tar.gz) and
+# the Hive connector io.trino:trino-hive (zip), assembled once into the cache (~620 MB unpacked).
+# No catalog is configured: catalogs are created at run time (`CREATE CATALOG`, dynamic catalog
+# management), see chalicelib/query/trino_engine.py.
+# Env: TRINO_PORT (8081), TRINO_VERSION (476), TRINO_HEAP (2G), TRINO_JAVA_HOME (Java 24+),
+# EVENTPIPE_CACHE, TRINO_RUN_DIR (etc, data, logs; wiped at each start), TRINO_START_TIMEOUT (120 s).
+set -euo pipefail
+
+PORT=${TRINO_PORT:-8081}
+URL="http://127.0.0.1:$PORT"
+VERSION=${TRINO_VERSION:-476}
+CACHE=${EVENTPIPE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/eventpipe}/trino
+RUN=${TRINO_RUN_DIR:-${TMPDIR:-/tmp}/eventpipe-trino-$PORT}
+PIDFILE=$RUN/data/var/run/launcher.pid
+TIMEOUT=${TRINO_START_TIMEOUT:-120}
+
+log() { echo "trino-node: $*" >&2; }
+die() { log "$*"; exit 1; }
+running() { [[ -s $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+info() { curl -fsS --max-time 5 "$URL/v1/info" 2>/dev/null; }
+healthy() { info | grep -q '"starting":false'; }
+
+java_version() { # home -> major version, or nothing
+  "$1/bin/java" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p'
+}
+
+find_java() { # Java 24+ (Trino 476 needs it); prints the home, or why there is none (exit 3)
+  local c v seen=""
+  for c in "${TRINO_JAVA_HOME:-}" "${JAVA_HOME:-}" /usr/lib/jvm/temurin-*-jdk-* /usr/lib/jvm/java-*-openjdk-* \
+           "$(dirname "$(dirname "$(readlink -f "$(command -v java 2>/dev/null || echo /nonexistent)")")")"; do
+    [[ -n $c && -x $c/bin/java ]] || continue
+    v=$(java_version "$c")
+    [[ ${v%%.*} =~ ^[0-9]+$ && ${v%%.*} -ge 24 ]] && { echo "$c"; return 0; }
+    seen+=" $c (Java ${v:-?})"
+  done
+  echo "no Java 24+ found (Trino $VERSION needs it; set TRINO_JAVA_HOME). Seen:${seen:- none}"
+  return 3
+}
+
+fetch() { # prints the home of the assembled server in the cache
+  local home=$CACHE/trino-server-$VERSION tmp repo
+  [[ -f $home/.complete ]] && { echo "$home"; return; }
+  command -v mvn >/dev/null || die "mvn is not installed: cannot fetch Trino from Maven Central"
+  mkdir -p "$CACHE" && rm -rf "$CACHE"/.unpack.* "$CACHE"/.download
+  repo=$CACHE/.m2 # Maven's own plugins are cached here; the Trino artifacts are removed once unpacked
+  log "fetching io.trino:trino-server-core:$VERSION:tar.gz and io.trino:trino-hive:$VERSION:zip (~450 MB) with mvn"
+  for artifact in "io.trino:trino-server-core:$VERSION:tar.gz" "io.trino:trino-hive:$VERSION:zip"; do
+    if ! mvn -q -B dependency:copy -Dartifact="$artifact" -DoutputDirectory="$CACHE/.download" \
+        -Dmaven.repo.local="$repo" >&2; then
+      rm -rf "$CACHE/.download"
+      die "DOWNLOAD FAILED: could not fetch $artifact from Maven Central (see mvn's output above)"
+    fi
+  done
+  tmp=$(mktemp -d "$CACHE/.unpack.XXXXXX")
+  tar -xzf "$CACHE/.download/trino-server-core-$VERSION.tar.gz" -C "$tmp"
+  if command -v unzip >/dev/null; then unzip -q "$CACHE/.download/trino-hive-$VERSION.zip" -d "$tmp/plugin-hive"
+  else python3 -m zipfile -e "$CACHE/.download/trino-hive-$VERSION.zip" "$tmp/plugin-hive"; fi
+  mv "$tmp/plugin-hive/trino-hive-$VERSION" "$tmp/trino-server-core-$VERSION/plugin/hive"
+  chmod +x "$tmp/trino-server-core-$VERSION"/bin/launcher "$tmp/trino-server-core-$VERSION"/bin/*/launcher
+  echo "$VERSION" >"$tmp/trino-server-core-$VERSION/.complete"
+  rm -rf "$home" && mv "$tmp/trino-server-core-$VERSION" "$home"
+  rm -rf "$tmp" "$CACHE/.download" "$repo/io/trino"
+  echo "$home"
+}
+
+launch() {
+  if running; then log "already running (pid $(cat "$PIDFILE"))"; return 0; fi
+  info >/dev/null && die "something else already answers on $URL"
+  local home java
+  java=$(find_java) || die "$java"
+  home=$(fetch)
+  rm -rf "$RUN" && mkdir -p "$RUN"/{etc/catalog,data}
+  printf '%s\n' "node.environment=eventpipe" "node.id=eventpipe-$PORT" "node.bind-ip=127.0.0.1" \
+    "node.data-dir=$RUN/data" \
+    >"$RUN/etc/node.properties"
+  # UTC everywhere: Athena's session time zone; the file metastore and Parquet read with it.
+  printf '%s\n' "-server" "-Xmx${TRINO_HEAP:-2G}" "-XX:+UseSerialGC" "-XX:TieredStopAtLevel=1" \
+    "-XX:+ExitOnOutOfMemoryError" "-Djdk.attach.allowAttachSelf=true" "-Duser.timezone=UTC" \
+    "-Djava.io.tmpdir=$RUN/data/tmp" >"$RUN/etc/jvm.config"
+  mkdir -p "$RUN/data/tmp"
+  printf '%s\n' "coordinator=true" "node-scheduler.include-coordinator=true" "http-server.http.port=$PORT" \
+    "http-server.log.enabled=false" "discovery.uri=$URL" "catalog.management=dynamic" "catalog.store=memory" \
+    "query.max-memory=1GB" "query.max-memory-per-node=1GB" "task.concurrency=2" \
+    "query.min-expire-age=5m" "node.internal-address=127.0.0.1" >"$RUN/etc/config.properties"
+  echo "io.trino=WARN" >"$RUN/etc/log.properties"
+  log "starting Trino $VERSION from $home with $java (etc, data, logs in $RUN)"
+  JAVA_HOME=$java PATH="$java/bin:$PATH" "$home/bin/launcher" --etc-dir="$RUN/etc" --data-dir="$RUN/data" \
+    --pid-file="$PIDFILE" --launcher-log-file="$RUN/launcher.log" --server-log-file="$RUN/server.log" start >&2
+}
+
+wait_healthy() {
+  local i
+  for ((i = 0; i < TIMEOUT; i++)); do
+    healthy && { echo "$URL"; return 0; }
+    running || [[ $i -lt 5 ]] || break
+    sleep 1
+  done
+  log "Trino did not become ready on $URL; last log lines:"
+  tail -n 40 "$RUN/launcher.log" "$RUN/server.log" >&2 2>/dev/null || true
+  stop >/dev/null 2>&1 || true
+  exit 1
+}
+
+stop() {
+  local pid i
+  if ! running; then log "not running"; return 0; fi
+  pid=$(cat "$PIDFILE")
+  kill "$pid"
+  for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
+  rm -f "$PIDFILE"
+  log "stopped (pid $pid)"
+}
+
+status() {
+  if running && healthy; then echo "running pid $(cat "$PIDFILE") $URL"
+  elif running; then echo "starting pid $(cat "$PIDFILE") $URL"; return 1
+  else echo "stopped"; return 3; fi
+}
+
+case ${1:-} in
+  start) launch && wait_healthy ;;
+  launch) launch ;;
+  wait) wait_healthy ;;
+  stop | status) "$1" ;;
+  java) find_java ;;
+  *) echo "usage: $0 start|launch|wait|stop|status|java" >&2; exit 2 ;;
+esac
