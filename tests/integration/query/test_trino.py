@@ -21,7 +21,9 @@ from eventpipe.query.local_engine import LocalAthena, s3_filesystem
 from eventpipe.query.service import QueryRefused, QueryService, view_files
 from eventpipe.query.trino_client import TrinoClient, TrinoError
 from eventpipe.query.trino_engine import TrinoAthena, glue_tables, quote, trino_type
-from chalicelib.stream.badrows import RecordRef, S3BadRowsSink, invalid_line, rejected_event, undecodable_record
+from chalicelib.lake.badrows import S3BadRowsSink
+from chalicelib.stream.badrows import invalid_line, rejected_event, undecodable_record
+from chalicelib.stream.records import RecordRef
 from tests.integration.query import checks
 from tests.integration.query.checks import APPS, KEYS, QUERIES, VIEWS
 from tests.integration.query.dialect_probes import KNOWN_DIFFERENCES, PROBES
@@ -73,7 +75,9 @@ def test_every_glue_table_is_registered_with_its_columns_partitions_and_projecti
     clients, _, _ = lake
     _, engine = trino
     definitions = glue_tables(clients.glue, clients.settings.glue_database)
-    assert sorted(engine.tables) == sorted(t["Name"] for t in definitions) and len(definitions) == 6
+    from chalicelib.processing import load_metrics
+    assert sorted(engine.tables) == sorted(t["Name"] for t in definitions)
+    assert len(definitions) == 2 + len(load_metrics().metrics)  # events, bad_rows, one rollup per metric
     for table in definitions:
         described = engine.query(f"DESCRIBE {quote(table['Name'])}").to_pylist()
         columns = table["StorageDescriptor"]["Columns"] + table["PartitionKeys"]
@@ -219,23 +223,23 @@ def test_trino_errors_are_query_errors(trino):
         engine.query("SELECT count(*) FROM events")
 
 
-# ------------------------------------------------------------------ JSON bad rows of the search indexer
-def test_search_bad_rows_read_the_same_on_both_engines(lake, tmp_path):
-    """The OpenX SerDe's mapping.source_record (JSON key 'source') is honoured by Trino too."""
+# ------------------------------------------------------------------ JSON bad rows (one schema for every consumer)
+def test_bad_rows_read_the_same_on_both_engines(lake, tmp_path):
+    """The JSON bad rows (nested record and event structs, consumer partition) read alike on Trino and DuckDB."""
     clients, _, _ = lake
     bucket, database = "eventpipe-search-lake", "eventpipe_search"
     clients.s3.create_bucket(Bucket=bucket)
     clients.glue.create_database(DatabaseInput={"Name": database})
     ensure_bad_rows_table(clients.glue, database, bucket)
-    ref = RecordRef("4200", "pk-1", "arn:aws:kinesis:us-east-1:123456789012:stream/s", "shardId-0:4200",
+    ref = RecordRef("4200", "shardId-000000000000", "pk-1", "arn:aws:kinesis:us-east-1:123456789012:stream/s",
                     arrival_ms=1_767_268_800_000)
     event = {"event_id": "e-1", "event_type": "level_up", "event_time": 1_767_268_800_500, "app_id": "alpha",
              "user_id": "u-1", "received_at": 1_767_268_801_000, "attributes": "{}"}
-    S3BadRowsSink(clients.s3, bucket).write([
+    S3BadRowsSink(clients.s3, bucket, "search").write([
         rejected_event(ref, 3, event, "mapper_parsing_exception"),
         invalid_line(ref, 4, b"{not json", "not JSON"),
         undecodable_record(ref, b"\x00\x01", "unknown record format")])
-    sql = ("SELECT source, dt, reason, detail, source_record, event.app_id AS app, raw_line, record_data_b64 "
+    sql = ("SELECT consumer, dt, reason, detail, record, event.app_id AS app, raw_line, record_data_b64 "
            "FROM bad_rows WHERE dt BETWEEN '2026-01-01' AND '2026-01-02' ORDER BY reason")
     engine = TrinoAthena(TrinoClient(TRINO_URL), clients.glue, clients.s3, database, tmp_path, f"search_{os.getpid()}")
     try:
@@ -244,9 +248,10 @@ def test_search_bad_rows_read_the_same_on_both_engines(lake, tmp_path):
         engine.drop()
     filesystem = s3_filesystem(clients.settings.aws_endpoint_url, clients.settings.region)
     assert rows == rows_of(LocalAthena(clients.glue, database, filesystem).query(sql))  # no views here
-    assert [(r["reason"], r["source_record"]["line"], r["source_record"]["sequence_number"], r["app"]) for r in rows] \
-        == [("invalid_event", 4, "4200", None), ("rejected_by_index", 3, "4200", "alpha"),
-            ("undecodable_record", None, "4200", None)]
+    assert [(r["consumer"], r["reason"], r["record"]["line"], r["record"]["sequence_number"], r["app"])
+            for r in rows] == [("search", "invalid_event", 4, "4200", None),
+                               ("search", "rejected_by_index", 3, "4200", "alpha"),
+                               ("search", "undecodable_record", None, "4200", None)]
 
 
 # ------------------------------------------------------------------ the command line
@@ -310,7 +315,7 @@ def test_hll_estimate_is_identical_on_both_engines_and_near_the_python_readers(l
     import pyarrow as pa
 
     from chalicelib.processing import hll
-    from eventpipe.query.views import HLL_ESTIMATE
+    from chalicelib.processing.measures.distinct import HLL_ESTIMATE
     hashes, valid = hll.hash_strings(pa.array([f"user-{i}" for i in range(n)]))
     register, rank = hll.registers(hashes[valid])
     group, register, rank = hll.reduce_registers(np.zeros(len(register), np.int64), register, rank, 1)
