@@ -83,6 +83,8 @@ def statements(function: str, names: StageNames) -> list[dict]:
             _allow("Ingest", ["kinesis:PutRecords", "kinesis:DescribeStreamSummary"], [stream_arn()]),
             _allow("ListLake", ["s3:ListBucket"], [bucket_arn()]),
             _allow("ReadRollups", ["s3:GetObject"], _objects("rollups/")),
+            # The SDK-compatible routes keep the messages they refuse (chalicelib/ingest/sdk.py).
+            _allow("WriteBadRows", ["s3:PutObject"], _objects("bad-rows/ingest/")),
         ]
     if function in ("archive_events", "aggregate_events", "finalize_windows"):
         result.append(_allow("State", ["dynamodb:GetItem", "dynamodb:PutItem"], [table_arn(n.STATE_TABLE)]))
