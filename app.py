@@ -11,7 +11,7 @@ import logging
 
 from chalice import Chalice, Rate
 
-from chalicelib.api.routes import Routes, json_response, query_params
+from chalicelib.api.routes import POSTHOG, SEGMENT, Routes, json_response, query_params
 from chalicelib.runtime.container import Container
 from chalicelib.runtime.pipeline_config import load_pipeline_config
 from chalicelib.runtime.settings import Settings
@@ -36,6 +36,19 @@ def _kinesis(name: str) -> dict:
 def post_events(request, app_id):
     return container.ingest.ingest(app_id, request.raw_body or b"", request.headers.get("content-type"),
                                    request.headers.get("content-encoding")).to_dict()
+
+
+# Segment's HTTP tracking API (analytics-python, RudderStack/Jitsu clients; analytics.js: /v1/b and one letter).
+@routes.sdk(SEGMENT, "/v1/batch", "/v1/b", "/v1/track", "/v1/t", "/v1/identify", "/v1/i", "/v1/page", "/v1/p",
+            "/v1/screen", "/v1/s", "/v1/group", "/v1/g", "/v1/alias", "/v1/a")
+def segment_ingest(call):
+    return container.sdk_ingest.segment(call)
+
+
+# PostHog's capture API (posthog-python and posthog-node: /batch/; posthog-js: /e/ and /i/v0/e/).
+@routes.sdk(POSTHOG, "/batch", "/capture", "/e", "/i/v0/e")
+def posthog_ingest(call):
+    return container.sdk_ingest.posthog(call)
 
 
 @routes.public("/v1/health")

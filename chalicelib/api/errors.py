@@ -36,3 +36,7 @@ class UnsupportedMediaType(RequestError):
 
 class ServiceUnavailable(RequestError):
     status = 503
+
+
+class TooManyRequests(RequestError):
+    status = 429

@@ -4,6 +4,11 @@
 :meth:`Routes.authenticated`; the handler body only parses its request and calls
 one service. Typed :class:`~chalicelib.api.errors.RequestError` exceptions
 become their status and ``{"error": message}`` here, in one place.
+
+:meth:`Routes.sdk` declares the SDK-compatible ingestion routes (Segment,
+PostHog): the key may also come from ``Authorization: Basic`` or the body
+(:func:`~chalicelib.api.dialects.find_key`), and errors take the shape that
+protocol's clients read (:mod:`chalicelib.api.dialects`).
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from typing import Any, Callable
 import orjson
 from chalice import Chalice, Response
 
-from chalicelib.api.errors import RequestError
+from chalicelib.api.dialects import KEY_HEADER, NATIVE, POSTHOG, SEGMENT, Dialect, SdkCall, find_key
+from chalicelib.api.errors import RequestError, Unauthorized
 
-KEY_HEADER = "x-api-key"
+__all__ = ["KEY_HEADER", "NATIVE", "POSTHOG", "SEGMENT", "Routes", "SdkCall", "error_response", "json_response",
+           "query_params"]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -24,8 +31,8 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
                     headers={"Content-Type": "application/json", **(headers or {})})
 
 
-def error_response(exc: RequestError) -> Response:
-    return json_response({"error": exc.message}, exc.status, exc.headers)
+def error_response(exc: RequestError, dialect: Dialect = NATIVE) -> Response:
+    return json_response(dialect.error_body(exc), exc.status, exc.headers)
 
 
 def query_params(request) -> dict[str, Any]:
@@ -48,7 +55,7 @@ class Routes:
             request = self._app.current_request
             try:
                 if with_app:
-                    app_id = self._authenticate(request.headers.get(KEY_HEADER))
+                    app_id = self._authenticate(find_key(request.headers, None, NATIVE))
                     result = handler(request, app_id, **url_params)
                 else:
                     result = handler(request, **url_params)
@@ -58,10 +65,44 @@ class Routes:
 
         self._app.route(path, methods=methods, **options)(view)
 
+    def _register_sdk(self, path: str, handler: Callable, dialect: Dialect) -> None:
+        @functools.wraps(handler)
+        def view() -> Response:
+            request = self._app.current_request
+
+            def authenticate(body_key: str | None) -> str:
+                key = find_key(request.headers, body_key, dialect)
+                if not key:
+                    raise Unauthorized(dialect.missing_key)
+                return self._authenticate(key)
+
+            try:
+                result = handler(SdkCall(path, request.raw_body or b"", request.headers.get("content-type"),
+                                         request.headers.get("content-encoding"), query_params(request),
+                                         authenticate))
+            except RequestError as exc:
+                return error_response(exc, dialect)
+            return result if isinstance(result, Response) else json_response(result)
+
+        # Any content type (browsers send JSON as text/plain), and CORS: browser SDKs post cross-origin.
+        self._app.route(path, methods=["POST"], content_types=["*/*"], cors=True)(view)
+
     def public(self, path: str, methods: tuple[str, ...] = ("GET",), **options: Any) -> Callable:
         """A route without a key: ``handler(request, **url_params)``."""
         def register(handler: Callable) -> Callable:
             self._register(path, list(methods), handler, False, **options)
+            return handler
+        return register
+
+    def sdk(self, dialect: Dialect, *paths: str) -> Callable:
+        """POST routes of an SDK-compatible ingestion API: ``handler(call: SdkCall)``.
+
+        The handler's service decodes the body and calls ``call.authenticate(body_key)``
+        (401 without a key, in the dialect's error shape, like every other error).
+        """
+        def register(handler: Callable) -> Callable:
+            for path in paths:
+                self._register_sdk(path, handler, dialect)
             return handler
         return register
 

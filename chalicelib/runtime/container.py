@@ -35,10 +35,20 @@ class Container:
         return AppStore(self.clients.dynamodb, self.settings.apps_table)
 
     @functools.cached_property
+    def kinesis_writer(self) -> KinesisWriter:
+        """The one writer of the event stream (native and SDK-compatible ingestion share it)."""
+        return KinesisWriter(self.clients.kinesis, self.settings.stream_name,
+                             dataclasses.replace(DEFAULT_BACKOFF, max_attempts=self.settings.kinesis_max_attempts))
+
+    @functools.cached_property
     def ingest(self) -> IngestService:
-        writer = KinesisWriter(self.clients.kinesis, self.settings.stream_name,
-                               dataclasses.replace(DEFAULT_BACKOFF, max_attempts=self.settings.kinesis_max_attempts))
-        return IngestService(writer, clock_ms)
+        return IngestService(self.kinesis_writer, clock_ms)
+
+    @functools.cached_property
+    def sdk_ingest(self):
+        """Segment- and PostHog-compatible ingestion; rejected messages go to bad-rows/ingest/."""
+        from chalicelib.ingest.sdk import SdkIngestService
+        return SdkIngestService(self.kinesis_writer, self.bad_rows("ingest"), clock_ms)
 
     @functools.cached_property
     def health(self):
@@ -92,7 +102,7 @@ class Container:
         return StateStore(self.clients.dynamodb, self.settings.state_table)
 
     def bad_rows(self, consumer: str):
-        """The bad-rows sink of one consumer (``archive``, ``aggregate``, ``search``)."""
+        """The bad-rows sink of one consumer (``archive``, ``aggregate``, ``search``, ``ingest``)."""
         from chalicelib.lake.badrows import S3BadRowsSink
         return S3BadRowsSink(self.clients.s3, self.settings.bucket, consumer)
 

@@ -1,7 +1,9 @@
 """Bad rows: input a consumer could not use, kept with the reason so nothing is lost.
 
 One schema and one writer for every consumer (``archive``, ``aggregate``,
-``search``). A bad row is one JSON object::
+``search``) and for the SDK-compatible ingestion routes (``ingest``: messages a
+Segment or PostHog client sent that fail validation; the clients ignore the body
+of a 200, so the rejects are kept here). A bad row is one JSON object::
 
     {"reason": "invalid_event", "detail": "missing required field(s): app_id",
      "record": {"shard_id", "sequence_number", "partition_key", "event_source_arn", "arrival_ms", "line"},
@@ -12,6 +14,11 @@ One schema and one writer for every consumer (``archive``, ``aggregate``,
 Rows are stored per source record, one NDJSON object each::
 
     bad-rows/<consumer>/dt=<record arrival day>/<shard id>-<sequence number>.ndjson
+
+For ``ingest`` the "record" is the request: ``shard_id`` is the protocol
+(``segment``, ``posthog``), ``sequence_number`` a digest of the app and the
+rejected messages, ``line`` the message's position in the request, ``event`` holds
+``app_id`` and ``received_at`` and ``raw_line`` the message as sent, keys removed.
 
 The key depends only on the record, never on a clock or the batch, so a
 re-delivered record overwrites its object instead of adding copies (Lambda
@@ -33,7 +40,7 @@ from chalicelib.stream.instants import iso_date
 from chalicelib.stream.records import RecordRef
 
 PREFIX = "bad-rows"
-CONSUMERS = ("archive", "aggregate", "search")
+CONSUMERS = ("archive", "aggregate", "search", "ingest")
 
 #: ``reason`` values: a stable code; ``detail`` says what exactly.
 UNDECODABLE_RECORD = "undecodable_record"
@@ -94,6 +101,25 @@ def too_late(ref: RecordRef, line_no: int | None, event: dict[str, Any], detail:
 def rejected_event(ref: RecordRef, line_no: int | None, event: dict[str, Any], detail: str) -> BadRow:
     """An event the search cluster refused (mapping conflict, too many fields...)."""
     return BadRow(REJECTED_BY_INDEX, detail, ref, line=line_no, event=event)
+
+
+def rejected_message(source: str, request_id: str, received_at: int, app_id: str, index: int, message: str,
+                     detail: str, event_id: str | None = None) -> BadRow:
+    """A message an SDK-compatible route refused (consumer ``ingest``).
+
+    Args:
+        source: the protocol (``segment``, ``posthog``); it names the object like a shard would.
+        request_id: names the request's object (a digest of its rejects: a retried request overwrites it).
+        received_at: when the API received it (its day partitions the object).
+        app_id: the app of the key the request carried.
+        index: the message's position in the request.
+        message: the message as sent, as JSON, without the key it may carry.
+        detail: why it was refused.
+        event_id: the id it would have had, when it carried one.
+    """
+    ref = RecordRef(sequence_number=request_id, shard_id=source, arrival_ms=received_at)
+    return BadRow(INVALID_EVENT, detail, ref, line=index, raw_line=message,
+                  event={"app_id": app_id, "received_at": received_at, "event_id": event_id})
 
 
 def object_key(consumer: str, ref: RecordRef, prefix: str = PREFIX) -> str:

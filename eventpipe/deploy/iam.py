@@ -89,6 +89,8 @@ def statements(function: str, names: StageNames) -> list[dict]:
             _allow("ReadRollups", ["s3:GetObject"], _objects("rollups/", "bad-rows/", n.DEAD_LETTER_PREFIX)),
             # GET /v1/pipeline on AWS: IteratorAge, Errors, IncomingRecords (GetMetricData has no resource ARN).
             _allow("PipelineMetrics", ["cloudwatch:GetMetricData"], ["*"]),
+            # The SDK-compatible routes keep the messages they refuse (chalicelib/ingest/sdk.py).
+            _allow("WriteBadRows", ["s3:PutObject"], _objects("bad-rows/ingest/")),
         ]
     if function in ("archive_events", "aggregate_events", "finalize_windows"):
         result.append(_allow("State", ["dynamodb:GetItem", "dynamodb:PutItem"], [table_arn(n.STATE_TABLE)]))

@@ -1,5 +1,5 @@
 -- name: bad_rows_by_reason
--- description: Rejected input of the app per consumer (aggregate, archive, search) and reason, with
+-- description: Rejected input of the app per consumer (aggregate, archive, search, ingest) and reason, with
 --   the first and last day seen (table bad_rows; dt is the day the Kinesis record arrived). Only rows
 --   that carry the event (event.app_id) belong to an app: undecodable records and lines have no app
 --   and are visible to operators only (query bad_rows directly).

@@ -51,6 +51,7 @@ def test_api_role_can_put_records_but_not_read_the_stream(dev_template):
     statements = _statements(dev_template, "api_handler")
     assert statements["Ingest"]["Action"] == ["kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
     assert "ReadStream" not in statements and "State" not in statements
+    assert statements["WriteBadRows"]["Resource"] == [{"Fn::Sub": "${LakeBucket.Arn}/bad-rows/ingest/*"}]
 
 
 def test_only_the_retention_role_may_delete_indices(dev_template):

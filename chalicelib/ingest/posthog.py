@@ -1,0 +1,150 @@
+"""PostHog's capture API -> raw canonical events (pure).
+
+Routes (``app.py``): ``POST /batch/`` (posthog-python, posthog-node), ``/capture/``,
+``/e/`` and ``/i/v0/e/`` (posthog-js). Each accepts every body shape PostHog's
+capture does: ``{"api_key", "batch": [...], "sent_at"}``, one event with
+``api_key`` beside it, or a JSON array of events; gzip announced by
+``Content-Encoding``, by ``?compression=gzip-js`` or not at all (sniffed), and
+posthog-js's form body ``data=<base64>`` (``?compression=base64``).
+
+One event is one event:
+
+* ``uuid`` -> ``event_id``; ``distinct_id`` (or ``properties.distinct_id``, where
+  posthog-js puts it) -> ``user_id``;
+* ``event`` -> ``event_type`` by ``names.event_type_for`` (``$pageview`` ->
+  ``pageview``, ``$identify`` -> ``identify``);
+* ``timestamp`` -> ``event_time``, corrected by ``sent_at`` when it is sent (PostHog's
+  rule); without a timestamp, ``offset`` milliseconds before the receive time; else
+  the receive time;
+* ``properties`` -> the top level of ``attributes`` (``$``-prefixed ones included,
+  the project key ``token`` removed); the rest of the event (its name, ids,
+  timestamps) under ``attributes.posthog``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from chalicelib.api.errors import BadRequest
+from chalicelib.ingest.body import media_type
+from chalicelib.ingest.names import event_type_for
+from chalicelib.ingest.sdk_protocol import (FORM_TYPE, SdkBatch, attributes_with, check_size, event_id_for,
+                                            form_data, id_string, inflate, optional_object, parse_json,
+                                            refuse_compression, string_key)
+from chalicelib.ingest.validation import InvalidEvent
+
+NAME = "posthog"
+META_KEY = "posthog"
+#: PostHog's server takes request bodies up to 20 MiB; its SDKs send batches of up to 5 MiB
+#: (plus the event that crossed it) and events of up to 900 KiB.
+BODY_LIMIT_BYTES = 20 * 1024 * 1024
+EVENT_LIMIT_BYTES = 1024 * 1024
+PATHS = ("/batch", "/capture", "/e", "/i/v0/e")
+_KEY_FIELDS = ("api_key", "token")
+
+
+def _event_key(event: Any) -> str | None:
+    if not isinstance(event, dict):
+        return None
+    properties = event.get("properties")
+    nested = properties.get("token") if isinstance(properties, dict) else None
+    return string_key(event.get("api_key")) or string_key(event.get("token")) or string_key(nested)
+
+
+class PostHogProtocol:
+    """PostHog's wire protocol (see the module docstring)."""
+
+    name = NAME
+    id_field = "uuid"
+
+    def body_limit(self, path: str) -> int:
+        return BODY_LIMIT_BYTES
+
+    def decode(self, body: bytes, content_type: str | None, content_encoding: str | None,
+               query: Mapping[str, Any], path: str) -> Any:
+        compression = str(query.get("compression") or "").strip().lower()
+        if compression and compression not in ("gzip", "gzip-js", "base64"):
+            refuse_compression(compression)
+        data = inflate(body, content_encoding, self.body_limit(path), gzip=compression.startswith("gzip"))
+        if media_type(content_type) == FORM_TYPE:  # posthog-js without compression: data=<base64 JSON>
+            data = form_data(data)
+        return parse_json(data)
+
+    def read(self, doc: Any, path: str) -> SdkBatch:
+        key = None
+        shared: dict[str, Any] = {}
+        if isinstance(doc, dict) and "batch" in doc:
+            if not isinstance(doc["batch"], list):
+                raise BadRequest('batch must be a JSON array of events')
+            events = doc["batch"]
+            key = string_key(doc.get("api_key")) or string_key(doc.get("token"))
+            shared["sent_at"] = doc.get("sent_at")
+        elif isinstance(doc, dict):
+            events = [doc]
+            shared["sent_at"] = doc.get("sent_at")
+        elif isinstance(doc, list):
+            events = doc
+        else:
+            raise BadRequest("the body must be a JSON object or an array of events")
+        if key is None:  # posthog-js carries the key in each event (properties.token)
+            keys = {k for k in map(_event_key, events) if k}
+            if len(keys) > 1:
+                raise BadRequest("the events carry different project API keys; send one project per request")
+            key = next(iter(keys), None)
+        return SdkBatch(events, key, shared)
+
+    def to_raw_event(self, event: Any, batch: SdkBatch, received_at: int) -> dict[str, Any]:
+        if not isinstance(event, dict):
+            raise InvalidEvent(f"an event must be a JSON object, got {type(event).__name__}")
+        check_size(event, EVENT_LIMIT_BYTES, "event")
+        name = event.get("event")
+        if not isinstance(name, str) or not name:
+            raise InvalidEvent("event, the event's name, must be a non-empty string")
+        properties = {k: v for k, v in optional_object(event, "properties").items() if k not in _KEY_FIELDS}
+        distinct_id = event.get("distinct_id")
+        if distinct_id is None:
+            distinct_id = properties.get("distinct_id")
+        distinct_id = id_string(distinct_id, "distinct_id")
+        if not distinct_id:
+            raise InvalidEvent("distinct_id is required")
+
+        shared = batch.shared or {}
+        meta = {k: v for k, v in event.items() if k != "properties" and k not in _KEY_FIELDS}
+        sent_at = event.get("sent_at", shared.get("sent_at"))
+        if sent_at is not None:
+            meta["sent_at"] = sent_at
+        raw: dict[str, Any] = {"event_type": event_type_for(name),
+                               "event_id": event_id_for(id_string(event.get("uuid"), "uuid")),
+                               "user_id": distinct_id,
+                               "attributes": attributes_with(properties, META_KEY, meta)}
+        timestamp = event.get("timestamp")
+        offset = event.get("offset")
+        if timestamp is not None:
+            raw["event_time"] = timestamp
+            if sent_at is not None:
+                raw["sent_at"] = sent_at
+        elif offset is not None:
+            if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= received_at:
+                raise InvalidEvent("offset must be a non-negative integer of milliseconds")
+            raw["event_time"] = received_at - offset
+        else:
+            raw["event_time"] = received_at
+        return raw
+
+    def message_id(self, event: Any) -> Any:
+        return event.get("uuid") if isinstance(event, dict) else None
+
+    def redact(self, event: Any) -> Any:
+        if not isinstance(event, dict):
+            return event
+        clean = {k: v for k, v in event.items() if k not in _KEY_FIELDS}
+        properties = clean.get("properties")
+        if isinstance(properties, dict) and any(k in properties for k in _KEY_FIELDS):
+            clean["properties"] = {k: v for k, v in properties.items() if k not in _KEY_FIELDS}
+        return clean
+
+    def success(self, accepted: int, errors: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"status": 1, "accepted": accepted, "rejected": len(errors), "errors": errors}
+
+
+POSTHOG = PostHogProtocol()
