@@ -102,7 +102,7 @@ _FLOATS = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT)
 
 
 def trino_semantics(node: exp.Expression) -> exp.Expression:
-    """Where DuckDB reads the same text differently than Trino (found by tests/query/test_trino.py).
+    """Where DuckDB reads the same text differently than Trino (found by tests/integration/query/test_trino.py).
 
     * ``CAST(double AS bigint)``: Trino rounds half away from zero (2.5 -> 3), DuckDB half to even
       (2.5 -> 2): round() first, which both engines do half away from zero. Needs the types.

@@ -11,7 +11,7 @@ Hive connector:
   it with its native local file system (``fs.native-local.enabled``,
   ``local.location=<root>``), so ``s3://bucket/key`` becomes
   ``local:///lake/bucket/key``. Reading moto S3 directly works too (see
-  tests/query/test_trino.py), but listing every projected partition of an
+  tests/integration/query/test_trino.py), but listing every projected partition of an
   unfiltered ``dt`` range through moto takes minutes.
 * Each Glue table (as ``glue.get_tables`` returns it: the definitions the
   bootstrap and the deploy template write) becomes a Trino ``CREATE TABLE``
