@@ -2,8 +2,8 @@
 
 Fast path (no per-event Python):
 
-1. Per record: base64-decode the data (``pybase64`` when installed, else the
-   standard library) and check the ``EP1Z`` header of ``chalicelib.stream.codec``.
+1. Per record: the one record decoder, ``stream.records.record_data`` (base64 with
+   ``pybase64`` when installed, the ``EP1Z`` header of ``chalicelib.stream.codec``).
 2. The records' zstd frames are written, each after a tiny *sentinel* frame
    holding ``{"__epz_u": <unit>}``, into an anonymous in-memory file
    (``memfd``).  Concatenated zstd frames are one valid zstd stream, so
@@ -43,13 +43,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chalicelib.stream import codec, envelope
+from chalicelib.stream.records import UndecodableRecord, record_data
 from .errors import InvalidArgumentError
 from .ndjson_stream import PARSED_ATTRIBUTES, StreamParseError, parse_frames, raw_frame
-
-try:  # SIMD base64: ~10x faster than binascii on 10k records
-    import pybase64 as _b64
-except ImportError:  # pragma: no cover - exercised only without pybase64
-    import base64 as _b64
 
 #: Columns of the events table, in order (the canonical event keys of ``stream.envelope`` ...).
 EVENT_SCHEMA = envelope.arrow_schema()
@@ -134,27 +130,14 @@ def decode_records(records: Sequence[Mapping[str, Any]], *,
     sequence_numbers: list[str] = []
     bad: list[BadRecord] = []
     units: list[_Unit] = []
-    b64decode, magic, header_size = _b64.b64decode, codec.MAGIC, codec.HEADER_SIZE
+    header_size = codec.HEADER_SIZE
     for i, rec in enumerate(records):
-        try:
-            kinesis = rec["kinesis"]
-            seq = str(kinesis["sequenceNumber"])
-            data = kinesis["data"]
-        except (KeyError, TypeError):
-            seq = _sequence_of(rec)
-            sequence_numbers.append(seq)
-            bad.append(BadRecord(seq, i, None, "not a Kinesis Lambda record (kinesis.data/sequenceNumber)",
-                                 json.dumps(rec, default=str).encode()))
-            continue
+        seq = _sequence_of(rec)
         sequence_numbers.append(seq)
         try:
-            raw = b64decode(data, validate=True)
-        except (ValueError, TypeError) as exc:
-            bad.append(BadRecord(seq, i, None, f"invalid base64: {exc}",
-                                 data.encode() if isinstance(data, str) else bytes(data)))
-            continue
-        if raw[:4] != magic or len(raw) < header_size:
-            bad.append(BadRecord(seq, i, None, f"unknown record format {raw[:4]!r}", raw))
+            raw = record_data(rec)  # the one record decoder (stream/records.py): base64 + header
+        except UndecodableRecord as exc:
+            bad.append(BadRecord(seq, i, None, exc.reason, exc.data))
             continue
         units.append(_Unit(i, 0, memoryview(raw)[header_size:], raw, None))
     own = con is None
