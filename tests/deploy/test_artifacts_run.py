@@ -32,6 +32,7 @@ from tests.deploy.artifact_fixtures import runnable_artifacts, target_artifacts 
 pytestmark = pytest.mark.artifacts
 
 PER_BATCH = 200
+SDK_EVENTS = 2  # one Segment and one PostHog message
 HEAVY = {"pyarrow", "numpy", "duckdb", "pandas"}
 KEY = {"x-api-key": "demo-key"}
 
@@ -59,6 +60,16 @@ def _steps(sandbox: Sandbox, clients: Clients, settings: Settings, search_url: s
         events.api_event("POST", "/v1/events", headers={**KEY, "Content-Type": "application/x-ndjson",
                                                         "Content-Encoding": "gzip"},
                          body=events.gzip_body(ndjson), binary=True),
+        # The SDK-compatible routes (one message each; keys in the protocols' own places).
+        events.api_event("POST", "/v1/batch", headers={"Content-Type": "application/json",
+                                                       "Authorization": "Basic " + base64.b64encode(b"demo-key:").decode()},
+                         body=orjson.dumps({"batch": [{"type": "track", "event": "Order Completed",
+                                                       "messageId": "sdk-seg-1", "userId": "u-sdk",
+                                                       "timestamp": _iso(start_ms + 60_000)}]})),
+        events.api_event("POST", "/batch", headers={"Content-Type": "application/json"},
+                         body=orjson.dumps({"api_key": "demo-key", "batch": [
+                             {"event": "$pageview", "distinct_id": "u-sdk", "uuid": "sdk-ph-1",
+                              "timestamp": _iso(start_ms + 120_000)}]})),
     ])}
     batches = events.kinesis_events(clients.kinesis, settings.stream_name)
     for function in ("archive_events", "aggregate_events", "index_events"):
@@ -72,6 +83,8 @@ def _steps(sandbox: Sandbox, clients: Clients, settings: Settings, search_url: s
         events.api_event("GET", "/v1/metrics/event_counts", resource="/v1/metrics/{name}", headers=KEY,
                          query={**window, "limit": ["10000"]}),
         events.api_event("GET", "/v1/search", headers=KEY, query={**window, "size": ["5"]}),
+        events.api_event("GET", "/v1/pipeline", headers=KEY),
+        events.api_event("GET", "/dashboard"),
     ])
     return Flow(sandbox, clients, settings, search_url, runs, start_ms, start_ms + 3_600_000)
 
@@ -99,7 +112,7 @@ def _body(response: dict) -> dict:
 
 
 def test_api_answers_health_and_accepts_plain_and_gzip_posts(flow):
-    health, plain, gzipped = flow.runs["api"].results()
+    health, plain, gzipped, *_ = flow.runs["api"].results()
     assert health["statusCode"] == 200, health
     assert _body(health)["status"] == "ok"
     for response in (plain, gzipped):
@@ -119,10 +132,10 @@ def test_kinesis_consumers_archive_aggregate_and_index_the_posted_events(flow):
         assert all(r == {"batchItemFailures": []} for r in flow.runs[function].results()), function
     bucket = flow.settings.bucket
     raw = [o["Key"] for o in list_keys(flow.clients.s3, bucket, layout.EVENTS_PREFIX)]
-    assert sum(t.num_rows for t in read_many(flow.clients.s3, bucket, raw)) == 2 * PER_BATCH
+    assert sum(t.num_rows for t in read_many(flow.clients.s3, bucket, raw)) == 2 * PER_BATCH + SDK_EVENTS
     search = client_for_url(flow.search_url)
     search.indices.refresh(index=f"{flow.settings.search_index_prefix}-*")
-    assert search.count(index=f"{flow.settings.search_index_prefix}-*")["count"] == 2 * PER_BATCH
+    assert search.count(index=f"{flow.settings.search_index_prefix}-*")["count"] == 2 * PER_BATCH + SDK_EVENTS
 
 
 def test_schedules_finalize_windows_and_delete_expired_indices(flow):
@@ -134,13 +147,22 @@ def test_schedules_finalize_windows_and_delete_expired_indices(flow):
     assert final
 
 
+def test_sdk_routes_pipeline_and_dashboard_answer_from_the_artifacts(flow):
+    *_, segment, posthog = flow.runs["api"].results()
+    assert segment["statusCode"] == 200 and _body(segment)["success"] is True, segment
+    assert posthog["statusCode"] == 200 and _body(posthog)["status"] == 1, posthog
+    *_, pipeline, page = flow.runs["api_read"].results()
+    assert pipeline["statusCode"] == 200 and "stream" in _body(pipeline), pipeline
+    assert page["statusCode"] == 200 and "<html" in page["body"].lower()
+
+
 def test_metrics_and_search_answer_from_the_artifacts(flow):
-    listing, counts, found = flow.runs["api_read"].results()
+    listing, counts, found, *_ = flow.runs["api_read"].results()
     assert listing["statusCode"] == 200 and "event_counts" in str(_body(listing))
     assert counts["statusCode"] == 200, counts
-    assert sum(row["count"] for row in _body(counts)["rows"]) == 2 * PER_BATCH
+    assert sum(row["count"] for row in _body(counts)["rows"]) == 2 * PER_BATCH + SDK_EVENTS
     assert found["statusCode"] == 200, found
-    assert _body(found)["total"] == 2 * PER_BATCH and len(_body(found)["hits"]) == 5
+    assert _body(found)["total"] == 2 * PER_BATCH + SDK_EVENTS and len(_body(found)["hits"]) == 5
 
 
 def test_sandbox_path_holds_only_the_lambda_directories_and_the_stdlib(flow):

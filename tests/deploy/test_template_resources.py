@@ -49,7 +49,11 @@ def test_consumer_roles_can_read_the_stream_and_write_failed_batches(dev_templat
 
 def test_api_role_can_put_records_but_not_read_the_stream(dev_template):
     statements = _statements(dev_template, "api_handler")
-    assert statements["Ingest"]["Action"] == ["kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
+    # PutRecords for POST /v1/events; describe/list shards for health and GET /v1/pipeline; never a read.
+    assert set(statements["Ingest"]["Action"]) == {"kinesis:PutRecords", "kinesis:DescribeStreamSummary",
+                                                   "kinesis:ListShards"}
+    actions = {a for st in statements.values() for a in st["Action"]}
+    assert not actions & {"kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:SubscribeToShard"}
     assert "ReadStream" not in statements and "State" not in statements
     assert statements["WriteBadRows"]["Resource"] == [{"Fn::Sub": "${LakeBucket.Arn}/bad-rows/ingest/*"}]
 
