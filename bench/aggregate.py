@@ -266,8 +266,9 @@ class _NullState:
 
 def run_handler(records: list[dict], metrics, n_events: int, repeat: int) -> float:  # noqa: ANN001
     from chalicelib.lake.consumers import AggregationService
+    from chalicelib.stream.badrows import MemoryBadRowsSink
 
-    service = AggregationService(_NullS3(), "bench", _NullState(), metrics, clock_ms=lambda: 0)
+    service = AggregationService(_NullS3(), "bench", _NullState(), metrics, MemoryBadRowsSink("aggregate"))
     best = float("inf")
     for _ in range(repeat):
         started = time.perf_counter()
