@@ -41,6 +41,21 @@ def default_cache_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class ArtifactFiles:
+    """The zips to deploy (the seam with eventpipe/deploy/artifacts.py's ``build_artifacts``).
+
+    Attributes:
+        code: chalice function name -> code zip (several functions may share one zip).
+        layers: layer name -> layer zip.
+    """
+
+    code: Mapping[str, Path]
+    layers: Mapping[str, Path]
+    #: function -> the names of its layers, in order (the artifact config's assignment).
+    function_layers: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
 class ZipArtifact:
     """One zip: its name (``code`` or a layer's), path and sizes in bytes."""
 
@@ -69,7 +84,6 @@ class Artifacts:
 
     def deploy_files(self):
         """The seam with ``eventpipe.deploy.commands.deploy``: every function's zip and its layers."""
-        from eventpipe.deploy.commands import ArtifactFiles
         return ArtifactFiles(code={name: self.code.path for name in self.functions},
                              layers={name: z.path for name, z in self.layers.items()},
                              function_layers={name: spec.layers for name, spec in self.functions.items()})
@@ -118,7 +132,8 @@ class Artifacts:
                 "left_out": dict(self.left_out)}
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks (zip identities, content-addressed uploads)."""
     sha = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -128,7 +143,7 @@ def _file_sha256(path: Path) -> str:
 
 def _artifact(name: str, path: Path) -> ZipArtifact:
     stats = staging.zip_stats(path)
-    return ZipArtifact(name, path, stats.zipped_bytes, stats.unzipped_bytes, stats.files, _file_sha256(path))
+    return ZipArtifact(name, path, stats.zipped_bytes, stats.unzipped_bytes, stats.files, file_sha256(path))
 
 
 def _copy(src: Path, dst: Path) -> None:

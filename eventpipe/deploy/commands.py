@@ -14,17 +14,17 @@ No app key is created here: on AWS only ``eventpipe --aws apps create NAME`` mak
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 from botocore.exceptions import ClientError, WaiterError
 
 from chalicelib.runtime.pipeline_config import load_pipeline_config
 from eventpipe.deploy import naming as n
+from eventpipe.deploy.artifacts import ArtifactFiles, file_sha256
 from eventpipe.deploy.naming import StageNames
 from eventpipe.deploy.package import chalice_package, expand_sam
 from eventpipe.deploy.template import artifact_parameters
@@ -57,21 +57,6 @@ class DeployClients:
 
 
 @dataclass(frozen=True)
-class ArtifactFiles:
-    """The zips to deploy (the seam with eventpipe/deploy/artifacts.py's ``build_artifacts``).
-
-    Attributes:
-        code: chalice function name -> code zip (several functions may share one zip).
-        layers: layer name -> layer zip.
-    """
-
-    code: Mapping[str, Path]
-    layers: Mapping[str, Path]
-    #: function -> the names of its layers, in order (the artifact config's assignment).
-    function_layers: Mapping[str, tuple[str, ...]]
-
-
-@dataclass(frozen=True)
 class DeployResult:
     stack: str
     action: str  # "created" | "updated" | "unchanged"
@@ -98,17 +83,9 @@ def ensure_deployment_bucket(s3, name: str, region: str) -> None:
         "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def upload_file(s3, bucket: str, prefix: str, path: Path) -> str:
     """Upload under a key named by the content's hash (skipped when already there); returns the key."""
-    key = f"{prefix}{_sha256(path)[:32]}-{path.name}"
+    key = f"{prefix}{file_sha256(path)[:32]}-{path.name}"
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError:

@@ -1,0 +1,1 @@
+"""Deployment: the Lambda artifacts, the CloudFormation merge template, its validation, deploy and destroy."""
