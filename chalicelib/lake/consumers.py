@@ -49,6 +49,8 @@ def decode_bad_rows(bad: Sequence[BadRecord], records: Sequence[Mapping[str, Any
 
 def too_late_rows(events: pa.Table, records: Sequence[Mapping[str, Any]], max_lateness_ms: int) -> list[BadRow]:
     """Bad rows of events older than the maximum lateness (the decoded event is kept)."""
+    if events.num_rows == 0:
+        return []
     detail = f"event_time is more than {max_lateness_ms // 3_600_000} h before received_at (maximum lateness)"
     refs = [RecordRef.from_lambda(r) for r in records]
     rows = events.select([*envelope.FIELD_NAMES, "record_index"]).to_pylist()
