@@ -89,6 +89,7 @@ def bootstrap(clients: Clients, shards: int = 2, demo_app: str = "demo", demo_ke
     ensure_glue_database(clients.glue, s.glue_database)
     ensure_catalog(clients)
     ensure_demo_app(clients, demo_app, demo_key)
+    limits = f"{DEMO_LIMITS['events_per_second']:,.0f} events/s, {DEMO_LIMITS['requests_per_second']:,.0f} requests/s"
     return [f"kinesis stream {s.stream_name} ({shards} shards)", f"dynamodb tables {s.apps_table}, {s.state_table}",
-            f"s3 bucket {s.bucket}", f"glue database {s.glue_database}", f"app {demo_app!r} with key {demo_key!r} (rate limits: {DEMO_LIMITS['events_per_second']:,.0f} events/s, "
-            f"{DEMO_LIMITS['requests_per_second']:,.0f} requests/s)"]
+            f"s3 bucket {s.bucket}", f"glue database {s.glue_database}",
+            f"app {demo_app!r} with key {demo_key!r} (rate limits: {limits})"]
