@@ -52,9 +52,14 @@ def cmd_bootstrap(args) -> int:
 
 
 def _limit_args(args) -> dict[str, float]:
-    """The limits given on the command line (``--events-per-second`` ...), by field name."""
-    from chalicelib.api.ratelimit import LIMIT_FIELDS
-    return {name: getattr(args, name) for name in LIMIT_FIELDS if getattr(args, name, None) is not None}
+    """The limits given on the command line (``--events-per-second`` ...), by field name; checked first."""
+    from chalicelib.api.errors import BadRequest
+    from chalicelib.api.ratelimit import LIMIT_FIELDS, valid_limit
+    limits = {name: getattr(args, name) for name in LIMIT_FIELDS if getattr(args, name, None) is not None}
+    for name, value in limits.items():
+        if not valid_limit(value):
+            raise BadRequest(f"--{name.replace('_', '-')} must be a number from 0.001 to 1e12, got {value:g}")
+    return limits
 
 
 def _describe_limits(settings: Settings, own: dict[str, float]) -> str:

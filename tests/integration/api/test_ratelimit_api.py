@@ -220,6 +220,8 @@ def test_cli_sets_limits_that_the_api_enforces(stack, client, capsys):
     assert "tiny\t1 key(s)\t2 events/s" in listing and "flood\t1 key(s)\t100 events/s" in listing
     assert cli.main(["apps", "limits", "nobody", "--events-per-second", "1"]) == 2
     assert cli.main(["apps", "limits", "tiny", "--events-per-second", "0"]) == 2
+    assert cli.main(["apps", "create", "nokey", "--burst-seconds", "-1"]) == 2  # refused before a key exists
+    assert "nokey" not in AppStore(stack.clients.dynamodb, stack.settings.apps_table).list_apps()
     assert post_events(client, key, events(2))[0] == 200
     assert post_events(client, key, events(1))[0] == 429
 
