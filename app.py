@@ -19,7 +19,8 @@ from chalicelib.runtime.settings import Settings
 app = Chalice(app_name="eventpipe")
 app.log.setLevel(logging.INFO)
 container = Container(Settings.from_env())
-routes = Routes(app, lambda key: container.apps.authenticate(key))
+routes = Routes(app, lambda key: container.apps.authenticate(key),
+                lambda app_id, events: container.limiter.admit(app_id, events))
 #: chalicelib/pipeline.toml: each consumer's event source mapping, per stage (the runner and the template read it too).
 pipeline = load_pipeline_config(container.settings.stage)
 
@@ -32,7 +33,7 @@ def _kinesis(name: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- HTTP API
-@routes.authenticated("/v1/events", methods=("POST",), content_types=["*/*"])
+@routes.authenticated("/v1/events", methods=("POST",), content_types=["*/*"], counts_events=True)
 def post_events(request, app_id):
     return container.ingest.ingest(app_id, request.raw_body or b"", request.headers.get("content-type"),
                                    request.headers.get("content-encoding")).to_dict()

@@ -51,19 +51,59 @@ def cmd_bootstrap(args) -> int:
     return 0
 
 
+def _limit_args(args) -> dict[str, float]:
+    """The limits given on the command line (``--events-per-second`` ...), by field name; checked first."""
+    from chalicelib.api.errors import BadRequest
+    from chalicelib.api.ratelimit import LIMIT_FIELDS, valid_limit
+    limits = {name: getattr(args, name) for name in LIMIT_FIELDS if getattr(args, name, None) is not None}
+    for name, value in limits.items():
+        if not valid_limit(value):
+            raise BadRequest(f"--{name.replace('_', '-')} must be a number from 0.001 to 1e12, got {value:g}")
+    return limits
+
+
+def _describe_limits(settings: Settings, own: dict[str, float]) -> str:
+    from chalicelib.api.ratelimit import Limits
+    limits = Limits.merged(Limits(settings.rate_events_per_second, settings.rate_requests_per_second,
+                                  settings.rate_burst_seconds), own)
+    return limits.describe() + ("" if own else " (the defaults)")
+
+
 def cmd_apps(args) -> int:
+    from chalicelib.api.errors import BadRequest
     from chalicelib.api.keys import AppStore
     from chalicelib.runtime.clients import Clients
     settings = _aws_settings(args)
     store = AppStore(Clients(settings).dynamodb, settings.apps_table)
-    if args.apps_command == "create":
-        key = store.create_key(args.name, operator=args.operator)
-        role = " (operator: sees the stream-wide pipeline figures)" if args.operator else ""
-        print(f"app {args.name}{role}: new API key (shown once, stored hashed):\n{key}")
-    else:
-        for app_id, keys in sorted(store.list_apps().items()):
-            print(f"{app_id}\t{keys} key(s)")
+    try:
+        if args.apps_command == "create":
+            limits = _limit_args(args)
+            key = store.create_key(args.name, operator=args.operator)
+            own = store.set_limits(args.name, limits) if limits else store.own_limits(args.name)
+            role = " (operator: sees the stream-wide pipeline figures)" if args.operator else ""
+            print(f"app {args.name}{role}: new API key (shown once, stored hashed):\n{key}")
+            print(f"rate limits: {_describe_limits(settings, own)}")
+        elif args.apps_command == "limits":
+            limits = _limit_args(args)
+            if limits and args.name not in store.list_apps():
+                print(f"no app {args.name!r} (create it with `eventpipe apps create {args.name}`)", file=sys.stderr)
+                return 2
+            own = store.set_limits(args.name, limits) if limits else store.own_limits(args.name)
+            print(f"{args.name}\t{_describe_limits(settings, own)}")
+        else:
+            own_limits = store.all_limits()
+            for app_id, keys in sorted(store.list_apps().items()):
+                print(f"{app_id}\t{keys} key(s)\t{_describe_limits(settings, own_limits.get(app_id, {}))}")
+    except BadRequest as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
     return 0
+
+
+def _add_limit_options(parser) -> None:
+    parser.add_argument("--events-per-second", type=float, help="sustained events/s (all routes that ingest)")
+    parser.add_argument("--requests-per-second", type=float, help="sustained requests/s (every route with a key)")
+    parser.add_argument("--burst-seconds", type=float, help="a burst may use this many seconds of each rate")
 
 
 def _parse_duration_ms(text: str) -> int:
@@ -247,9 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     apps = p.add_subparsers(dest="apps_command", required=True)
     create = apps.add_parser("create", help="create an app (or another key for it) and print the key")
     create.add_argument("name")
+    _add_limit_options(create)
     create.add_argument("--operator", action="store_true",
                         help="mark the app as an operator: its keys see the stream-wide figures of GET /v1/pipeline")
-    apps.add_parser("list", help="list apps and their number of keys")
+    limits = apps.add_parser("limits", help="show an app's rate limits, or change some of them")
+    limits.add_argument("name")
+    _add_limit_options(limits)
+    apps.add_parser("list", help="list apps, their number of keys and their rate limits")
     p.set_defaults(func=cmd_apps)
 
     p = sub.add_parser("generate", help="write reproducible synthetic game + GPS events as NDJSON")

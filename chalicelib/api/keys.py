@@ -19,8 +19,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.stream.envelope import APP_ID_PATTERN
 from chalicelib.api.errors import BadRequest, ServiceUnavailable, Unauthorized
+from chalicelib.api.ratelimit import LIMIT_FIELDS, valid_limit
 
 APP_ID_RE = re.compile(APP_ID_PATTERN[1:-1])
+#: Items that are not keys: an app's own limits (``app#<app_id>``) and its rate-limit buckets
+#: (``bucket#<app_id>``, chalicelib/api/ratelimit_store.py). Key hashes are hex: they never hold ``#``.
+LIMITS_PREFIX = "app#"
 
 
 def hash_key(api_key: str) -> str:
@@ -40,6 +44,10 @@ class App:
 class AppStore:
     """DynamoDB adapter; one item per key: {key_hash, app_id, created_at[, operator]}.
 
+    An app's rate limits, when set (``eventpipe apps create/limits``), are one more item,
+    ``{key_hash: "app#<app_id>", app_id, events_per_second?, requests_per_second?,
+    burst_seconds?}``; fields not set there take the defaults of the settings.
+
     An app is an operator when any of its keys was created with ``operator=True``
     (``eventpipe apps create NAME --operator``): its keys also see the stream-wide
     figures of ``GET /v1/pipeline``.
@@ -53,6 +61,7 @@ class AppStore:
         self._cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, App | None]] = {}
         self._operators: dict[str, tuple[float, bool]] = {}
+        self._limits: dict[str, tuple[float, dict[str, float]]] = {}
         self._lock = threading.Lock()
 
     def create_key(self, app_id: str, api_key: str | None = None, operator: bool = False) -> str:
@@ -103,9 +112,60 @@ class AppStore:
         counts: dict[str, int] = {}
         for page in self._client.get_paginator("scan").paginate(TableName=self._table):
             for item in page["Items"]:
+                if "#" in item["key_hash"]["S"]:
+                    continue  # limits and buckets, not keys
                 app_id = item["app_id"]["S"]
                 counts[app_id] = counts.get(app_id, 0) + 1
         return counts
+
+    def set_limits(self, app_id: str, values: dict[str, float]) -> dict[str, float]:
+        """Store some of an app's limits (the others keep their value); returns the app's own limits."""
+        if not APP_ID_RE.fullmatch(app_id):
+            raise BadRequest(f"app name {app_id!r} must match ^[a-z0-9][a-z0-9_-]{{0,63}}$")
+        unknown = set(values) - set(LIMIT_FIELDS)
+        if unknown:
+            raise BadRequest(f"unknown limit(s): {', '.join(sorted(unknown))}")
+        for name, value in values.items():
+            if not valid_limit(value):
+                raise BadRequest(f"{name} must be a number from 0.001 to 1e12, got {value!r}")
+        names = {f"#{i}": name for i, name in enumerate(["app_id", *values])}
+        item = self._client.update_item(
+            TableName=self._table, Key={"key_hash": {"S": LIMITS_PREFIX + app_id}},
+            UpdateExpression="SET " + ", ".join(f"#{i} = :{i}" for i in range(len(names))),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={":0": {"S": app_id},
+                                       **{f":{i}": {"N": repr(float(v))} for i, v in enumerate(values.values(), 1)}},
+            ReturnValues="ALL_NEW")["Attributes"]
+        with self._lock:
+            self._limits.pop(app_id, None)
+        return _limit_values(item)
+
+    def own_limits(self, app_id: str) -> dict[str, float]:
+        """The limits stored for the app (a subset of the fields; remembered for the cache TTL)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._limits.get(app_id)
+        if cached is not None and now - cached[0] < self._cache_ttl_s:
+            return cached[1]
+        try:
+            item = self._client.get_item(TableName=self._table,
+                                         Key={"key_hash": {"S": LIMITS_PREFIX + app_id}}).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise ServiceUnavailable(f"the key store is unavailable ({type(exc).__name__}); retry later",
+                                     headers={"Retry-After": "1"}) from exc
+        values = _limit_values(item or {})
+        with self._lock:
+            self._limits[app_id] = (now, values)
+        return values
+
+    def all_limits(self) -> dict[str, dict[str, float]]:
+        """app_id -> the limits stored for it (apps without their own limits are absent)."""
+        result = {}
+        for page in self._client.get_paginator("scan").paginate(TableName=self._table):
+            for item in page["Items"]:
+                if item["key_hash"]["S"].startswith(LIMITS_PREFIX):
+                    result[item["key_hash"]["S"][len(LIMITS_PREFIX):]] = _limit_values(item)
+        return result
 
     def authenticate(self, api_key: str | None) -> str:
         """Return the app_id for a key, or raise Unauthorized."""
@@ -131,3 +191,7 @@ class AppStore:
         if app is None:
             raise Unauthorized("unknown API key")
         return app.app_id
+
+
+def _limit_values(item: dict) -> dict[str, float]:
+    return {name: float(item[name]["N"]) for name in LIMIT_FIELDS if name in item}

@@ -9,6 +9,11 @@ become their status and ``{"error": message}`` here, in one place.
 PostHog): the key may also come from ``Authorization: Basic`` or the body
 (:func:`~chalicelib.api.dialects.find_key`), and errors take the shape that
 protocol's clients read (:mod:`chalicelib.api.dialects`).
+
+Rate limits (:mod:`chalicelib.api.ratelimit`): ``admit(app_id, events)`` takes one
+request token of an authenticated route after its key is checked (429 otherwise).
+Ingestion routes count their events, so their services call it themselves once the
+body is read and before anything is written (``counts_events=True``, and every SDK route).
 """
 
 from __future__ import annotations
@@ -46,16 +51,20 @@ def query_params(request) -> dict[str, Any]:
 class Routes:
     """Registers handlers on a Chalice app; ``authenticate`` maps an API key to its app id."""
 
-    def __init__(self, app: Chalice, authenticate: Callable[[str | None], str]) -> None:
-        self._app, self._authenticate = app, authenticate
+    def __init__(self, app: Chalice, authenticate: Callable[[str | None], str],
+                 admit: Callable[[str, int], None] | None = None) -> None:
+        self._app, self._authenticate, self._admit = app, authenticate, admit
 
-    def _register(self, path: str, methods: list[str], handler: Callable, with_app: bool, **options: Any) -> None:
+    def _register(self, path: str, methods: list[str], handler: Callable, with_app: bool,
+                  counts_events: bool = False, **options: Any) -> None:
         @functools.wraps(handler)
         def view(**url_params: Any) -> Response:
             request = self._app.current_request
             try:
                 if with_app:
                     app_id = self._authenticate(find_key(request.headers, None, NATIVE))
+                    if self._admit is not None and not counts_events:
+                        self._admit(app_id, 0)
                     result = handler(request, app_id, **url_params)
                 else:
                     result = handler(request, **url_params)
@@ -106,9 +115,14 @@ class Routes:
             return handler
         return register
 
-    def authenticated(self, path: str, methods: tuple[str, ...] = ("GET",), **options: Any) -> Callable:
-        """A route that needs an app key: ``handler(request, app_id, **url_params)``; 401 without one."""
+    def authenticated(self, path: str, methods: tuple[str, ...] = ("GET",), counts_events: bool = False,
+                      **options: Any) -> Callable:
+        """A route that needs an app key: ``handler(request, app_id, **url_params)``; 401 without one.
+
+        Each request takes a token of the app's requests/s limit (429 over it), unless
+        ``counts_events``: then the handler's service takes it with the request's events.
+        """
         def register(handler: Callable) -> Callable:
-            self._register(path, list(methods), handler, True, **options)
+            self._register(path, list(methods), handler, True, counts_events, **options)
             return handler
         return register

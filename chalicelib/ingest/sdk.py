@@ -79,8 +79,11 @@ def write_failure(outcome: PutOutcome, records: int) -> Exception:
 class SdkIngestService:
     """Validates SDK requests' messages, keeps the rejects as bad rows and writes the rest to the stream."""
 
-    def __init__(self, sink: RecordSink, bad_rows: badrows.BadRowsSink, clock_ms: Callable[[], int]) -> None:
+    def __init__(self, sink: RecordSink, bad_rows: badrows.BadRowsSink, clock_ms: Callable[[], int],
+                 admit: Callable[[str, int], None] | None = None) -> None:
         self._sink, self._bad_rows, self._clock_ms = sink, bad_rows, clock_ms
+        #: The app's rate limit (chalicelib/api/ratelimit.py): raises 429 before anything is written.
+        self._admit = admit
 
     def segment(self, call: SdkCall) -> dict[str, Any]:
         """``POST /v1/batch`` and the single-call Segment routes."""
@@ -94,13 +97,16 @@ class SdkIngestService:
         """Decode, authenticate, validate, store the rejects, write; returns the 200 body.
 
         Raises:
-            RequestError: 400/413/415 for the body, 401 for the key, 429/503 when storage fails.
+            RequestError: 400/413/415 for the body, 401 for the key, 429 over the app's rate limit
+                (nothing written), 429/503 when storage fails.
         """
         received_at = self._clock_ms()
         doc = protocol.decode(call.body, call.content_type, call.content_encoding, call.query, call.path)
         batch = protocol.read(doc, call.path)
         app_id = call.authenticate(batch.key)
         prepared = self.prepare(protocol, app_id, batch, received_at)
+        if self._admit is not None:
+            self._admit(app_id, len(batch.messages))
         if prepared.bad_rows:
             try:
                 self._bad_rows.write(prepared.bad_rows)

@@ -45,8 +45,11 @@ class IngestService:
 
     def __init__(self, sink: RecordSink, clock_ms: Callable[[], int],
                  max_events: int = MAX_EVENTS_PER_REQUEST,
-                 max_bytes: int = MAX_DECOMPRESSED_BYTES) -> None:
+                 max_bytes: int = MAX_DECOMPRESSED_BYTES,
+                 admit: Callable[[str, int], None] | None = None) -> None:
         self._sink = sink
+        #: The app's rate limit (chalicelib/api/ratelimit.py): raises 429 before anything is written.
+        self._admit = admit
         self._clock_ms = clock_ms
         self._max_events = max_events
         self._max_bytes = max_bytes
@@ -74,6 +77,8 @@ class IngestService:
     def ingest(self, app_id: str, body: bytes, content_type: str | None,
                content_encoding: str | None) -> IngestResult:
         batch = self.prepare(app_id, body, content_type, content_encoding)
+        if self._admit is not None:
+            self._admit(app_id, len(batch.accepted) + len(batch.errors))
         if not batch.records:
             return IngestResult([], batch.errors)
         outcome = self._sink.put([record.data for record in batch.records])

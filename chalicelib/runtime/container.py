@@ -35,6 +35,16 @@ class Container:
         return AppStore(self.clients.dynamodb, self.settings.apps_table)
 
     @functools.cached_property
+    def limiter(self):
+        """Per-app rate limits: the app's own (apps table) over the settings' defaults; buckets in DynamoDB."""
+        from chalicelib.api.ratelimit import Limits, RateLimiter
+        from chalicelib.api.ratelimit_store import DynamoBuckets
+        s = self.settings
+        defaults = Limits(s.rate_events_per_second, s.rate_requests_per_second, s.rate_burst_seconds)
+        return RateLimiter(lambda app_id: Limits.merged(defaults, self.apps.own_limits(app_id)),
+                           DynamoBuckets(self.clients.dynamodb, s.apps_table, clock_ms))
+
+    @functools.cached_property
     def kinesis_writer(self) -> KinesisWriter:
         """The one writer of the event stream (native and SDK-compatible ingestion share it)."""
         return KinesisWriter(self.clients.kinesis, self.settings.stream_name,
@@ -42,13 +52,13 @@ class Container:
 
     @functools.cached_property
     def ingest(self) -> IngestService:
-        return IngestService(self.kinesis_writer, clock_ms)
+        return IngestService(self.kinesis_writer, clock_ms, admit=self.limiter.admit)
 
     @functools.cached_property
     def sdk_ingest(self):
         """Segment- and PostHog-compatible ingestion; rejected messages go to bad-rows/ingest/."""
         from chalicelib.ingest.sdk import SdkIngestService
-        return SdkIngestService(self.kinesis_writer, self.bad_rows("ingest"), clock_ms)
+        return SdkIngestService(self.kinesis_writer, self.bad_rows("ingest"), clock_ms, admit=self.limiter.admit)
 
     @functools.cached_property
     def health(self):

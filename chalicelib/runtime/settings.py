@@ -37,6 +37,11 @@ class Settings:
     finalize_close_delay_s: int = 60
     #: Local debugging: the tap consumer appends delivered event ids here.
     tap_file: str | None = None
+    #: Per-app rate limits of apps without their own (``eventpipe apps limits``): sustained rates, and how
+    #: many seconds of each rate a burst may take (chalicelib/api/ratelimit.py).
+    rate_events_per_second: float = 10_000.0
+    rate_requests_per_second: float = 200.0
+    rate_burst_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -60,4 +65,7 @@ class Settings:
             tap_file=env.get("EVENTPIPE_TAP_FILE") or None,
             finalize_grace_s=int(env.get("EVENTPIPE_FINALIZE_GRACE_S", cls.finalize_grace_s)),
             finalize_close_delay_s=int(env.get("EVENTPIPE_FINALIZE_CLOSE_DELAY_S", cls.finalize_close_delay_s)),
+            rate_events_per_second=float(env.get("EVENTPIPE_RATE_EVENTS_PER_S", cls.rate_events_per_second)),
+            rate_requests_per_second=float(env.get("EVENTPIPE_RATE_REQUESTS_PER_S", cls.rate_requests_per_second)),
+            rate_burst_seconds=float(env.get("EVENTPIPE_RATE_BURST_S", cls.rate_burst_seconds)),
         )

@@ -9,7 +9,8 @@ the merge template sets each function's ``Role`` to its own role.
 
 Which calls each function makes (from chalicelib):
 
-* api_handler: apps GetItem (authenticate) and DescribeTable (health); PutRecords and
+* api_handler: apps GetItem (authenticate, an app's limits) and DescribeTable (health); UpdateItem
+  of the rate-limit buckets only (items ``bucket#<app_id>`` of the apps table); PutRecords and
   DescribeStreamSummary (ingest, health); HeadBucket/ListBucket and rollups/ reads
   (metrics API); OpenSearch search, template put (``ensure_template``).
 * archive_events / aggregate_events: Kinesis mapping reads; Parquet and bad rows to S3;
@@ -21,6 +22,7 @@ Which calls each function makes (from chalicelib):
 
 from __future__ import annotations
 
+from chalicelib.api.ratelimit_store import BUCKET_PREFIX
 from chalicelib.runtime.pipeline_config import PipelineConfig
 from eventpipe.deploy import naming as n
 from eventpipe.deploy.naming import StageNames
@@ -82,6 +84,10 @@ def statements(function: str, names: StageNames) -> list[dict]:
             # Scan: whether an app is an operator (GET /v1/pipeline).
             _allow("Authenticate", ["dynamodb:GetItem", "dynamodb:DescribeTable", "dynamodb:Scan"],
                    [table_arn(n.APPS_TABLE)]),
+            # Per-app rate limits (chalicelib/api/ratelimit_store.py): one conditional UpdateItem per request, on
+            # the bucket items only: the API can never write a key or an app's limits.
+            {**_allow("RateLimitBuckets", ["dynamodb:UpdateItem"], [table_arn(n.APPS_TABLE)]),
+             "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{BUCKET_PREFIX}*"]}}},
             _allow("Ingest", ["kinesis:PutRecords", "kinesis:DescribeStreamSummary", "kinesis:ListShards"],
                    [stream_arn()]),
             _allow("ListLake", ["s3:ListBucket"], [bucket_arn()]),

@@ -63,12 +63,20 @@ def ensure_catalog(clients: Clients) -> None:
         ensure_table(clients.glue, s.glue_database, table_input)
 
 
+#: The demo app's rate limits: generous, so the benchmarks (bench/ingest.py pushes ~80k events/s in
+#: 1,000-event requests) and the suites posting with the demo key never meet them.
+DEMO_LIMITS = {"events_per_second": 1_000_000.0, "requests_per_second": 10_000.0, "burst_seconds": 10.0}
+
+
 def ensure_demo_app(clients: Clients, app_id: str, api_key: str) -> None:
     """The local demo app and its well-known key; it is an operator (sees the stream-wide figures)."""
+    store = AppStore(clients.dynamodb, clients.settings.apps_table)
     existing = clients.dynamodb.get_item(TableName=clients.settings.apps_table,
                                          Key={"key_hash": {"S": hash_key(api_key)}}).get("Item")
     if existing is None or "operator" not in existing:
-        AppStore(clients.dynamodb, clients.settings.apps_table).create_key(app_id, api_key, operator=True)
+        store.create_key(app_id, api_key, operator=True)
+    if not store.own_limits(app_id):  # limits set by hand (`eventpipe apps limits demo ...`) are kept
+        store.set_limits(app_id, DEMO_LIMITS)
 
 
 def bootstrap(clients: Clients, shards: int = 2, demo_app: str = "demo", demo_key: str = "demo-key") -> list[str]:
@@ -81,5 +89,7 @@ def bootstrap(clients: Clients, shards: int = 2, demo_app: str = "demo", demo_ke
     ensure_glue_database(clients.glue, s.glue_database)
     ensure_catalog(clients)
     ensure_demo_app(clients, demo_app, demo_key)
+    limits = f"{DEMO_LIMITS['events_per_second']:,.0f} events/s, {DEMO_LIMITS['requests_per_second']:,.0f} requests/s"
     return [f"kinesis stream {s.stream_name} ({shards} shards)", f"dynamodb tables {s.apps_table}, {s.state_table}",
-            f"s3 bucket {s.bucket}", f"glue database {s.glue_database}", f"app {demo_app!r} with key {demo_key!r}"]
+            f"s3 bucket {s.bucket}", f"glue database {s.glue_database}",
+            f"app {demo_app!r} with key {demo_key!r} (rate limits: {limits})"]
