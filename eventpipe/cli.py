@@ -163,6 +163,30 @@ def cmd_redrive(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_replay(args) -> int:
+    from chalicelib.runtime.container import Container
+    from chalicelib.search.errors import SearchUnavailableError
+    from eventpipe.ops.replay import replayer_for
+    if not args.aws:  # the local stack's search server, unless OPENSEARCH_URL names another
+        os.environ.setdefault("OPENSEARCH_URL", f"http://127.0.0.1:{os.environ.get('EVENTPIPE_SEARCH_PORT', '9200')}")
+    settings = _aws_settings(args)
+    if not settings.opensearch_url:
+        print("replay: no search endpoint: set OPENSEARCH_URL (and EVENTPIPE_OPENSEARCH_SIGV4=es) as the deployed "
+              "functions have them (the stack output SearchEndpoint)", file=sys.stderr)
+        return 2
+    if args.to <= args.from_:
+        print("replay: --to must be after --from", file=sys.stderr)
+        return 2
+    try:
+        replayer = replayer_for(Container(settings))
+    except SearchUnavailableError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 1
+    summary = replayer.run(args.from_, args.to, args.app or None, progress=not args.no_progress)
+    print(summary.describe())
+    return 0 if summary.ok else 1
+
+
 def _deploy_clients(args):
     import boto3
 
@@ -299,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="leave replayed records in place (default: move them "
                                                         "to aws/lambda-redriven/)")
     p.set_defaults(func=cmd_redrive)
+
+    p = sub.add_parser("replay", help="re-feed the raw archive to the search indexer (rebuild a deleted index)")
+    p.add_argument("--from", dest="from_", required=True, type=_parse_instant_ms, help="ISO-8601 with a zone")
+    p.add_argument("--to", required=True, type=_parse_instant_ms, help="ISO-8601 with a zone (excluded)")
+    p.add_argument("--app", action="append", default=[], help="only this app (repeatable; default: every app)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_replay)
 
     for name, func, text in (("deploy", cmd_deploy, "build the artifacts, package, create or update the stack"),
                              ("destroy", cmd_destroy, "delete the stage's stack (prod keeps its data)")):
