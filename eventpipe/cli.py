@@ -24,7 +24,8 @@ def _aws_settings(args) -> Settings:
 
 def cmd_run(args) -> int:
     from eventpipe.local.demo import run_stack
-    return run_stack(demo=not args.no_demo)
+    data = None if args.ephemeral else os.path.abspath(args.data)
+    return run_stack(demo=not args.no_demo, data_dir=data, fresh=args.fresh, save_every_s=args.save_every)
 
 
 def cmd_serve(args) -> int:
@@ -247,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="start the whole local stack (moto, API, runner) and show it working")
     p.add_argument("--no-demo", action="store_true", help="do not post the demo events")
+    p.add_argument("--data", default=os.environ.get("EVENTPIPE_DATA_DIR") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".eventpipe-data"),
+        help="keep S3 and DynamoDB here across restarts (default: .eventpipe-data in the project)")
+    p.add_argument("--fresh", action="store_true", help="start empty: forget what the data folder holds")
+    p.add_argument("--save-every", type=float, default=30.0, metavar="SECONDS",
+                   help="save the data this often too, not only on Ctrl-C (0: only on Ctrl-C)")
+    p.add_argument("--ephemeral", action="store_true", help="keep nothing (no data folder)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="serve the HTTP API (local stack child)")
