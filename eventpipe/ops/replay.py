@@ -133,6 +133,21 @@ class Replayer:
         return [p.rstrip("/").split("app_id=", 1)[1] for p in list_prefixes(self._s3, self._bucket,
                                                                              layout.EVENTS_PREFIX)]
 
+    def _stored_hours(self, apps: list[str], start_ms: int, end_ms: int) -> dict[int, set[str]]:
+        """hour -> the apps with archive files in it, from the partition listing (empty hours cost nothing)."""
+        first_day, last_day = layout.dt_hour(start_ms)[0], layout.dt_hour(end_ms - 1)[0]
+        found: dict[int, set[str]] = {}
+        for app in apps:
+            for day_prefix in list_prefixes(self._s3, self._bucket, f"{layout.EVENTS_PREFIX}app_id={app}/"):
+                dt = day_prefix.rstrip("/").rsplit("dt=", 1)[-1]
+                if not first_day <= dt <= last_day:
+                    continue
+                for hour_prefix in list_prefixes(self._s3, self._bucket, day_prefix):
+                    hour_ms = layout.hour_start_ms(dt, hour_prefix.rstrip("/").rsplit("hour=", 1)[-1])
+                    if start_ms <= hour_ms + layout.HOUR_MS and hour_ms < end_ms:
+                        found.setdefault(hour_ms, set()).add(app)
+        return found
+
     def _read_hour(self, hour_ms: int, apps: list[str], summary: ReplaySummary) -> pa.Table:
         """One hour of archived rows; an unreadable app-hour is reported and the rest still read."""
         try:
@@ -153,10 +168,13 @@ class Replayer:
               summary: ReplaySummary) -> Iterator[tuple[int, pa.Table, int]]:
         """(hour, its deduplicated events, rows read) for each hour of the range, neighbours kept for the margin."""
         cache: dict[int, pa.Table] = {}
+        stored = self._stored_hours(apps, start_ms - layout.HOUR_MS, end_ms + layout.HOUR_MS)
 
         def table(hour_ms: int) -> pa.Table:
+            if hour_ms not in stored:
+                return RAW_WITH_APP.empty_table()
             if hour_ms not in cache:
-                cache[hour_ms] = self._read_hour(hour_ms, apps, summary)
+                cache[hour_ms] = self._read_hour(hour_ms, sorted(stored[hour_ms]), summary)
             return cache[hour_ms]
 
         for dt, hour in hours_between(start_ms, end_ms):
