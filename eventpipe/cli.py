@@ -170,6 +170,12 @@ def cmd_replay(args) -> int:
     from eventpipe.ops.replay import replayer_for
     if not args.aws:  # the local stack's search server, unless OPENSEARCH_URL names another
         os.environ.setdefault("OPENSEARCH_URL", f"http://127.0.0.1:{os.environ.get('EVENTPIPE_SEARCH_PORT', '9200')}")
+    elif args.stage:  # the deployed stage's bucket and domain, from its stack outputs (explicit variables win)
+        from chalicelib.runtime.clients import Clients
+        from eventpipe.ops.replay import stage_environment
+        cloudformation = Clients(_aws_settings(args)).client("cloudformation")
+        for name, value in stage_environment(cloudformation, f"eventpipe-{args.stage}").items():
+            os.environ.setdefault(name, value)
     settings = _aws_settings(args)
     if not settings.opensearch_url:
         print("replay: no search endpoint: set OPENSEARCH_URL (and EVENTPIPE_OPENSEARCH_SIGV4=es) as the deployed "
@@ -336,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_", required=True, type=_parse_instant_ms, help="ISO-8601 with a zone")
     p.add_argument("--to", required=True, type=_parse_instant_ms, help="ISO-8601 with a zone (excluded)")
     p.add_argument("--app", action="append", default=[], help="only this app (repeatable; default: every app)")
+    p.add_argument("--stage", choices=["dev", "prod"], help="with --aws: the bucket and search domain of this "
+                                                              "stage's stack (its outputs)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_replay)
 

@@ -245,3 +245,18 @@ def replayer_for(container) -> Replayer:
     counter = CountingClient(container.search_client)  # applies the index template; raises SearchUnavailableError
     container.search_client = counter  # the indexing service asks the container for its client on each call
     return Replayer(container.clients.s3, container.settings.bucket, container.indexing.index, counter)
+
+
+#: Stack outputs (eventpipe/deploy/template.py) -> the settings the deployed functions get from them.
+STACK_SETTINGS = {"LakeBucketName": "EVENTPIPE_BUCKET", "SearchEndpoint": "OPENSEARCH_URL",
+                  "StateTableName": "EVENTPIPE_STATE_TABLE"}
+
+
+def stage_environment(cloudformation, stack: str) -> dict[str, str]:
+    """The environment the deployed functions have, from the stage's stack outputs (``--aws --stage``)."""
+    description = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
+    env = {name: outputs[key] for key, name in STACK_SETTINGS.items() if outputs.get(key)}
+    if "OPENSEARCH_URL" in env:
+        env["EVENTPIPE_OPENSEARCH_SIGV4"] = "es"  # the domain takes signed requests only (docs/deploy.md)
+    return env

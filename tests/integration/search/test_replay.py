@@ -153,3 +153,19 @@ def test_the_replay_command_prints_created_then_updated_documents(lake, archived
 def layout_iso(ms: int) -> str:
     from chalicelib.stream.instants import ms_to_iso
     return ms_to_iso(ms)
+
+
+def test_on_aws_the_stage_stack_outputs_give_the_bucket_and_the_signed_search_domain(lake):
+    from eventpipe.ops.replay import stage_environment
+    cloudformation = lake.clients.client("cloudformation")
+    cloudformation.create_stack(StackName="eventpipe-dev", TemplateBody=orjson.dumps({
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {"LakeBucketName": {"Value": "eventpipe-dev-lake-123"},
+                    "SearchEndpoint": {"Value": "https://search-eventpipe-dev.us-east-1.es.amazonaws.com"},
+                    "StateTableName": {"Value": "eventpipe-dev-state"}}}).decode())
+    env = stage_environment(cloudformation, "eventpipe-dev")
+    assert env == {"EVENTPIPE_BUCKET": "eventpipe-dev-lake-123", "EVENTPIPE_STATE_TABLE": "eventpipe-dev-state",
+                   "OPENSEARCH_URL": "https://search-eventpipe-dev.us-east-1.es.amazonaws.com",
+                   "EVENTPIPE_OPENSEARCH_SIGV4": "es"}
+    settings = Settings.from_env(env)
+    assert (settings.bucket, settings.opensearch_sigv4_service) == ("eventpipe-dev-lake-123", "es")
