@@ -36,6 +36,10 @@ SQL = ("SELECT app_id, count(*) AS n, count(DISTINCT event_id) AS ids, min(event
        "max(event_time) AS last FROM events WHERE app_id IN ('demo', 'my-game') GROUP BY 1 ORDER BY 1")
 
 
+class NotYet(Exception):
+    """An answer the stack cannot give yet."""
+
+
 class Run:
     """One `eventpipe run` process on free ports."""
 
@@ -90,18 +94,24 @@ class Run:
     def get(self, path: str, key: str = "demo-key", **params) -> requests.Response:
         return requests.get(f"{self.url}{path}", params=params, headers={"x-api-key": key}, timeout=30)
 
+    def get_json(self, path: str, key: str = "demo-key", **params) -> dict:
+        response = self.get(path, key, **params)
+        if response.status_code != 200:
+            raise NotYet(f"GET {path}: {response.status_code} {response.text[:200]}")
+        return response.json()
+
     def answers(self) -> dict:
         """What the user sees through the API: the metrics and search."""
         metrics = {}
         for key in ("demo-key", STATE["key"]):
-            doc = self.get("/v1/metrics/event_counts", key, **{"from": ms_to_iso(FROM), "to": ms_to_iso(TO),
-                                                                "limit": 10000}).json()
+            doc = self.get_json("/v1/metrics/event_counts", key, **{"from": ms_to_iso(FROM), "to": ms_to_iso(TO),
+                                                                     "limit": 10000})
             metrics[key] = sorted((r["window_start"], r["event_type"], r["count"]) for r in doc["rows"])
         hits, cursor = [], None
         while True:
             params = {"from": ms_to_iso(FROM), "to": ms_to_iso(TO), "size": 500, **({"cursor": cursor} if cursor
                                                                                     else {})}
-            doc = self.get("/v1/search", **params).json()
+            doc = self.get_json("/v1/search", **params)
             hits += [(h["event_id"], h["event_type"], h["event_time"], h["user_id"]) for h in doc["hits"]]
             cursor = doc["next_cursor"]
             if not cursor:
@@ -120,7 +130,13 @@ class Run:
         deadline = time.monotonic() + timeout_s
         want = {"demo-key": expected["demo"], STATE["key"]: expected["my-game"]}
         while True:
-            answers = self.answers()
+            try:
+                answers = self.answers()
+            except NotYet as exc:  # e.g. a 503 while the search server is busy: the answer is not there yet
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"not settled: {exc}") from None
+                time.sleep(1.0)
+                continue
             counts = {key: sum(n for *_, n in rows) for key, rows in answers["metrics"].items()}
             if counts == want and answers["search_total"] == expected["demo"]:
                 answers["sql"] = self.sql()
