@@ -181,21 +181,24 @@ class DataFolder:
         (self.path / BLOBS).mkdir(parents=True, exist_ok=True)
         previous = self.load() or {"buckets": {}}
         buckets: dict[str, dict[str, dict]] = {}
-        fetched = 0
+        changed: list[tuple[str, str]] = []
         for bucket in [b["Name"] for b in self._s3.list_buckets().get("Buckets", [])]:
             before = previous["buckets"].get(bucket, {})
-            entries: dict[str, dict] = {}
+            buckets[bucket] = {}
             for obj in _list_objects(self._s3, bucket):
                 key, etag = obj["Key"], obj.get("ETag", "")
                 old = before.get(key)
                 if old is not None and old["etag"] == etag and self._blob(old["blob"]).exists():
-                    entries[key] = old
-                    continue
-                entry = self._fetch(bucket, key)
-                if entry is not None:
-                    entries[key] = entry
-                    fetched += 1
-            buckets[bucket] = entries
+                    buckets[bucket][key] = old
+                else:
+                    changed.append((bucket, key))
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            entries = list(pool.map(lambda job: self._fetch(*job), changed))
+        fetched = 0
+        for (bucket, key), entry in zip(changed, entries):
+            if entry is not None:  # None: deleted since the listing
+                buckets[bucket][key] = entry
+                fetched += 1
         tables = {}
         for name in self._db.list_tables().get("TableNames", []):
             description = self._db.describe_table(TableName=name)["Table"]
