@@ -339,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_redrive)
 
     p = sub.add_parser("replay", help="re-feed the raw archive to the search indexer (rebuild a deleted index)")
-    p.add_argument("--from", dest="from_", required=True, type=_parse_instant_ms, help="ISO-8601 with a zone")
+    p.add_argument("--from", dest="from_", metavar="FROM", required=True, type=_parse_instant_ms,
+                   help="ISO-8601 with a zone")
     p.add_argument("--to", required=True, type=_parse_instant_ms, help="ISO-8601 with a zone (excluded)")
     p.add_argument("--app", action="append", default=[], help="only this app (repeatable; default: every app)")
     p.add_argument("--stage", choices=["dev", "prod"], help="with --aws: the bucket and search domain of this "
