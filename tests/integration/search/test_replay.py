@@ -157,7 +157,12 @@ def layout_iso(ms: int) -> str:
 
 def test_on_aws_the_stage_stack_outputs_give_the_bucket_and_the_signed_search_domain(lake):
     from eventpipe.ops.replay import stage_environment
-    cloudformation = lake.clients.client("cloudformation")
+    import boto3
+    from botocore.config import Config
+    # moto's CreateStack can outlast the clients' 10 s read timeout on a busy machine; a retry would fail on
+    # "already exists".
+    cloudformation = boto3.client("cloudformation", endpoint_url=lake.settings.aws_endpoint_url, region_name="us-east-1",
+                                  config=Config(read_timeout=120, retries={"max_attempts": 1}))
     cloudformation.create_stack(StackName="eventpipe-dev", TemplateBody=orjson.dumps({
         "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
         "Outputs": {"LakeBucketName": {"Value": "eventpipe-dev-lake-123"},
