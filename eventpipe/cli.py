@@ -24,7 +24,8 @@ def _aws_settings(args) -> Settings:
 
 def cmd_run(args) -> int:
     from eventpipe.local.demo import run_stack
-    return run_stack(demo=not args.no_demo)
+    data = None if args.ephemeral else os.path.abspath(args.data)
+    return run_stack(demo=not args.no_demo, data_dir=data, fresh=args.fresh, save_every_s=args.save_every)
 
 
 def cmd_serve(args) -> int:
@@ -203,6 +204,36 @@ def cmd_redrive(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_replay(args) -> int:
+    from chalicelib.runtime.container import Container
+    from chalicelib.search.errors import SearchUnavailableError
+    from eventpipe.ops.replay import replayer_for
+    if not args.aws:  # the local stack's search server, unless OPENSEARCH_URL names another
+        os.environ.setdefault("OPENSEARCH_URL", f"http://127.0.0.1:{os.environ.get('EVENTPIPE_SEARCH_PORT', '9200')}")
+    elif args.stage:  # the deployed stage's bucket and domain, from its stack outputs (explicit variables win)
+        from chalicelib.runtime.clients import Clients
+        from eventpipe.ops.replay import stage_environment
+        cloudformation = Clients(_aws_settings(args)).client("cloudformation")
+        for name, value in stage_environment(cloudformation, f"eventpipe-{args.stage}").items():
+            os.environ.setdefault(name, value)
+    settings = _aws_settings(args)
+    if not settings.opensearch_url:
+        print("replay: no search endpoint: set OPENSEARCH_URL (and EVENTPIPE_OPENSEARCH_SIGV4=es) as the deployed "
+              "functions have them (the stack output SearchEndpoint)", file=sys.stderr)
+        return 2
+    if args.to <= args.from_:
+        print("replay: --to must be after --from", file=sys.stderr)
+        return 2
+    try:
+        replayer = replayer_for(Container(settings))
+    except SearchUnavailableError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 1
+    summary = replayer.run(args.from_, args.to, args.app or None, progress=not args.no_progress)
+    print(summary.describe())
+    return 0 if summary.ok else 1
+
+
 def _deploy_clients(args):
     import boto3
 
@@ -263,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="start the whole local stack (moto, API, runner) and show it working")
     p.add_argument("--no-demo", action="store_true", help="do not post the demo events")
+    p.add_argument("--data", default=os.environ.get("EVENTPIPE_DATA_DIR") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".eventpipe-data"),
+        help="keep S3 and DynamoDB here across restarts (default: .eventpipe-data in the project)")
+    p.add_argument("--fresh", action="store_true", help="start empty: forget what the data folder holds")
+    p.add_argument("--save-every", type=float, default=30.0, metavar="SECONDS",
+                   help="save the data this often too, not only on Ctrl-C (0: only on Ctrl-C)")
+    p.add_argument("--ephemeral", action="store_true", help="keep nothing (no data folder)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="serve the HTTP API (local stack child)")
@@ -343,6 +381,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="leave replayed records in place (default: move them "
                                                         "to aws/lambda-redriven/)")
     p.set_defaults(func=cmd_redrive)
+
+    p = sub.add_parser("replay", help="re-feed the raw archive to the search indexer (rebuild a deleted index)")
+    p.add_argument("--from", dest="from_", metavar="FROM", required=True, type=_parse_instant_ms,
+                   help="ISO-8601 with a zone")
+    p.add_argument("--to", required=True, type=_parse_instant_ms, help="ISO-8601 with a zone (excluded)")
+    p.add_argument("--app", action="append", default=[], help="only this app (repeatable; default: every app)")
+    p.add_argument("--stage", choices=["dev", "prod"], help="with --aws: the bucket and search domain of this "
+                                                              "stage's stack (its outputs)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_replay)
 
     for name, func, text in (("deploy", cmd_deploy, "build the artifacts, package, create or update the stack"),
                              ("destroy", cmd_destroy, "delete the stage's stack (prod keeps its data)")):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-from chalicelib.search.indexer import IndexerConfig, index_kinesis_batch
+from chalicelib.search.indexer import IndexerConfig, IndexResult, index_kinesis_batch
 from chalicelib.search.query import SearchSettings
 from chalicelib.search.retention import delete_expired_indices
 from chalicelib.search.service import search_events
@@ -37,9 +37,12 @@ class IndexingService:
         self._client, self._bad_rows, self._config, self._clock_ms = client, bad_rows, config, clock_ms
 
     def handle(self, records: Sequence[Mapping[str, Any]], remaining_ms: Callable[[], int] | None = None) -> dict:
-        result = index_kinesis_batch(records, client=self._client(), sink=self._bad_rows, clock=self._clock_ms,
-                                     config=self._config, remaining_ms=remaining_ms)
-        return result.lambda_response()
+        return self.index(records, remaining_ms).lambda_response()
+
+    def index(self, records: Sequence[Mapping[str, Any]], remaining_ms: Callable[[], int] | None = None) -> IndexResult:
+        """What ``handle`` does, with the whole result (``eventpipe replay`` reports it)."""
+        return index_kinesis_batch(records, client=self._client(), sink=self._bad_rows, clock=self._clock_ms,
+                                   config=self._config, remaining_ms=remaining_ms)
 
 
 class RetentionService:

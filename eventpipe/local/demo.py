@@ -25,24 +25,42 @@ def _banner(stack: Stack) -> str:
         "  runner        feeding Kinesis to the on_kinesis_record handlers in app.py",
         f"  demo API key  {c.demo_key}   (app {c.demo_app!r}, an operator)",
         f"  dashboard     {stack.api_url}/dashboard#key={c.demo_key}",
+        f"  data          {_data_line(stack)}",
         "",
         "try:",
         f"  curl -X POST {stack.api_url}/v1/events -H 'x-api-key: {c.demo_key}' "
         f"-H 'Content-Type: application/json' -d @{DEMO_FILE}",
-        "Ctrl-C stops everything.",
+        "Ctrl-C stops everything" + (" (the API first, then the stream drained and the data saved)."
+                                     if c.data_dir else "."),
         "",
     ])
 
 
-def run_stack(demo: bool = True) -> int:
+def _data_line(stack: Stack) -> str:
+    c = stack.config
+    if not c.data_dir:
+        return "not kept (no data folder): a restart starts empty"
+    saves = f"saved every {c.save_every_s:g}s and on Ctrl-C" if c.save_every_s > 0 else "saved on Ctrl-C"
+    if stack.restored is None:
+        return f"{c.data_dir}: started empty{' (--fresh)' if c.fresh else ''}; {saves}"
+    r, replay = stack.restored, stack.replayed
+    searched = (f", {replay.events} event(s) replayed into search in {replay.seconds:.1f}s" if replay
+                else ", search NOT rebuilt (see above)")
+    return (f"{c.data_dir}: restored {r.objects} object(s) ({r.bytes / 1e6:.1f} MB), {r.items} item(s) "
+            f"({r.apps} app(s), {r.keys} key(s)) in {r.seconds:.1f}s{searched}; {saves}")
+
+
+def run_stack(demo: bool = True, data_dir: str | None = None, fresh: bool = False, save_every_s: float = 30.0) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    stack = Stack(StackConfig.from_env())
+    config = StackConfig.from_env()
+    config.data_dir, config.fresh, config.save_every_s = data_dir, fresh, save_every_s
+    stack = Stack(config)
     try:
         stack.start()
         print(_banner(stack), flush=True)
-        if demo and DEMO_FILE.exists():
+        if demo and stack.restored is None and DEMO_FILE.exists():  # a restored stack has its data already
             response = requests.post(f"{stack.api_url}/v1/events", data=DEMO_FILE.read_bytes(), timeout=30,
                                      headers={"x-api-key": stack.config.demo_key,
                                               "Content-Type": "application/json"})

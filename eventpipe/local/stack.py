@@ -4,6 +4,11 @@ Every child runs in its own process (the GIL would otherwise serialise moto,
 the API and the handlers) with its output prefixed; Ctrl-C or SIGTERM stops
 every process the stack started, and children die with the supervisor
 (PR_SET_PDEATHSIG) even if it is killed.
+
+With a data folder (``StackConfig.data_dir``; ``eventpipe/local/persistence.py``)
+the stack keeps its data: start = moto, search -> restore -> bootstrap -> search
+rebuilt by replay of the raw archive -> API -> runner -> periodic saves; stop =
+API first -> drain the stream -> runner -> save -> search, moto.
 """
 
 from __future__ import annotations
@@ -71,6 +76,14 @@ class StackConfig:
     project_dir: str = field(default_factory=os.getcwd)
     extra_env: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
+    #: Keep S3 and DynamoDB across restarts in this folder (None: nothing is kept, as moto alone).
+    data_dir: str | None = None
+    #: Start empty: forget what the data folder holds.
+    fresh: bool = False
+    #: Seconds between periodic saves (0: only when stopping).
+    save_every_s: float = 30.0
+    #: How long a stop waits for the consumers to reach the tip of the stream.
+    drain_timeout_s: float = 60.0
 
     @classmethod
     def from_env(cls) -> "StackConfig":
@@ -104,6 +117,11 @@ class Stack:
             **config.extra_env,
         }
         self.settings = Settings.from_env(self.env)
+        self.data = None  # the DataFolder once moto is up (with data_dir)
+        self.restored = None  # RestoreReport of this start, if anything was restored
+        self.replayed = None  # ReplaySummary of the search rebuild
+        self._saves = threading.Event()  # set: periodic saves stop
+        self._save_lock = threading.Lock()
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         process = subprocess.Popen(args, cwd=self.config.project_dir, env=self.env, stdout=subprocess.PIPE,
@@ -124,19 +142,100 @@ class Stack:
 
     def start(self) -> None:
         python = sys.executable
-        self._spawn("moto", [python, "-m", "moto.server", "-H", HOST, "-p", str(self.config.moto_port)])
+        # moto with time-ordered Kinesis sequence numbers (a restarted stream never reuses one)
+        self._spawn("moto", [python, "-m", "eventpipe.local.moto_server", "-H", HOST, "-p", str(self.config.moto_port)])
         if not self.external_search:
             from osmem_server import resolve_binary  # in-memory OpenSearch-compatible server, no JVM
             self._spawn("search", [resolve_binary(), "-addr", f"{HOST}:{self.config.search_port}",
                                    "-no-stdin-watch", "-parent-pid", str(os.getpid())])
         wait_http(f"{self.moto_url}/moto-api/", accept=(200,))
         wait_http(self.search_url, accept=(200,))
-        report = bootstrap(Clients(self.settings), self.config.shards, self.config.demo_app, self.config.demo_key)
+        clients = Clients(self.settings)
+        self._restore(clients)
+        report = bootstrap(clients, self.config.shards, self.config.demo_app, self.config.demo_key)
         self._say("bootstrap: " + "; ".join(report))
+        if self.restored is not None:
+            self._rebuild_search()
         self._spawn("api", [python, "-m", "eventpipe.cli", "serve", "--host", HOST,
                             "--port", str(self.config.http_port)])
         wait_http(f"{self.api_url}/v1/health")
         self._spawn("runner", [python, "-m", "eventpipe.cli", "runner"])
+        if self.data is not None and self.config.save_every_s > 0:
+            threading.Thread(target=self._save_periodically, daemon=True, name="saves").start()
+
+    # ------------------------------------------------------------ persistence
+    def _restore(self, clients: Clients) -> None:
+        """Restore the data folder into the empty moto (before bootstrap, before the API opens)."""
+        if not self.config.data_dir:
+            return
+        from eventpipe.local.persistence import DataFolder
+
+        s = self.settings
+        data = DataFolder(self.config.data_dir, clients.s3, clients.dynamodb, s.state_table, s.apps_table)
+        if self.config.fresh:
+            data.clear()
+            self._say(f"data: {data.path}: --fresh, starting empty")
+        elif (snapshot := data.load()) is not None:
+            self.restored = data.restore(snapshot, s.region)
+            self._say(f"data: {data.path}: {self.restored.describe()}")
+        self.data = data  # from here on a stop saves (never before: it would save an empty moto over the data)
+
+    def _rebuild_search(self) -> None:
+        """The search indices are not saved: rebuild them from the restored raw archive (eventpipe replay)."""
+        from chalicelib.runtime.container import Container, clock_ms
+        from eventpipe.ops.replay import replayer_for
+
+        now = clock_ms()
+        retention_ms = self.settings.search_retention_days * 86_400_000
+        try:
+            self.replayed = replayer_for(Container(self.settings)).run(now - retention_ms, now + 86_400_000)
+        except Exception as exc:  # noqa: BLE001 - the lake is restored; search can be replayed by hand
+            self._say(f"search: rebuild by replay failed ({type(exc).__name__}: {exc}); "
+                      "run `eventpipe replay --from ... --to ...` once the search server is up")
+            return
+        self._say(f"search: {self.replayed.describe()}")
+
+    def save(self) -> object | None:
+        """Save S3 and DynamoDB into the data folder now (None without one)."""
+        if self.data is None:
+            return None
+        with self._save_lock:
+            return self.data.save()
+
+    def _save_periodically(self) -> None:
+        while not self._saves.wait(self.config.save_every_s):
+            try:
+                self.save()
+            except Exception as exc:  # noqa: BLE001 - the next save tries again; the previous one is intact
+                self._say(f"data: periodic save failed ({type(exc).__name__}: {exc})")
+
+    def _stop_child(self, name: str) -> None:
+        for child, process in self.children:
+            if child == name and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    def _drain_and_save(self) -> None:
+        """Ctrl-C with a data folder: API first (no new events), drain the stream, runner, save."""
+        from chalicelib.runtime.pipeline_config import load_pipeline_config
+        from eventpipe.local.persistence import drain
+
+        self._saves.set()
+        self._stop_child("api")
+        if any(name == "runner" and p.poll() is None for name, p in self.children):
+            consumers = [c.name for c in load_pipeline_config(self.settings.stage).consumers]
+            consumers += ["tap"] if self.settings.tap_file else []
+            clients = Clients(self.settings)
+            report = drain(clients.kinesis, clients.dynamodb, self.settings.state_table, self.settings.stream_name,
+                           consumers, timeout_s=self.config.drain_timeout_s)
+            self._say(report.describe())
+        self._stop_child("runner")
+        report = self.save()
+        self._say(f"data: {self.data.path}: {report.describe()}")
 
     def _say(self, text: str) -> None:
         if not self.config.quiet:
@@ -149,6 +248,12 @@ class Stack:
         return None
 
     def stop(self) -> None:
+        if self.data is not None and self.children:
+            try:
+                self._drain_and_save()
+            except Exception as exc:  # noqa: BLE001 - the previous save stays; stop everything anyway
+                self._say(f"data: saving failed ({type(exc).__name__}: {exc}); the previous save is kept")
+            self.data = None
         for _, process in reversed(self.children):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

@@ -1,0 +1,262 @@
+"""``eventpipe replay``: re-feed the raw archive to the search indexer (rebuild a deleted or broken index).
+
+Hour by hour (at most three hours of raw events in memory: the hour and its two
+neighbours, for the dedupe margin), every app or the ``--app`` ones:
+
+1. the hour's archived rows are read back (``chalicelib.lake.reader.read_raw_events``)
+   and deduplicated per ``(app_id, event_id)`` exactly as the finalizer does
+   (``dedupe_events`` over the hour plus ``DEDUPE_MARGIN_MS`` each side: the first
+   received copy wins, so neighbouring hours keep the same copy);
+2. each row becomes its canonical stream line again (the envelope, in order,
+   instants as epoch ms, ``attributes`` as its JSON text: what the API writes to
+   Kinesis), and the lines are packed into Kinesis-shaped records with the stream
+   codec;
+3. the records go through the very service the ``index_events`` consumer runs
+   (``IndexingService.index``): the one event -> document mapping
+   (``search/documents.py``), bulk requests sized by bytes, retries with backoff,
+   per-document rejects to ``bad-rows/search/`` with the reason.
+
+Idempotent: documents are ``index`` operations with ``_id = app_id:event_id`` in
+the daily index of their ``event_time``, so a second replay overwrites every
+document with itself (``updated``, never ``created``), and bad rows are named by
+their synthetic record (``replay-<dt>T<hour>`` and its position), which depends
+only on the archive. Events older than the search retention are counted as
+``expired`` and not indexed, as on the stream. An archive file that cannot be read
+and an event that cannot become a document are reported (summary, exit code 1),
+never skipped in silence.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from chalicelib.lake import layout
+from chalicelib.lake.finalizer import DEDUPE_MARGIN_MS
+from chalicelib.lake.reader import RAW_WITH_APP, dedupe_events, hours_between, list_prefixes, read_raw_events
+from chalicelib.stream import codec, envelope
+
+log = logging.getLogger(__name__)
+#: Kinesis records (each up to 1 MiB packed) handed to the indexer per call.
+RECORDS_PER_CALL = 50
+#: Calls again from the record the indexer reported failed (transient errors outlasting its own retries).
+RESUMES = 3
+
+
+@dataclass
+class ReplaySummary:
+    hours: int = 0
+    hours_with_events: int = 0
+    rows: int = 0
+    events: int = 0
+    created: int = 0
+    updated: int = 0
+    expired: int = 0
+    bad_rows: int = 0
+    not_indexed: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.bad_rows or self.not_indexed or self.unreadable)
+
+    def describe(self) -> str:
+        text = (f"replay: {self.hours} hour(s) ({self.hours_with_events} with events), {self.rows} archived row(s), "
+                f"{self.events} distinct event(s): {self.created} document(s) created, {self.updated} updated, "
+                f"{self.expired} older than the retention, {self.bad_rows} bad row(s) (bad-rows/search/), "
+                f"{self.not_indexed} not indexed; {self.seconds:.1f}s")
+        for problem in self.unreadable:
+            text += f"\n  unreadable: {problem}"
+        return text
+
+
+class CountingClient:
+    """Wraps the search client: counts bulk items created (201) and updated (200)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.created = self.updated = 0
+
+    def bulk(self, *args, **kwargs):
+        response = self._client.bulk(*args, **kwargs)
+        for item in (response or {}).get("items") or []:
+            status = int(next(iter(item.values()), {}).get("status", 0))
+            self.created += status == 201
+            self.updated += status == 200
+        return response
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def event_lines(rows: pa.Table) -> list[bytes]:
+    """Archive rows (with ``app_id``) -> canonical stream lines, as ``ingest/validation.py`` writes them."""
+    columns = {name: rows[name].cast(pa.int64()) if pa.types.is_timestamp(rows[name].type) else rows[name]
+               for name in envelope.FIELD_NAMES}
+    table = pa.table(columns)
+    return [orjson.dumps(row) for row in table.to_pylist()]
+
+
+def kinesis_records(lines: Sequence[bytes], shard_id: str, arrival_ms: int) -> list[dict]:
+    """Lambda-shaped Kinesis records holding ``lines`` (sequence numbers 1, 2, ... on a synthetic shard)."""
+    records = []
+    for n, packed in enumerate(codec.pack(list(lines)), start=1):
+        records.append({
+            "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": shard_id, "sequenceNumber": str(n),
+                        "data": base64.b64encode(packed.data).decode("ascii"),
+                        "approximateArrivalTimestamp": arrival_ms / 1000},
+            "eventSource": "aws:kinesis", "eventID": f"{shard_id}:{n}", "eventSourceARN": "replay",
+        })
+    return records
+
+
+class Replayer:
+    """Replays one lake bucket's raw archive through an indexing service.
+
+    ``index`` is ``IndexingService.index``; ``counter`` the ``CountingClient`` the service's client is.
+    """
+
+    def __init__(self, s3, bucket: str, index: Callable[[Sequence[dict]], Any], counter: CountingClient) -> None:
+        self._s3, self._bucket, self._index, self._counter = s3, bucket, index, counter
+
+    def _apps(self, apps: Sequence[str] | None) -> list[str]:
+        if apps:
+            return list(apps)
+        return [p.rstrip("/").split("app_id=", 1)[1] for p in list_prefixes(self._s3, self._bucket,
+                                                                             layout.EVENTS_PREFIX)]
+
+    def _stored_hours(self, apps: list[str], start_ms: int, end_ms: int) -> dict[int, set[str]]:
+        """hour -> the apps with archive files in it, from the partition listing (empty hours cost nothing)."""
+        first_day, last_day = layout.dt_hour(start_ms)[0], layout.dt_hour(end_ms - 1)[0]
+        found: dict[int, set[str]] = {}
+        for app in apps:
+            for day_prefix in list_prefixes(self._s3, self._bucket, f"{layout.EVENTS_PREFIX}app_id={app}/"):
+                dt = day_prefix.rstrip("/").rsplit("dt=", 1)[-1]
+                if not first_day <= dt <= last_day:
+                    continue
+                for hour_prefix in list_prefixes(self._s3, self._bucket, day_prefix):
+                    hour_ms = layout.hour_start_ms(dt, hour_prefix.rstrip("/").rsplit("hour=", 1)[-1])
+                    if start_ms <= hour_ms + layout.HOUR_MS and hour_ms < end_ms:
+                        found.setdefault(hour_ms, set()).add(app)
+        return found
+
+    def _read_hour(self, hour_ms: int, apps: list[str], summary: ReplaySummary) -> pa.Table:
+        """One hour of archived rows; an unreadable app-hour is reported and the rest still read."""
+        try:
+            return read_raw_events(self._s3, self._bucket, hour_ms, hour_ms + layout.HOUR_MS, apps)
+        except Exception:  # noqa: BLE001 - find the app whose files cannot be read, keep the others
+            tables = []
+            for app in apps:
+                try:
+                    tables.append(read_raw_events(self._s3, self._bucket, hour_ms, hour_ms + layout.HOUR_MS, [app]))
+                except Exception as exc:  # noqa: BLE001
+                    dt, hour = layout.dt_hour(hour_ms)
+                    problem = f"{layout.EVENTS_PREFIX}app_id={app}/dt={dt}/hour={hour}/: {type(exc).__name__}: {exc}"
+                    if problem not in summary.unreadable:
+                        summary.unreadable.append(problem)
+            return pa.concat_tables(tables) if tables else RAW_WITH_APP.empty_table()
+
+    def hours(self, start_ms: int, end_ms: int, apps: list[str],
+              summary: ReplaySummary) -> Iterator[tuple[int, pa.Table, int]]:
+        """(hour, its deduplicated events, rows read) for each hour of the range, neighbours kept for the margin."""
+        cache: dict[int, pa.Table] = {}
+        stored = self._stored_hours(apps, start_ms - layout.HOUR_MS, end_ms + layout.HOUR_MS)
+
+        def table(hour_ms: int) -> pa.Table:
+            if hour_ms not in stored:
+                return RAW_WITH_APP.empty_table()
+            if hour_ms not in cache:
+                cache[hour_ms] = self._read_hour(hour_ms, sorted(stored[hour_ms]), summary)
+            return cache[hour_ms]
+
+        for dt, hour in hours_between(start_ms, end_ms):
+            h = layout.hour_start_ms(dt, hour)
+            for old in [k for k in cache if k < h - layout.HOUR_MS]:
+                del cache[old]
+            current = table(h)
+            if current.num_rows == 0:
+                yield h, current, 0
+                continue
+            around = pa.concat_tables([table(h - layout.HOUR_MS), current, table(h + layout.HOUR_MS)])
+            times = around["event_time"].cast(pa.int64())
+            around = around.filter(pc.and_(pc.greater_equal(times, h - DEDUPE_MARGIN_MS),
+                                           pc.less(times, h + layout.HOUR_MS + DEDUPE_MARGIN_MS)))
+            deduped = dedupe_events(around)
+            times = deduped["event_time"].cast(pa.int64())
+            mine = deduped.filter(pc.and_(pc.greater_equal(times, max(h, start_ms)),
+                                          pc.less(times, min(h + layout.HOUR_MS, end_ms))))
+            times = current["event_time"].cast(pa.int64())
+            rows = pc.sum(pc.and_(pc.greater_equal(times, start_ms), pc.less(times, end_ms))).as_py() or 0
+            yield h, mine, rows
+
+    def _send(self, records: list[dict], summary: ReplaySummary) -> None:
+        pending = records
+        for attempt in range(RESUMES + 1):
+            result = self._index(pending)
+            summary.expired += result.expired
+            summary.bad_rows += result.bad_rows
+            failed = result.failed_sequence_number
+            if failed is None:
+                return
+            pending = [r for r in pending if int(r["kinesis"]["sequenceNumber"]) >= int(failed)]
+            log.warning("replay: %d record(s) not indexed yet (attempt %d), resuming", len(pending), attempt + 1)
+        summary.not_indexed += sum(len(codec.decode_record(base64.b64decode(r["kinesis"]["data"])).splitlines())
+                                   for r in pending)
+
+    def run(self, start_ms: int, end_ms: int, apps: Sequence[str] | None = None,
+            progress: bool = False) -> ReplaySummary:
+        from tqdm import tqdm  # the progress bar of the other commands
+
+        began = time.monotonic()
+        summary = ReplaySummary()
+        created, updated = self._counter.created, self._counter.updated
+        app_ids = self._apps(apps)
+        hours = hours_between(start_ms, end_ms)
+        with tqdm(total=len(hours), unit="h", desc="replay", disable=not progress) as bar:
+            for hour_ms, events, rows in self.hours(start_ms, end_ms, app_ids, summary):
+                summary.hours += 1
+                summary.rows += rows
+                if events.num_rows:
+                    summary.hours_with_events += 1
+                    summary.events += events.num_rows
+                    dt, hour = layout.dt_hour(hour_ms)
+                    records = kinesis_records(event_lines(events), f"replay-{dt}T{hour}", hour_ms)
+                    for i in range(0, len(records), RECORDS_PER_CALL):
+                        self._send(records[i:i + RECORDS_PER_CALL], summary)
+                bar.update(1)
+                bar.set_postfix(events=summary.events)
+        summary.created = self._counter.created - created
+        summary.updated = self._counter.updated - updated
+        summary.seconds = time.monotonic() - began
+        return summary
+
+
+def replayer_for(container) -> Replayer:
+    """A replayer with the container's S3 client, bucket and indexing service (local stack or AWS alike):
+    the search client is the one the deployed code builds from the settings, wrapped to count."""
+    counter = CountingClient(container.search_client)  # applies the index template; raises SearchUnavailableError
+    container.search_client = counter  # the indexing service asks the container for its client on each call
+    return Replayer(container.clients.s3, container.settings.bucket, container.indexing.index, counter)
+
+
+#: Stack outputs (eventpipe/deploy/template.py) -> the settings the deployed functions get from them.
+STACK_SETTINGS = {"LakeBucketName": "EVENTPIPE_BUCKET", "SearchEndpoint": "OPENSEARCH_URL",
+                  "StateTableName": "EVENTPIPE_STATE_TABLE"}
+
+
+def stage_environment(cloudformation, stack: str) -> dict[str, str]:
+    """The environment the deployed functions have, from the stage's stack outputs (``--aws --stage``)."""
+    description = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
+    env = {name: outputs[key] for key, name in STACK_SETTINGS.items() if outputs.get(key)}
+    if "OPENSEARCH_URL" in env:
+        env["EVENTPIPE_OPENSEARCH_SIGV4"] = "es"  # the domain takes signed requests only (docs/deploy.md)
+    return env
