@@ -44,6 +44,7 @@ the same deterministic keys, so running it twice leaves the same files.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -65,6 +66,10 @@ log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
 #: Duplicates of an event are recognised if their copies are at most this far apart in event time.
 DEDUPE_MARGIN_MS = 15 * 60_000
+
+
+class BackfillRequestError(ValueError):
+    """A backfill invocation whose payload names no known metric and hour."""
 
 
 @dataclass(frozen=True)
@@ -183,12 +188,24 @@ class Finalizer:
         partial_keys = sorted(partial_etags)
         if partial_keys and not self._archived(partial_keys):
             return PartitionReport(metric.name, dt, hour, "waiting-for-archive", partials=len(partial_keys))
-        self._raw_cache = {}
+        if getattr(self, "_raw_hour", None) != (dt, hour):  # metrics of one hour share its raw events
+            self._raw_cache, self._raw_hour = {}, (dt, hour)
         final = self.compute_final(metric, dt, hour, partial_keys, partial_keys)
-        self._raw_cache = {}
         self.write_final(metric, dt, hour, final, partial_etags)
         events = int(pc.sum(final["event_count"]).as_py() or 0) if final.num_rows else 0
         return PartitionReport(metric.name, dt, hour, "backfilled", final.num_rows, len(partial_keys), events)
+
+    def backfill_request(self, request: object) -> dict:
+        """``{"metric", "dt", "hour"}`` (a ``finalize_windows`` invocation) -> ``{"backfill": report}``."""
+        try:
+            metric = self._metrics[request["metric"]]  # type: ignore[index]
+            dt, hour = str(request["dt"]), str(request["hour"])  # type: ignore[index]
+            layout.hour_start_ms(dt, hour)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BackfillRequestError(f"a backfill request is {{metric, dt: YYYY-MM-DD, hour: HH}} of a known "
+                                       f"metric, not {request!r}") from exc
+        report = self.backfill_partition(metric, dt, hour)
+        return {"backfill": dataclasses.asdict(report)}
 
     # ------------------------------------------------------------------ writes (layout of the finals)
     def write_final(self, metric: MetricDef, dt: str, hour: str, final: pa.Table, covers: dict[str, str]) -> None:
