@@ -7,10 +7,11 @@ Run through ``bench/query.py --tenant-scaling`` (or directly). On a moto server 
   them, one file per hour for every app before), and
 * two open hours of partials, written by the real aggregation consumer in Lambda-sized batches,
 
-first for the target app alone, then with 1,000 other apps added, and times
+for the target app alone in one bucket and with 1,000 other apps in a second one, and times
 ``read_windows_status(..., app_id=target)`` (what ``GET /v1/metrics/<name>`` runs): cold (a
 new file cache per query, as a fresh Lambda container) and warm (one cache, as a warm one),
-counting the S3 requests of each query with a botocore ``before-send`` hook. The script only
+counting the S3 requests of each query with a botocore ``before-send`` hook. Queries of the two
+buckets alternate, so both see the same load of the (shared) machine. The script only
 uses functions that exist before and after the per-app layout, so the same file measures both.
 """
 
@@ -52,6 +53,7 @@ HOUR_MS = 3_600_000
 DAY = 1_767_225_600_000  # 2026-01-01T00:00:00Z: the finalized day
 OPEN = DAY + 24 * HOUR_MS  # 2026-01-02T00:00Z + 2 h: the open (partials only) range
 TARGET = "target"
+OTHERS = 1000
 NAMES = ("event_counts", "active_users_5m")
 
 
@@ -137,31 +139,38 @@ class Lake:
             service.handle(records[i:i + batch_records])
         return (len(records) + batch_records - 1) // batch_records
 
-    def measure(self, name: str, start: int, end: int, repeat: int) -> dict:
-        metric = self.metrics[name]
-        out = {}
-        for mode in ("cold", "warm"):
-            shared = FileCache()
-            timings, counts = [], []
-            for _ in range(repeat):
-                cache = FileCache() if mode == "cold" else shared
-                before = self.requests
-                started = time.perf_counter()
-                rows = read_windows_status(self.s3, self.bucket, metric, start, end, TARGET, cache=cache).rows
-                timings.append((time.perf_counter() - started) * 1000)
-                counts.append(self.requests - before)
-            out[mode] = (statistics.median(timings), percentile(timings, 0.95), statistics.median(counts), rows.num_rows)
-        return out
 
 
-def report(label: str, one: dict, many: dict) -> None:
+def measure(alone: Lake, crowded: Lake, name: str, start: int, end: int, repeat: int) -> dict:
+    """Alternating queries of the two lakes, so both see the same machine load."""
+    out = {}
     for mode in ("cold", "warm"):
-        p50a, p95a, ra, rows_a = one[mode]
-        p50b, p95b, rb, rows_b = many[mode]
-        assert rows_a == rows_b, f"{label}: the target's answer changed ({rows_a} vs {rows_b} rows)"
-        print(f"  {label:34s} {mode}: 1 app p50 {p50a:6.1f} ms p95 {p95a:6.1f} ms {ra:4.0f} req | "
-              f"+1000 apps p50 {p50b:6.1f} ms p95 {p95b:6.1f} ms {rb:4.0f} req | ratio p50 {p50b / p50a:5.2f} "
-              f"p95 {p95b / p95a:5.2f} ({rows_a} rows)")
+        shared = {id(alone): FileCache(), id(crowded): FileCache()}
+        timings: dict[int, list[float]] = {id(alone): [], id(crowded): []}
+        counts: dict[int, list[int]] = {id(alone): [], id(crowded): []}
+        rows = {}
+        for _ in range(repeat):
+            for lake in (alone, crowded):
+                cache = FileCache() if mode == "cold" else shared[id(lake)]
+                before = lake.requests
+                started = time.perf_counter()
+                answer = read_windows_status(lake.s3, lake.bucket, lake.metrics[name], start, end, TARGET,
+                                             cache=cache).rows
+                timings[id(lake)].append((time.perf_counter() - started) * 1000)
+                counts[id(lake)].append(lake.requests - before)
+                rows[id(lake)] = answer.num_rows
+        assert rows[id(alone)] == rows[id(crowded)], f"{name}: the target's answer changed"
+        out[mode] = [(statistics.median(timings[k]), percentile(timings[k], 0.95), statistics.median(counts[k]),
+                      rows[k]) for k in (id(alone), id(crowded))]
+    return out
+
+
+def report(label: str, result: dict) -> None:
+    for mode in ("cold", "warm"):
+        (p50a, p95a, ra, rows), (p50b, p95b, rb, _) = result[mode]
+        print(f"  {label:31s} {mode}: 1 app p50 {p50a:6.1f} ms p95 {p95a:6.1f} ms {ra:3.0f} req | +{OTHERS} apps "
+              f"p50 {p50b:6.1f} ms p95 {p95b:6.1f} ms {rb:3.0f} req | ratio p50 {p50b / p50a:4.2f} "
+              f"p95 {p95b / p95a:4.2f} ({rows} rows)", flush=True)
 
 
 def main(others: int = 1000, target_events: int = 20_000, other_events: int = 200, repeat: int = 20) -> None:
@@ -176,32 +185,40 @@ def main(others: int = 1000, target_events: int = 20_000, other_events: int = 20
         settings = Settings(aws_endpoint_url=f"http://127.0.0.1:{port}")
         clients = Clients(settings)
         bootstrap(clients, shards=1)
+        clients.s3.create_bucket(Bucket="tenant-scaling-crowded")
         full = load_metrics()
-        lake = Lake(clients, MetricSet(tuple(full[n] for n in NAMES), full.settings))
+        metrics = MetricSet(tuple(full[n] for n in NAMES), full.settings)
+        alone = Lake(clients, metrics)
+        crowded = Lake(Clients(Settings(aws_endpoint_url=settings.aws_endpoint_url, bucket="tenant-scaling-crowded")),
+                       metrics)
         started = time.monotonic()
-        lake.add_finals(event_lines(TARGET, target_events, 1, DAY, 24 * HOUR_MS))
-        batches = lake.add_partials(event_lines(TARGET, target_events // 12, 2, OPEN, 2 * HOUR_MS), "shardId-000000000000")
+        day, open_ = event_lines(TARGET, target_events, 1, DAY, 24 * HOUR_MS), \
+            event_lines(TARGET, target_events // 12, 2, OPEN, 2 * HOUR_MS)
+        for lake in (alone, crowded):
+            lake.add_finals(day)
+            batches = lake.add_partials(open_, "shardId-000000000000")
         print(f"tenant scaling: target app {target_events} events/day finalized + {target_events // 12} in 2 open "
-              f"hours ({batches} batches), built in {time.monotonic() - started:.0f} s")
-        cases = [("event_counts, finalized day", "event_counts", DAY, DAY + 24 * HOUR_MS),
-                 ("active_users_5m, finalized day", "active_users_5m", DAY, DAY + 24 * HOUR_MS),
-                 ("event_counts, 2 open hours", "event_counts", OPEN, OPEN + 2 * HOUR_MS),
-                 ("active_users_5m, 2 open hours", "active_users_5m", OPEN, OPEN + 2 * HOUR_MS)]
-        alone = {label: lake.measure(name, start, end, repeat) for label, name, start, end in cases}
-
+              f"hours ({batches} batches), built in {time.monotonic() - started:.0f} s", flush=True)
         started = time.monotonic()
         day_lines, open_lines = [], []
         for i in range(others):
             app_id = f"app-{i:04d}"
             day_lines += event_lines(app_id, other_events, 100 + i, DAY, 24 * HOUR_MS)
             open_lines += event_lines(app_id, max(1, other_events // 12), 5000 + i, OPEN, 2 * HOUR_MS)
-        lake.add_finals(day_lines)
-        batches = lake.add_partials(sorted(open_lines, key=lambda line: orjson.loads(line)["event_time"]),
-                                    "shardId-000000000001")
-        print(f"  + {others} other apps: {len(day_lines)} events finalized, {len(open_lines)} in the open hours "
-              f"({batches} batches mixing the apps), built in {time.monotonic() - started:.0f} s")
+        crowded.add_finals(day_lines)
+        batches = crowded.add_partials(sorted(open_lines, key=lambda line: orjson.loads(line)["event_time"]),
+                                       "shardId-000000000001")
+        print(f"  + {others} other apps in a second bucket: {len(day_lines)} events finalized, {len(open_lines)} in "
+              f"the open hours ({batches} batches mixing the apps), built in {time.monotonic() - started:.0f} s",
+              flush=True)
+        cases = [("event_counts, finalized day", "event_counts", DAY, DAY + 24 * HOUR_MS),
+                 ("active_users_5m, finalized day", "active_users_5m", DAY, DAY + 24 * HOUR_MS),
+                 ("event_counts, 2 open hours", "event_counts", OPEN, OPEN + 2 * HOUR_MS),
+                 ("active_users_5m, 2 open hours", "active_users_5m", OPEN, OPEN + 2 * HOUR_MS)]
+        global OTHERS
+        OTHERS = others
         for label, name, start, end in cases:
-            report(label, alone[label], lake.measure(name, start, end, repeat))
+            report(label, measure(alone, crowded, name, start, end, repeat))
     finally:
         server.stop()
 
