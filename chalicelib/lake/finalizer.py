@@ -190,7 +190,13 @@ class Finalizer:
             return PartitionReport(metric.name, dt, hour, "waiting-for-archive", partials=len(partial_keys))
         if getattr(self, "_raw_hour", None) != (dt, hour):  # metrics of one hour share its raw events
             self._raw_cache, self._raw_hour = {}, (dt, hour)
-        final = self.compute_final(metric, dt, hour, partial_keys, partial_keys)
+        # Late counts as finalization keeps them: from the partials a previous final does not cover,
+        # and from that final (which holds those of the partials it covered).
+        manifest = self._manifest(metric, dt, hour)
+        covered: dict[str, str] = manifest["covers"] if manifest else {}
+        late_sources = [k for k in partial_keys if covered.get(k) != partial_etags[k]]
+        late_sources += self._final_keys(metric, dt, hour) if manifest else []
+        final = self.compute_final(metric, dt, hour, late_sources, partial_keys)
         self.write_final(metric, dt, hour, final, partial_etags)
         events = int(pc.sum(final["event_count"]).as_py() or 0) if final.num_rows else 0
         return PartitionReport(metric.name, dt, hour, "backfilled", final.num_rows, len(partial_keys), events)

@@ -67,9 +67,9 @@ def stream(container, metrics: MetricSet, lines, seed: int, archive: bool = True
         assert aggregation.handle(batch) == {"batchItemFailures": []}
 
 
-def finalizer(container, metrics: MetricSet) -> Finalizer:
+def finalizer(container, metrics: MetricSet, clock: Clock | None = None) -> Finalizer:
     state = StateStore(container.clients.dynamodb, container.settings.state_table)
-    return Finalizer(container.clients.s3, container.settings.bucket, state, metrics, Clock(T0 + 3 * HOUR))
+    return Finalizer(container.clients.s3, container.settings.bucket, state, metrics, clock or Clock(T0 + 3 * HOUR))
 
 
 def final_files(container, metric) -> dict[str, bytes]:
@@ -219,3 +219,32 @@ def test_backfill_plan_rejects_unknown_metrics_and_empty_ranges():
         backfill.plan(load_metrics(), ["nope"], T0, T0 + HOUR)
     with pytest.raises(backfill.BackfillError, match="before"):
         backfill.plan(load_metrics(), None, T0, T0)
+
+
+def test_backfill_of_a_finalized_hour_keeps_the_late_counts_its_partials_had(lake):
+    from chalicelib.stream import codec
+    from tests.conftest import kinesis_record
+    metrics = load_metrics()
+    stream(lake, metrics, canonical_lines(100, seed=51), seed=52)
+    clock = Clock(T0 + 3 * HOUR)
+    run = finalizer(lake, metrics, clock)
+    run.run()
+    late = orjson.loads(canonical_lines(1, seed=53, start_ms=T0 + 30_000, duration_ms=1000)[0])
+    late = orjson.dumps({**late, "event_id": "late-one", "received_at": T0 + 3 * HOUR})
+    stream_one = [kinesis_record(codec.pack([late])[0].data, "shardId-000000000001", 10_000)]
+    state = StateStore(lake.clients.dynamodb, lake.settings.state_table)
+    s3, bucket = lake.clients.s3, lake.settings.bucket
+    ArchiveService(s3, bucket, state, S3BadRowsSink(s3, bucket, "archive")).handle(stream_one)
+    AggregationService(s3, bucket, state, metrics, S3BadRowsSink(s3, bucket, "aggregate")).handle(stream_one)
+    run.run()
+
+    def late_total():
+        rows = read_windows_status(s3, bucket, metrics["event_counts"], T0, T0 + HOUR, "demo", cache=FileCache()).rows
+        return sum(rows["late_count"].to_pylist())
+
+    assert late_total() == 1
+    clock.now_ms += 16 * 60_000
+    assert "cleaned" in {r.action for r in run.run()}  # the partials that had the late count are gone
+    backfill.run(backfill.plan(metrics, ["event_counts"], T0, T0 + HOUR),
+                 backfill.local_runner(run, metrics), progress=False)
+    assert late_total() == 1
