@@ -110,7 +110,10 @@ def index_events(event):
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="finalize_windows")
 def finalize_windows(event):
-    """Recomputes closed windows from the raw archive (deduplicated) and compacts their partials."""
+    """Recomputes closed windows from the raw archive (deduplicated) and compacts their partials;
+    an invocation with ``detail.backfill`` (``eventpipe backfill --aws``) recomputes that one partition."""
+    if "backfill" in (event.to_dict().get("detail") or {}):
+        return container.finalizer.backfill_request(event.to_dict()["detail"]["backfill"])
     return {"partitions": [f"{r.metric} {r.dt}/{r.hour}: {r.action} ({r.rows} rows, {r.partials} partials)"
                            for r in container.finalizer.run()]}
 

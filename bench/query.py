@@ -9,6 +9,11 @@ archived, aggregated and finalized them, then measures
     on moto) for a day of raw events: in-process and as the CLI command.
 
     .venv/bin/python bench/query.py [--events 200000] [--requests 40]
+
+(c) ``--tenant-scaling``: the same app's query with 1 and with 1,000 other apps' data in
+    the lake, finalized and open (bench/tenant_scaling.py; no local stack needed):
+
+    .venv/bin/python bench/query.py --tenant-scaling [--others 1000]
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from chalicelib.ingest.validation import ms_to_iso  # noqa: E402
 from eventpipe.generate import generate_events, write_ndjson  # noqa: E402
 from chalicelib.lake import layout  # noqa: E402
 from chalicelib.lake.reader import list_keys  # noqa: E402
+from chalicelib.processing import load_metrics  # noqa: E402
 from eventpipe.local.stack import Stack, StackConfig, free_port  # noqa: E402
 from eventpipe.sender import send_file  # noqa: E402
 
@@ -46,8 +52,9 @@ def percentile(values: list[float], q: float) -> float:
 def wait_finalized(clients: Clients, bucket: str, timeout_s: float = 600) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        partial = any(True for _ in list_keys(clients.s3, bucket, layout.rollup_prefix("event_counts", "partial")))
-        final = any(True for _ in list_keys(clients.s3, bucket, layout.rollup_prefix("event_counts", "final")))
+        metric = load_metrics()["event_counts"]
+        partial = any(True for _ in list_keys(clients.s3, bucket, layout.rollup_prefix(metric, "partial")))
+        final = any(True for _ in list_keys(clients.s3, bucket, layout.rollup_prefix(metric, "final")))
         if final and not partial:
             return time.monotonic() - started
         time.sleep(2)
@@ -58,7 +65,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--tenant-scaling", action="store_true", help="only case (c)")
+    parser.add_argument("--others", type=int, default=1000, help="(c): other apps")
     args = parser.parse_args()
+    if args.tenant_scaling:
+        from bench import tenant_scaling
+        tenant_scaling.main(others=args.others, repeat=min(args.requests, 20))
+        return
 
     day_start = (int(time.time() * 1000) // 3_600_000 - 25) * 3_600_000
     config = StackConfig(moto_port=free_port(), http_port=free_port(), search_port=free_port(),

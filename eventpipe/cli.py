@@ -234,6 +234,30 @@ def cmd_replay(args) -> int:
     return 0 if summary.ok else 1
 
 
+def cmd_backfill(args) -> int:
+    from chalicelib.processing import load_metrics
+    from eventpipe.ops import backfill
+    metrics = load_metrics()
+    try:
+        partitions = backfill.plan(metrics, None if args.all else args.metric, args.start, args.end)
+    except backfill.BackfillError as exc:
+        print(f"backfill: {exc}", file=sys.stderr)
+        return 2
+    if args.aws:
+        import boto3
+
+        from chalicelib.runtime.pipeline_config import load_pipeline_config
+        from eventpipe.deploy.naming import StageNames
+        function = StageNames(load_pipeline_config(args.stage).deploy.app_name, args.stage).function("finalize_windows")
+        runner = backfill.aws_runner(boto3.client("lambda", region_name=args.region), function)
+    else:
+        from chalicelib.runtime.container import Container
+        runner = backfill.local_runner(Container(_aws_settings(args)).finalizer, metrics)
+    summary = backfill.run(partitions, runner, concurrency=args.concurrency, progress=not args.no_progress)
+    print(summary.describe())
+    return 1 if summary.failed else 0
+
+
 def _deploy_clients(args):
     import boto3
 
@@ -391,6 +415,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "stage's stack (its outputs)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("backfill", help="recompute a metric's final windows for [--from, --to) from the raw archive "
+                                        "(a new metric's history, or a changed definition's)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--metric", action="append", help="a metric of metrics.yaml (repeatable)")
+    which.add_argument("--all", action="store_true", help="every metric")
+    p.add_argument("--from", dest="start", required=True, type=_parse_instant_ms, help="ISO-8601 or epoch ms")
+    p.add_argument("--to", dest="end", required=True, type=_parse_instant_ms, help="ISO-8601 or epoch ms (exclusive)")
+    p.add_argument("--concurrency", type=int, default=1, help="--aws: invocations at once (default 1: the "
+                                                                 "function's reserved concurrency)")
+    p.add_argument("--stage", default="dev", choices=["dev", "prod"], help="--aws: the deployed stage")
+    p.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+                   or "us-east-1", help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_backfill)
 
     for name, func, text in (("deploy", cmd_deploy, "build the artifacts, package, create or update the stack"),
                              ("destroy", cmd_destroy, "delete the stage's stack (prod keeps its data)")):

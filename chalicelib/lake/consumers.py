@@ -124,7 +124,7 @@ class AggregationService:
             for hour_start in pc.unique(hour_ms).to_pylist():
                 dt, hour = layout.dt_hour(hour_start)
                 part = table.filter(pc.equal(hour_ms, hour_start))
-                self._s3.put_object(Bucket=self._bucket, Key=layout.partial_key(name, dt, hour, shard_id, first_seq),
+                self._s3.put_object(Bucket=self._bucket, Key=layout.partial_key(self._metrics[name], dt, hour, shard_id, first_seq),
                                     Body=encode_parquet(register_columns(part)),
                                     Metadata={"shard-id": shard_id, "last-sequence": last_seq})
                 written += 1

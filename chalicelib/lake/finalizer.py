@@ -1,31 +1,50 @@
-"""Finalization / compaction of metric windows (an ``@app.schedule`` job).
+"""Finalization / compaction of metric windows (an ``@app.schedule`` job), and backfill.
 
 For a (metric, dt, hour) partition whose windows all closed more than the
 allowed lateness ago, the job recomputes the windows from the *raw archive*
 with duplicate ``event_id``s removed, and replaces the partition's partials
-with one compacted file. The mechanism that keeps every reader consistent
-(Athena lists every file under a table's location):
+with compacted files, **one per app** (``layout.final_key``). The mechanism
+that keeps every reader consistent (Athena lists every file under a table's
+location; the metrics API GETs one app's final files by name):
 
-1. ``stage=final/dt=/hour=/final.parquet`` is written with one PUT, atomic on
-   S3. Readers prefer final rows per (app, window) over partial rows, so from
-   that instant each window counts once, from the final file.
-2. ``_manifest.json`` beside it records which partial files the final file
-   covers and when it was written (files starting with ``_`` are ignored by
-   Athena, DuckDB and pyarrow datasets).
+1. ``stage=final/dt=/hour=/app-<app>.parquet`` holds *all* of that app's
+   windows starting in the hour and is written with one PUT, atomic on S3.
+   The rule is per (app, window) — final rows if any exist, else the merged
+   partials — so an app's file is the unit that must switch atomically: a
+   reader of app A sees either A's final file (every A window of the hour,
+   final) or not yet (every A window from partials). Other apps' files being
+   written before or after changes nothing for A. Athena and DuckDB, reading
+   every app's files, apply the same rule per (app, window).
+2. ``_manifest.json`` beside them, written after every app's file, records
+   which partial files the finals cover, when they were written and under
+   which definition fingerprint (files starting with ``_`` are ignored by
+   Athena, DuckDB and pyarrow datasets). Each final file carries the same
+   fingerprint in its Parquet metadata (``eventpipe.definition``).
 3. Covered partials are deleted only after a grace period longer than any
    query, so a reader that listed the partials before the switch can still
    read them — never a moment where a window counts twice or not at all.
+   Every app that has partials in the hour gets a final file (a tombstone row
+   when all its events were duplicates), so no app is left reading partials
+   that are about to go.
 
 A partial that is not in the manifest (an event that arrived after the
 window was finalized) makes the partition due again: it is re-finalized from
-the raw archive, which also holds that event. Before finalizing, the job
-checks that the raw archive has made durable every record the partials came
-from (per-shard progress vs. each partial's last sequence number), so a
-lagging archive can never make a finalized window lose events.
+the raw archive, which also holds that event. The raw archive only grows, so
+a re-finalization writes a file for every app that had one before. Before
+finalizing, the job checks that the raw archive has made durable every
+record the partials came from (per-shard progress vs. each partial's last
+sequence number), so a lagging archive can never make a finalized window
+lose events.
+
+Backfill (:meth:`Finalizer.backfill_partition`) runs the same computation for
+an hour that may have no partials at all (a metric added to metrics.yaml, or
+a changed definition: its fingerprint names a fresh, empty tree) and writes
+the same deterministic keys, so running it twice leaves the same files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -49,17 +68,26 @@ MANIFEST = "_manifest.json"
 DEDUPE_MARGIN_MS = 15 * 60_000
 
 
+class BackfillRequestError(ValueError):
+    """A backfill invocation whose payload names no known metric and hour."""
+
+
 @dataclass(frozen=True)
 class PartitionReport:
     metric: str
     dt: str
     hour: str
-    action: str  # finalized | waiting-for-archive | cleaned
+    action: str  # finalized | waiting-for-archive | cleaned | backfilled | open
     rows: int = 0
     partials: int = 0
+    events: int = 0
 
 
-def manifest_key(metric: str, dt: str, hour: str) -> str:
+#: Parquet metadata key of a final file's definition fingerprint.
+DEFINITION_KEY = b"eventpipe.definition"
+
+
+def manifest_key(metric: MetricDef, dt: str, hour: str) -> str:
     return layout.rollup_prefix(metric, "final", dt, hour) + MANIFEST
 
 
@@ -86,7 +114,7 @@ class Finalizer:
         most one hour of raw events is held in memory."""
         due: dict[tuple[str, str], list[tuple[MetricDef, dict[str, str]]]] = {}
         for metric in self._metrics.metrics:
-            for partition, etags in self._partials_by_partition(metric.name).items():
+            for partition, etags in self._partials_by_partition(metric).items():
                 due.setdefault(partition, []).append((metric, etags))
         reports = []
         for (dt, hour), work in sorted(due.items()):
@@ -98,10 +126,11 @@ class Finalizer:
         self._raw_cache = {}
         return reports
 
-    def _partials_by_partition(self, metric: str) -> dict[tuple[str, str], dict[str, str]]:
+    def _partials_by_partition(self, metric: MetricDef, dt: str | None = None,
+                               hour: str | None = None) -> dict[tuple[str, str], dict[str, str]]:
         """(dt, hour) -> {partial key: ETag}."""
         found: dict[tuple[str, str], dict[str, str]] = {}
-        for obj in list_keys(self._s3, self._bucket, layout.rollup_prefix(metric, "partial")):
+        for obj in list_keys(self._s3, self._bucket, layout.rollup_prefix(metric, "partial", dt, hour)):
             part = layout.parse_partition(obj["Key"])
             found.setdefault((part["dt"], part["hour"]), {})[obj["Key"]] = obj.get("ETag", "")
         return found
@@ -112,7 +141,7 @@ class Finalizer:
         horizon = self._clock_ms() - self._metrics.settings.allowed_lateness_ms - self._close_delay_ms
         return last_window_end <= horizon
 
-    def _manifest(self, metric: str, dt: str, hour: str) -> dict | None:
+    def _manifest(self, metric: MetricDef, dt: str, hour: str) -> dict | None:
         try:
             body = self._s3.get_object(Bucket=self._bucket, Key=manifest_key(metric, dt, hour))["Body"].read()
         except ClientError as exc:
@@ -127,7 +156,7 @@ class Finalizer:
         if not self.is_closed(metric, dt, hour):
             return None
         partial_keys = sorted(partial_etags)
-        manifest = self._manifest(metric.name, dt, hour)
+        manifest = self._manifest(metric, dt, hour)
         covered: dict[str, str] = manifest["covers"] if manifest else {}
         # A covered name with new content (a re-delivered batch rewrote it) is not covered.
         uncovered = [k for k in partial_keys if covered.get(k) != partial_etags[k]]
@@ -139,16 +168,64 @@ class Finalizer:
         if not self._archived(partial_keys):
             return PartitionReport(metric.name, dt, hour, "waiting-for-archive", partials=len(partial_keys))
         # Late counts: the previous final already holds those of the partials it covered.
-        late_sources = uncovered + ([layout.final_key(metric.name, dt, hour)] if manifest else [])
+        late_sources = uncovered + (self._final_keys(metric, dt, hour) if manifest else [])
         final = self.compute_final(metric, dt, hour, late_sources, partial_keys)
-        self._s3.put_object(Bucket=self._bucket, Key=layout.final_key(metric.name, dt, hour),
-                            Body=encode_parquet(register_columns(final)))
-        self._s3.put_object(Bucket=self._bucket, Key=manifest_key(metric.name, dt, hour), Body=orjson.dumps(
-            {"finalized_at": self._clock_ms(), "covers": partial_etags, "rows": final.num_rows}),
-            ContentType="application/json")
+        self.write_final(metric, dt, hour, final, partial_etags)
         log.info("finalized %s %s/%s: %d row(s) from the raw archive, replacing %d partial file(s)",
                  metric.name, dt, hour, final.num_rows, len(partial_keys))
         return PartitionReport(metric.name, dt, hour, "finalized", final.num_rows, len(partial_keys))
+
+    def backfill_partition(self, metric: MetricDef, dt: str, hour: str) -> PartitionReport:
+        """Recompute one closed partition from the raw archive and write its finals (idempotent).
+
+        Works without partials (a new metric, or a new definition's empty tree); partials
+        present under the current definition are covered by the manifest as finalization
+        would, and their late counts are carried over. An open partition is left alone.
+        """
+        if not self.is_closed(metric, dt, hour):
+            return PartitionReport(metric.name, dt, hour, "open")
+        partial_etags = self._partials_by_partition(metric, dt, hour).get((dt, hour), {})
+        partial_keys = sorted(partial_etags)
+        if partial_keys and not self._archived(partial_keys):
+            return PartitionReport(metric.name, dt, hour, "waiting-for-archive", partials=len(partial_keys))
+        if getattr(self, "_raw_hour", None) != (dt, hour):  # metrics of one hour share its raw events
+            self._raw_cache, self._raw_hour = {}, (dt, hour)
+        # Late counts as finalization keeps them: from the partials a previous final does not cover,
+        # and from that final (which holds those of the partials it covered).
+        manifest = self._manifest(metric, dt, hour)
+        covered: dict[str, str] = manifest["covers"] if manifest else {}
+        late_sources = [k for k in partial_keys if covered.get(k) != partial_etags[k]]
+        late_sources += self._final_keys(metric, dt, hour) if manifest else []
+        final = self.compute_final(metric, dt, hour, late_sources, partial_keys)
+        self.write_final(metric, dt, hour, final, partial_etags)
+        events = int(pc.sum(final["event_count"]).as_py() or 0) if final.num_rows else 0
+        return PartitionReport(metric.name, dt, hour, "backfilled", final.num_rows, len(partial_keys), events)
+
+    def backfill_request(self, request: object) -> dict:
+        """``{"metric", "dt", "hour"}`` (a ``finalize_windows`` invocation) -> ``{"backfill": report}``."""
+        try:
+            metric = self._metrics[request["metric"]]  # type: ignore[index]
+            dt, hour = str(request["dt"]), str(request["hour"])  # type: ignore[index]
+            layout.hour_start_ms(dt, hour)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BackfillRequestError(f"a backfill request is {{metric, dt: YYYY-MM-DD, hour: HH}} of a known "
+                                       f"metric, not {request!r}") from exc
+        report = self.backfill_partition(metric, dt, hour)
+        return {"backfill": dataclasses.asdict(report)}
+
+    # ------------------------------------------------------------------ writes (layout of the finals)
+    def write_final(self, metric: MetricDef, dt: str, hour: str, final: pa.Table, covers: dict[str, str]) -> None:
+        """One final file per app (one PUT each), then the partition's manifest."""
+        for app_id, rows in split_by_app(final):
+            self._s3.put_object(Bucket=self._bucket, Key=layout.final_key(metric, dt, hour, app_id),
+                                Body=encode_final(metric, rows))
+        self._s3.put_object(Bucket=self._bucket, Key=manifest_key(metric, dt, hour), Body=orjson.dumps(
+            {"finalized_at": self._clock_ms(), "covers": covers, "rows": final.num_rows,
+             "definition": metric.fingerprint}), ContentType="application/json")
+
+    def _final_keys(self, metric: MetricDef, dt: str, hour: str) -> list[str]:
+        return [o["Key"] for o in list_keys(self._s3, self._bucket, layout.rollup_prefix(metric, "final", dt, hour))
+                if layout.final_app(o["Key"]) is not None]
 
     def _archived(self, partial_keys: list[str]) -> bool:
         """True when the raw archive holds every record the partials came from."""
@@ -245,7 +322,27 @@ class Finalizer:
         self._delete(unchanged)
         return len(unchanged)
 
-    def _delete(self, keys: list[str]) -> None:
+    def _delete(self, keys: list[str]) -> None:  # noqa: D102
         for i in range(0, len(keys), 1000):
             self._s3.delete_objects(Bucket=self._bucket, Delete={
                 "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+
+
+def split_by_app(final: pa.Table) -> list[tuple[str, pa.Table]]:
+    """(app_id, that app's rows) for each app of a partition's final rows, in app order."""
+    if final.num_rows == 0:
+        return []
+    ordered = final.take(pc.sort_indices(final["app_id"]))  # a stable sort: row order kept within an app
+    runs = pc.value_counts(ordered["app_id"].combine_chunks())  # in order of first appearance
+    out, offset = [], 0
+    for run in runs.to_pylist():
+        out.append((run["values"], ordered.slice(offset, run["counts"])))
+        offset += run["counts"]
+    return out
+
+
+def encode_final(metric: MetricDef, rows: pa.Table) -> bytes:
+    """A final file's bytes: the rows with their SQL sketch columns, the definition in the metadata."""
+    table = register_columns(rows)
+    return encode_parquet(table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), DEFINITION_KEY: metric.fingerprint.encode()}))

@@ -4,6 +4,16 @@ Partition projection lets Athena compute partitions from the query instead
 of a crawler or MSCK REPAIR: a partition written a second ago is queryable.
 ``app_id`` on the raw table is an *injected* projection: every Athena query
 must name the app (``WHERE app_id = '...'``), which doubles as a tenant guard.
+
+A rollup table's location is its metric's current definition tree
+(``rollups/<metric>/def=<fingerprint>/``, chalicelib/lake/layout.py): the
+template is generated from metrics.yaml, so a changed definition moves the
+table to the fresh tree and SQL never mixes two definitions either. Final
+files are one per app inside the ``dt``/``hour`` partition; ``app_id`` stays
+a column (not a projected partition: partials mix apps, and an ``injected``
+projection would make every query name one app), and a file's row-group
+statistics (one app per file: min = max) let Athena skip the other apps'
+finals without reading their rows.
 """
 
 from __future__ import annotations
@@ -68,8 +78,11 @@ def raw_table_input(bucket: str, schema: pa.Schema) -> dict:
     }
 
 
-def rollup_table_input(bucket: str, metric: str, schema: pa.Schema, description: str = "") -> dict:
-    location = f"s3://{bucket}/rollups/{metric}/"
+def rollup_table_input(bucket: str, metric: str, schema: pa.Schema, description: str = "",
+                       definition: str | None = None) -> dict:
+    """``definition``: the metric's fingerprint (its tree); None only for tables without one (tests)."""
+    location = f"s3://{bucket}/rollups/{metric}/" + (f"def={definition}/" if definition else "")
+    extra = {"eventpipe.definition": definition} if definition else {}
     return {
         "Name": f"{metric}_rollup",
         "Description": description or f"Window aggregates of metric {metric}: stage=partial rows are mergeable "
@@ -80,7 +93,7 @@ def rollup_table_input(bucket: str, metric: str, schema: pa.Schema, description:
         "StorageDescriptor": {"Columns": columns(schema), "Location": location, **PARQUET_STORAGE},
         "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE", "projection.enabled": "true",
                        "projection.stage.type": "enum", "projection.stage.values": "partial,final",
-                       **DATE_PROJECTION,
+                       **DATE_PROJECTION, **extra,
                        "storage.location.template": location + "stage=${stage}/dt=${dt}/hour=${hour}/"},
     }
 
@@ -96,7 +109,7 @@ def catalog_table_inputs(bucket: str) -> list[dict]:
     from chalicelib.processing import load_metrics
 
     tables = [raw_table_input(bucket, RAW_SCHEMA), bad_rows_table_input(bucket)]
-    tables += [rollup_table_input(bucket, metric.name, lake_schema(metric), metric.description)
+    tables += [rollup_table_input(bucket, metric.name, lake_schema(metric), metric.description, metric.fingerprint)
                for metric in load_metrics().metrics]
     return tables
 

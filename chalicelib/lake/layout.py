@@ -3,8 +3,9 @@
 ::
 
     events/app_id=<app>/dt=YYYY-MM-DD/hour=HH/<shard>-<first seq>.parquet     raw archive
-    rollups/<metric>/stage=partial/dt=YYYY-MM-DD/hour=HH/<shard>-<first seq>.parquet
-    rollups/<metric>/stage=final/dt=YYYY-MM-DD/hour=HH/final.parquet         after finalization
+    rollups/<metric>/def=<fp>/stage=partial/dt=YYYY-MM-DD/hour=HH/<shard>-<first seq>.parquet
+    rollups/<metric>/def=<fp>/stage=final/dt=YYYY-MM-DD/hour=HH/app-<app>.parquet   after finalization
+    rollups/<metric>/def=<fp>/stage=final/dt=YYYY-MM-DD/hour=HH/_manifest.json
     bad-rows/<consumer>/dt=YYYY-MM-DD/<shard>-<record seq>.ndjson             stream/badrows.py (per record)
     aws/lambda/<mapping uuid>/<shard>/YYYY/MM/DD/<time>-<uuid>                 Lambda's on-failure records
 
@@ -14,11 +15,26 @@ batch overwrites its earlier output even when the retried batch ends at a
 different record (a name that also held the last sequence number would then
 leave the first attempt's file behind as a duplicate). Partition hours are
 UTC; windows are placed by ``window_start``.
+
+``def=<fp>`` is the metric definition's fingerprint (``MetricDef.fingerprint``):
+a changed definition writes and reads a fresh tree, so windows computed under
+two definitions are never mixed; the old tree stays until deleted by hand.
+
+Final files are one per (metric, definition, hour, app): a reader for one app
+GETs its files by name (a 404 is "no final rows of that app in that hour")
+and never lists or reads another app's finals. Partials stay one file per
+batch and hour for every app: they live only until their hour is finalized
+plus the grace period, so what a reader lists and reads of them is bounded by
+the open hours' traffic, not by history (see chalicelib/lake/rollups.py).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for the annotations
+    from chalicelib.processing import MetricDef
 
 EVENTS_PREFIX = "events/"
 ROLLUPS_PREFIX = "rollups/"
@@ -44,8 +60,13 @@ def raw_key(app_id: str, dt: str, hour: str, shard_id: str, first_sequence: str)
     return f"{EVENTS_PREFIX}app_id={app_id}/dt={dt}/hour={hour}/{batch_name(shard_id, first_sequence)}.parquet"
 
 
-def rollup_prefix(metric: str, stage: str, dt: str | None = None, hour: str | None = None) -> str:
-    prefix = f"{ROLLUPS_PREFIX}{metric}/stage={stage}/"
+def metric_prefix(metric: MetricDef) -> str:
+    """Every rollup file of the metric's current definition."""
+    return f"{ROLLUPS_PREFIX}{metric.name}/def={metric.fingerprint}/"
+
+
+def rollup_prefix(metric: MetricDef, stage: str, dt: str | None = None, hour: str | None = None) -> str:
+    prefix = f"{metric_prefix(metric)}stage={stage}/"
     if dt is not None:
         prefix += f"dt={dt}/"
         if hour is not None:
@@ -53,12 +74,24 @@ def rollup_prefix(metric: str, stage: str, dt: str | None = None, hour: str | No
     return prefix
 
 
-def partial_key(metric: str, dt: str, hour: str, shard_id: str, first_sequence: str) -> str:
+def partial_key(metric: MetricDef, dt: str, hour: str, shard_id: str, first_sequence: str) -> str:
     return rollup_prefix(metric, "partial", dt, hour) + batch_name(shard_id, first_sequence) + ".parquet"
 
 
-def final_key(metric: str, dt: str, hour: str) -> str:
-    return rollup_prefix(metric, "final", dt, hour) + "final.parquet"
+FINAL_STEM = "app-"
+
+
+def final_key(metric: MetricDef, dt: str, hour: str, app_id: str) -> str:
+    """The final rows of one app's windows starting in the hour (app ids are ``[a-z0-9][a-z0-9_-]*``)."""
+    return rollup_prefix(metric, "final", dt, hour) + f"{FINAL_STEM}{app_id}.parquet"
+
+
+def final_app(key: str) -> str | None:
+    """The app of a final file's key; None for other files."""
+    name = key.rsplit("/", 1)[-1]
+    if not (name.startswith(FINAL_STEM) and name.endswith(".parquet")):
+        return None
+    return name[len(FINAL_STEM):-len(".parquet")]
 
 
 def parse_partition(key: str) -> dict[str, str]:

@@ -159,11 +159,14 @@ def count_dead_letters(s3, bucket: str) -> DeadLetters:
 
 
 def last_finalization_ms(s3, bucket: str, metric_names: Iterable[str]) -> dict[str, int | None]:
-    """metric -> when its newest finalizer manifest was written (epoch ms; None: never finalized)."""
+    """metric -> when its newest finalizer manifest was written (epoch ms; None: never finalized).
+
+    Lists every definition's tree of the metric (an operator's view: it grows with the
+    finalized hours and apps, unlike the per-app reads of the metrics API)."""
     out: dict[str, int | None] = {}
     for name in metric_names:
         newest = None
-        for obj in list_keys(s3, bucket, layout.rollup_prefix(name, "final")):
+        for obj in list_keys(s3, bucket, f"{layout.ROLLUPS_PREFIX}{name}/"):
             if obj["Key"].endswith(MANIFEST):
                 modified = int(obj["LastModified"].timestamp() * 1000)
                 newest = modified if newest is None else max(newest, modified)

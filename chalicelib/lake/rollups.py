@@ -5,10 +5,25 @@ The rule every reader applies (this module, the DuckDB/Athena views):
     for each (app_id, window_start): if any ``stage=final`` row exists, use the
     final rows only; otherwise merge the ``stage=partial`` rows.
 
-Finalization writes the final file with one PUT (atomic) and deletes the
-partials it replaced only after a grace period, so a reader that lists the
-two stages at different moments, in either order, still sees each window
-exactly once (see chalicelib/lake/finalizer.py).
+What one app's read touches (``app_id`` given, the metrics API):
+
+* **finals**: one GET per hour of the range, by name (``layout.final_key``):
+  the app's own file, or a 404 when the app has no final rows there. No
+  listing: a listing of an hour would return every app's keys. Warm reads are
+  conditional GETs (``If-None-Match``: a 304 carries no body).
+* **partials**: one listing per day of the range (the files of the still open
+  hours: finalization deletes the rest after the grace period), each file
+  read once per ETag and cached, the app's rows filtered out. These files mix
+  every app, so this part grows with the *recent* traffic of all apps, never
+  with history (bench/query.py measures 1,000 active apps).
+
+Finalization writes each app's final file with one PUT (atomic) and deletes
+the partials it replaced only after a grace period; partials are listed
+before the finals are fetched, so a reader sees each (app, window) exactly
+once: from partials if it fetched before the app's final file existed (those
+partials outlive the read by the grace period), from the final file after
+(see chalicelib/lake/finalizer.py). A reader without an app (operators,
+tests) lists each day's finals instead, and applies the same rule per app.
 """
 
 from __future__ import annotations
@@ -25,7 +40,7 @@ from botocore.exceptions import ClientError
 from chalicelib.lake import layout
 from chalicelib.lake.reader import list_keys, read_parquet
 from chalicelib.lake.sql_sketch import strip_register_columns
-from chalicelib.processing import MetricDef, finalize, merge_partials, partials_schema
+from chalicelib.processing import MetricDef, decode_parquet, finalize, merge_partials, partials_schema
 
 
 class RollupReadConflict(Exception):
@@ -58,8 +73,15 @@ class FileCache:
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._entries: OrderedDict[tuple[str, str], pa.Table] = OrderedDict()
+        self._etags: dict[str, str] = {}
         self._max = max_entries
         self._lock = threading.Lock()
+
+    def etag(self, key: str) -> str | None:
+        """The ETag of the newest cached version of ``key`` (for a conditional GET)."""
+        with self._lock:
+            etag = self._etags.get(key)
+            return etag if etag is not None and (key, etag) in self._entries else None
 
     def get(self, key: str, etag: str) -> pa.Table | None:
         with self._lock:
@@ -71,8 +93,12 @@ class FileCache:
     def put(self, key: str, etag: str, table: pa.Table) -> None:
         with self._lock:
             self._entries[(key, etag)] = table
+            self._etags[key] = etag
             while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+                (old, old_etag), _ = self._entries.popitem(last=False)
+                if self._etags.get(old) == old_etag:
+                    del self._etags[old]
+
 
 
 DEFAULT_CACHE = FileCache()
@@ -81,11 +107,33 @@ DEFAULT_CACHE = FileCache()
 def list_stage_day(s3, bucket: str, metric: MetricDef, stage: str, dt: str) -> dict[str, list[tuple[str, str]]]:
     """hour -> [(key, etag)] of the Parquet files of one stage and day."""
     found: dict[str, list[tuple[str, str]]] = {}
-    for obj in list_keys(s3, bucket, layout.rollup_prefix(metric.name, stage, dt)):
+    for obj in list_keys(s3, bucket, layout.rollup_prefix(metric, stage, dt)):
         if obj["Key"].endswith(".parquet"):
             hour = layout.parse_partition(obj["Key"])["hour"]
             found.setdefault(hour, []).append((obj["Key"], obj.get("ETag", "")))
     return found
+
+
+def _missing(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] in ("NoSuchKey", "404")
+
+
+def read_app_final(s3, bucket: str, metric: MetricDef, dt: str, hour: str, app_id: str,
+                   cache: FileCache) -> pa.Table | None:
+    """One app's final rows of one hour, by name; None when the app has none there."""
+    key = layout.final_key(metric, dt, hour, app_id)
+    cached = cache.etag(key)
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key, **({"IfNoneMatch": cached} if cached else {}))
+    except ClientError as exc:
+        if _missing(exc):
+            return None
+        if exc.response["Error"]["Code"] in ("304", "NotModified"):
+            return cache.get(key, cached)
+        raise
+    table = strip_register_columns(decode_parquet(response["Body"].read()), metric)
+    cache.put(key, response.get("ETag", ""), table)
+    return table
 
 
 def _read_file(s3, bucket: str, metric: MetricDef, key: str, etag: str, cache: FileCache) -> pa.Table:
@@ -94,7 +142,7 @@ def _read_file(s3, bucket: str, metric: MetricDef, key: str, etag: str, cache: F
         try:
             table = strip_register_columns(read_parquet(s3, bucket, key), metric)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if _missing(exc):
                 raise RollupReadConflict(f"{key} vanished while reading") from exc
             raise
         cache.put(key, etag, table)
@@ -102,26 +150,41 @@ def _read_file(s3, bucket: str, metric: MetricDef, key: str, etag: str, cache: F
 
 
 def _read_range(s3, bucket: str, metric: MetricDef, hours: list[tuple[str, str]], pool: ThreadPoolExecutor,
-                cache: FileCache) -> list[pa.Table]:
+                cache: FileCache, app_id: str | None) -> list[pa.Table]:
+    """One table per hour, the rule applied (only ``app_id``'s rows when given)."""
     days = sorted({dt for dt, _ in hours})
-    # Partials are listed before finals: with the grace period on deletes the
-    # order is not needed for correctness, but it makes a read conflict rarer.
-    listings = list(pool.map(lambda job: list_stage_day(s3, bucket, metric, *job),
-                             [(stage, dt) for stage in ("partial", "final") for dt in days]))
-    partial_by_day = dict(zip(days, listings[:len(days)]))
-    final_by_day = dict(zip(days, listings[len(days):]))
-    wanted = [(dt, hour, stage, key, etag) for dt, hour in hours
-              for stage, by_day in (("partial", partial_by_day), ("final", final_by_day))
-              for key, etag in by_day[dt].get(hour, [])]
-    tables = list(pool.map(lambda w: _read_file(s3, bucket, metric, w[3], w[4], cache), wanted))
+    # Partials are listed before finals are read: see the module docstring.
+    partial_by_day = dict(zip(days, pool.map(lambda dt: list_stage_day(s3, bucket, metric, "partial", dt), days)))
+    wanted = [(dt, hour, key, etag) for dt, hour in hours for key, etag in partial_by_day[dt].get(hour, [])]
+    partials = list(pool.map(lambda w: _rows_of(_read_file(s3, bucket, metric, w[2], w[3], cache), app_id), wanted))
+    if app_id is not None:
+        finals = list(pool.map(lambda h: read_app_final(s3, bucket, metric, *h, app_id, cache), hours))
+        final_by_hour = {h: [t] for h, t in zip(hours, finals) if t is not None}
+    else:
+        final_by_hour = _all_finals(s3, bucket, metric, hours, days, pool, cache)
     schema = partials_schema(metric)
-    out = []
-    for dt, hour in hours:
-        parts = {"partial": [], "final": []}
-        for (w_dt, w_hour, stage, _, _), table in zip(wanted, tables):
-            if (w_dt, w_hour) == (dt, hour):
-                parts[stage].append(table)
-        out.append(_prefer_final_flagged(parts["final"], parts["partial"], schema))
+    partial_by_hour: dict[tuple[str, str], list[pa.Table]] = {}
+    for (dt, hour, _, _), table in zip(wanted, partials):
+        partial_by_hour.setdefault((dt, hour), []).append(table)
+    return [_prefer_final_flagged(final_by_hour.get(h, []), partial_by_hour.get(h, []), schema) for h in hours]
+
+
+def _rows_of(table: pa.Table, app_id: str | None) -> pa.Table:
+    # Measured (bench/tenant_scaling.py): caching partials sorted by app and slicing the app's rows
+    # out was no faster warm than this filter, and slower cold (the sort of the whole file).
+    return table if app_id is None else table.filter(pc.equal(table["app_id"], app_id))
+
+
+def _all_finals(s3, bucket: str, metric: MetricDef, hours: list[tuple[str, str]], days: list[str],
+                pool: ThreadPoolExecutor, cache: FileCache) -> dict[tuple[str, str], list[pa.Table]]:
+    """Every app's final files of the hours (listed per day)."""
+    by_day = dict(zip(days, pool.map(lambda dt: list_stage_day(s3, bucket, metric, "final", dt), days)))
+    wanted = [(dt, hour, key, etag) for dt, hour in hours for key, etag in by_day[dt].get(hour, [])
+              if layout.final_app(key) is not None]
+    tables = list(pool.map(lambda w: _read_file(s3, bucket, metric, w[2], w[3], cache), wanted))
+    out: dict[tuple[str, str], list[pa.Table]] = {}
+    for (dt, hour, _, _), table in zip(wanted, tables):
+        out.setdefault((dt, hour), []).append(table)
     return out
 
 
@@ -145,14 +208,14 @@ class WindowRows:
 def read_windows_status(s3, bucket: str, metric: MetricDef, start_ms: int, end_ms: int,
                         app_id: str | None = None, threads: int = 16, cache: FileCache | None = None,
                         attempts: int = 3) -> WindowRows:
-    """Windows with start_ms <= window_start < end_ms (listing per day, files read in parallel)."""
+    """Windows with start_ms <= window_start < end_ms (see the module docstring for what is read)."""
     schema = partials_schema(metric)
     hours = partition_hours(start_ms, end_ms)
     cache = DEFAULT_CACHE if cache is None else cache
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for attempt in range(attempts):
             try:
-                tables = _read_range(s3, bucket, metric, hours, pool, cache)
+                tables = _read_range(s3, bucket, metric, hours, pool, cache, app_id)
                 break
             except RollupReadConflict:  # a grace-period cleanup raced this read: list again
                 if attempt + 1 == attempts:

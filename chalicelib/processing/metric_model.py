@@ -7,7 +7,11 @@ meaning of each field.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .windows import WindowSpec
 
@@ -15,6 +19,10 @@ STRING_COLUMNS = ("event_id", "event_type", "app_id", "user_id")
 INTEGER_COLUMNS = ("event_time", "received_at", "client_event_time")
 #: Output columns every partials table has; no key or measure may use them.
 RESERVED_NAMES = frozenset({"app_id", "window_start", "window_end", "event_count", "late_count"})
+#: Version of what the rollup rows mean beyond the definition itself: the sketch formats (HLL
+#: registers, quantile buckets), the finalizer's dedupe rule. Bump it with any change that makes
+#: the same definition produce other rows; every metric then gets a fresh rollup tree.
+ROLLUP_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,39 @@ class MetricDef:
     #: ``(field, state suffix)`` of each state column of the partials, in schema order (from the
     #: measure registry, filled in by ``metric_config``: this model does not import the registry).
     states: tuple[tuple[Field, str], ...] = ()
+    #: The set's lateness settings (``MetricSet`` fills them in): they decide which events a
+    #: final window holds and how many count as late, so they are part of the fingerprint.
+    lateness: LatenessSettings | None = None
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A stable hash of everything that determines this metric's rows (12 hex digits).
+
+        Filter, keys, window, measures, state columns, lateness settings and
+        :data:`ROLLUP_FORMAT`; not the description. Rollups live under
+        ``rollups/<name>/def=<fingerprint>/``, so a changed definition reads and
+        writes a fresh tree and never mixes windows computed under two definitions.
+        """
+        return definition_fingerprint(self)
+
+
+def definition_fingerprint(metric: MetricDef) -> str:
+    """See :attr:`MetricDef.fingerprint`."""
+    spec = dataclasses.asdict(dataclasses.replace(metric, description="", lateness=None))
+    spec.pop("description")
+    spec["lateness"] = dataclasses.asdict(metric.lateness or LatenessSettings())
+    spec["format"] = ROLLUP_FORMAT
+    # Types matter (1 vs true vs "1" in a filter): tag scalars with their type name.
+    canonical = json.dumps(_typed(spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _typed(value):  # noqa: ANN001, ANN202 - JSON-like values
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_typed(v) for v in value]
+    return [type(value).__name__, value]
 
 
 @dataclass(frozen=True)
@@ -170,6 +211,12 @@ class MetricSet:
 
     metrics: tuple[MetricDef, ...]
     settings: LatenessSettings = field(default_factory=LatenessSettings)
+
+    def __post_init__(self) -> None:
+        # Each metric carries the set's lateness settings (part of its fingerprint).
+        object.__setattr__(self, "metrics", tuple(
+            m if m.lateness == self.settings else dataclasses.replace(m, lateness=self.settings)
+            for m in self.metrics))
 
     def __getitem__(self, name: str) -> MetricDef:
         for metric in self.metrics:

@@ -22,6 +22,7 @@ from chalicelib.runtime.clients import Clients
 from chalicelib.runtime.settings import Settings
 from eventpipe.generate import generate_events
 from chalicelib.lake import layout
+from chalicelib.processing import load_metrics
 from chalicelib.lake.reader import list_keys, read_many
 from eventpipe.local.bootstrap import bootstrap
 from chalicelib.search.client import client_for_url
@@ -143,7 +144,7 @@ def test_schedules_finalize_windows_and_delete_expired_indices(flow):
     assert f"{flow.settings.search_index_prefix}-2000.01.01" in retention["deleted"]
     (finalized,) = flow.runs["finalize_windows"].results()
     assert any("event_counts" in line for line in finalized["partitions"]), finalized
-    final = list(list_keys(flow.clients.s3, flow.settings.bucket, layout.rollup_prefix("event_counts", "final")))
+    final = list(list_keys(flow.clients.s3, flow.settings.bucket, layout.rollup_prefix(load_metrics()["event_counts"], "final")))
     assert final
 
 

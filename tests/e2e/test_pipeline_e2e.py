@@ -42,8 +42,8 @@ def final_rows(clients, bucket, metric, timeout_s=240.0):
     """Wait until the metric's partitions are finalized and compacted, then read the final files."""
     deadline = time.monotonic() + timeout_s
     while True:
-        partial = list(list_keys(clients.s3, bucket, layout.rollup_prefix(metric.name, "partial")))
-        final = [o["Key"] for o in list_keys(clients.s3, bucket, layout.rollup_prefix(metric.name, "final"))
+        partial = list(list_keys(clients.s3, bucket, layout.rollup_prefix(metric, "partial")))
+        final = [o["Key"] for o in list_keys(clients.s3, bucket, layout.rollup_prefix(metric, "final"))
                  if o["Key"].endswith(".parquet")]
         if final and not partial:
             tables = [strip_register_columns(t, metric) for t in read_many(clients.s3, bucket, final)]

@@ -93,7 +93,7 @@ def test_any_batching_and_sharding_gives_the_one_pass_result_and_finalization_is
         assert got[key][1] == (pytest.approx(total) if n else None)
 
     # Covered partials stay for the grace period, then go; the answers never change.
-    assert lake.keys(layout.rollup_prefix("event_counts", "partial"))
+    assert lake.keys(layout.rollup_prefix(lake.metrics["event_counts"], "partial"))
     lake.clock.now_ms += 16 * 60_000
     assert {r.action for r in lake.finalizer.run()} == {"cleaned"}
     assert lake.keys(layout.ROLLUPS_PREFIX) == [k for k in lake.keys(layout.ROLLUPS_PREFIX) if "stage=final" in k]

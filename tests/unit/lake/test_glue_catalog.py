@@ -22,3 +22,17 @@ def test_bootstrap_twice_creates_tables_with_partition_projection():
             "s3://eventpipe-lake/events/app_id=${app_id}/dt=${dt}/hour=${hour}/"
         assert [k["Name"] for k in table["PartitionKeys"]] == ["app_id", "dt", "hour"]
         assert {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}["event_time"] == "timestamp"
+
+
+def test_rollup_tables_point_at_the_current_definitions_tree():
+    from chalicelib.processing import load_metrics
+    with mock_aws():
+        clients = Clients(Settings())
+        bootstrap(clients)
+        glue = boto3.client("glue", region_name="us-east-1")
+        metric = load_metrics()["event_counts"]
+        table = glue.get_table(DatabaseName="eventpipe", Name="event_counts_rollup")["Table"]
+        root = f"s3://eventpipe-lake/rollups/event_counts/def={metric.fingerprint}/"
+        assert table["StorageDescriptor"]["Location"] == root
+        assert table["Parameters"]["storage.location.template"] == root + "stage=${stage}/dt=${dt}/hour=${hour}/"
+        assert table["Parameters"]["eventpipe.definition"] == metric.fingerprint
