@@ -92,7 +92,7 @@ def restart(url: str) -> None:
 def final_counts(container) -> dict[int, int]:
     metric = load_metrics()["event_counts"]
     s = container.settings
-    keys = [o["Key"] for o in list_keys(container.clients.s3, s.bucket, layout.rollup_prefix(metric.name, "final"))
+    keys = [o["Key"] for o in list_keys(container.clients.s3, s.bucket, layout.rollup_prefix(metric, "final"))
             if o["Key"].endswith(".parquet")]
     rows = finalize(merge_partials([strip_register_columns(t, metric)
                                     for t in read_many(container.clients.s3, s.bucket, keys)])).to_pylist()
