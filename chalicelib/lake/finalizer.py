@@ -128,7 +128,10 @@ class Finalizer:
             return None
         partial_keys = sorted(partial_etags)
         manifest = self._manifest(metric.name, dt, hour)
-        covered: dict[str, str] = manifest["covers"] if manifest else {}
+        # A manifest covers its partials only beside the final file written with it: two runs at
+        # once can leave one run's final file with the other's manifest (then: due again).
+        covered: dict[str, str] = manifest["covers"] if manifest and self._pairs(manifest, metric.name, dt, hour) \
+            else {}
         # A covered name with new content (a re-delivered batch rewrote it) is not covered.
         uncovered = [k for k in partial_keys if covered.get(k) != partial_etags[k]]
         if not uncovered:  # nothing new: only the grace-period cleanup may be due
@@ -141,14 +144,27 @@ class Finalizer:
         # Late counts: the previous final already holds those of the partials it covered.
         late_sources = uncovered + ([layout.final_key(metric.name, dt, hour)] if manifest else [])
         final = self.compute_final(metric, dt, hour, late_sources, partial_keys)
-        self._s3.put_object(Bucket=self._bucket, Key=layout.final_key(metric.name, dt, hour),
-                            Body=encode_parquet(register_columns(final)))
+        written = self._s3.put_object(Bucket=self._bucket, Key=layout.final_key(metric.name, dt, hour),
+                                      Body=encode_parquet(register_columns(final)))
         self._s3.put_object(Bucket=self._bucket, Key=manifest_key(metric.name, dt, hour), Body=orjson.dumps(
-            {"finalized_at": self._clock_ms(), "covers": partial_etags, "rows": final.num_rows}),
-            ContentType="application/json")
+            {"finalized_at": self._clock_ms(), "covers": partial_etags, "rows": final.num_rows,
+             "final_etag": written.get("ETag")}), ContentType="application/json")
         log.info("finalized %s %s/%s: %d row(s) from the raw archive, replacing %d partial file(s)",
                  metric.name, dt, hour, final.num_rows, len(partial_keys))
         return PartitionReport(metric.name, dt, hour, "finalized", final.num_rows, len(partial_keys))
+
+    def _pairs(self, manifest: dict, metric: str, dt: str, hour: str) -> bool:
+        """The final file is the one written with this manifest (manifests from before
+        ``final_etag`` was recorded are trusted)."""
+        if manifest.get("final_etag") is None:
+            return True
+        try:
+            etag = self._s3.head_object(Bucket=self._bucket, Key=layout.final_key(metric, dt, hour))["ETag"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return False
+            raise
+        return etag == manifest["final_etag"]
 
     def _archived(self, partial_keys: list[str]) -> bool:
         """True when the raw archive holds every record the partials came from."""
