@@ -22,6 +22,7 @@ Rules are set from Python (:meth:`FaultProxy.set_rules`) or by a control call,
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import random
@@ -79,6 +80,10 @@ class Rule:
     status: int = 500
     body: str = ""
     record_probability: float = 0.5
+    #: put_records_partial: only records routed to shard ``throttled_shard`` of ``shard_count``
+    #: (by the partition key's MD5, as Kinesis routes) fail: a hot shard over its limit.
+    shard_count: int = 0
+    throttled_shard: int = 0
     delay_s: float = 0.0
     callback: Callable[[Request], None] | None = None
     hits: int = 0
@@ -225,6 +230,13 @@ def classify(method: str, path: str, headers) -> Request:
     return Request(method, path, service, operation)
 
 
+def on_shard(rule: Rule, partition_key: str) -> bool:
+    if rule.shard_count <= 0:
+        return True
+    hash_key = int(hashlib.md5(partition_key.encode()).hexdigest(), 16)
+    return hash_key * rule.shard_count >> 128 == rule.throttled_shard
+
+
 def s3_error_body(code: str, path: str) -> bytes:
     message = S3_ERRORS.get(code, (500, "injected"))[1]
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
@@ -308,7 +320,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Forward some records of a PutRecords call; answer the others as throttled."""
         doc = json.loads(body)
         records = doc["Records"]
-        failed = {i for i in range(len(records)) if self.owner._chance(rule.record_probability)}
+        failed = {i for i, r in enumerate(records)
+                  if on_shard(rule, r["PartitionKey"]) and self.owner._chance(rule.record_probability)}
         if len(failed) == len(records):
             results: list[dict] = []
         else:

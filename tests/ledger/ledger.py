@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import orjson
 import requests
@@ -34,16 +35,17 @@ CONSUMERS = ("archive_events", "aggregate_events", "index_events")
 EVENT_TYPES = ("level_up", "match_start", "purchase", "login")
 
 
-def make_events(prefix: str, count: int, start_ms: int, span_ms: int = 50 * 60_000, blob: str | None = None,
-                offset: int = 0) -> list[dict]:
-    """``count`` events with ids ``<prefix>-<n>``, spread over ``span_ms`` from ``start_ms``."""
+def make_events(prefix: str, count: int, start_ms: int, span_ms: int = 50 * 60_000,
+                blob: Callable[[], str] | None = None, offset: int = 0) -> list[dict]:
+    """``count`` events with ids ``<prefix>-<n>``, spread over ``span_ms`` from ``start_ms``
+    (each with ``attributes.blob = blob()`` when given)."""
     events = []
     for i in range(offset, offset + count):
         event = {"event_id": f"{prefix}-{i:06d}", "event_type": EVENT_TYPES[i % len(EVENT_TYPES)],
                  "event_time": start_ms + (i * 7919) % span_ms, "user_id": f"u{i % 37}",
                  "attributes": {"value": i % 100}}
         if blob is not None:
-            event["attributes"]["blob"] = blob
+            event["attributes"]["blob"] = blob()
         events.append(event)
     return events
 
