@@ -158,7 +158,7 @@ def sample_loop(stack: Stack, poster: Poster, lag: CheckpointLag, every_s: float
     last = start
     while not stop.wait(max(0.0, last + every_s - time.monotonic())):
         now = time.monotonic()
-        row: dict = {"t_s": round(now - start, 1)}
+        row: dict = {"t_s": round(now - start, 1), "loadavg_1m": os.getloadavg()[0]}
         for name, process in stack.children:
             row[f"rss_mb_{name}"] = round((rss_kb(process.pid) or 0) / 1024, 1)
         try:
@@ -231,6 +231,8 @@ def summarize(samples: list[dict], args, poster: Poster, elapsed_s: float) -> di
                        "p99": percentile(measured, 99), "max": max(measured, default=None)},
         "lag": {"limit_growth_records": floor, "consumers": lag},
         "processes": processes, "rules": rules, "ok": all(rules.values()),
+        "machine_loadavg_1m": {"mean": _round(statistics.fmean(s["loadavg_1m"] for s in samples)) if samples else None,
+                               "max": max((s["loadavg_1m"] for s in samples), default=None), "cpus": os.cpu_count()},
     }
 
 
@@ -254,6 +256,8 @@ def print_summary(summary: dict) -> None:
         rule = "rule < 10 %" if p["role"] == "pipeline" else "reported (holds the data)"
         print(f"  {name:7} {p['baseline_mb']} -> {p['end_mb']} MB ({growth}), peak {p['peak_mb']} MB; "
               f"{p['role']}, {rule}{extra}")
+    load = summary["machine_loadavg_1m"]
+    print(f"machine: load average (1 min) mean {load['mean']}, max {load['max']} on {load['cpus']} CPUs")
     print("rules: " + ", ".join(f"{k}: {'ok' if v else 'BROKEN'}" for k, v in summary["rules"].items()))
 
 
