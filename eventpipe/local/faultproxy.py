@@ -307,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, rule: Rule, request: Request) -> tuple[int, list[tuple[str, str]], bytes]:
         if rule.action == "s3_error":
-            code = rule.codes[rule.hits % len(rule.codes)] if rule.codes else rule.code
+            code = rule.codes[(rule.hits - 1) % len(rule.codes)] if rule.codes else rule.code
             return S3_ERRORS.get(code, (500, ""))[0], [("Content-Type", "application/xml")], \
                 s3_error_body(code, request.path)
         if rule.action == "json_error":
