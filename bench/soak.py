@@ -273,13 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule-every", type=float, default=30,
                         help="the runner's schedules (finalize_windows, search_retention) every N s")
     parser.add_argument("--out", default=str(ROOT / "build" / "soak"), help="directory for soak.json / soak.csv")
+    parser.add_argument("--verbose", action="store_true", help="show the stack's output")
     args = parser.parse_args(argv)
     if args.duration < args.warmup + 2 * args.window:
         parser.error("--duration must cover the warm-up and two windows")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = StackConfig(moto_port=free_port(), http_port=free_port(), search_port=free_port(), project_dir=str(ROOT),
-                         quiet=True, extra_env={"EVENTPIPE_SCHEDULE_SECONDS": str(args.schedule_every)})
+                         quiet=not args.verbose, extra_env={"EVENTPIPE_SCHEDULE_SECONDS": str(args.schedule_every)})
     if True:
         with Stack(config) as stack:
             clients = Clients(stack.settings)
