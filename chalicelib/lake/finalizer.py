@@ -157,7 +157,10 @@ class Finalizer:
             return None
         partial_keys = sorted(partial_etags)
         manifest = self._manifest(metric, dt, hour)
-        covered: dict[str, str] = manifest["covers"] if manifest else {}
+        # A manifest covers its partials only beside the final files written with it: two runs at
+        # once can leave one run's final files (some or all) with the other's manifest (then: due again).
+        covered: dict[str, str] = manifest["covers"] if manifest and self._pairs(manifest, metric, dt, hour) \
+            else {}
         # A covered name with new content (a re-delivered batch rewrote it) is not covered.
         uncovered = [k for k in partial_keys if covered.get(k) != partial_etags[k]]
         if not uncovered:  # nothing new: only the grace-period cleanup may be due
@@ -193,7 +196,7 @@ class Finalizer:
         # Late counts as finalization keeps them: from the partials a previous final does not cover,
         # and from that final (which holds those of the partials it covered).
         manifest = self._manifest(metric, dt, hour)
-        covered: dict[str, str] = manifest["covers"] if manifest else {}
+        covered: dict[str, str] = manifest["covers"] if manifest and self._pairs(manifest, metric, dt, hour) else {}
         late_sources = [k for k in partial_keys if covered.get(k) != partial_etags[k]]
         late_sources += self._final_keys(metric, dt, hour) if manifest else []
         final = self.compute_final(metric, dt, hour, late_sources, partial_keys)
@@ -216,16 +219,28 @@ class Finalizer:
     # ------------------------------------------------------------------ writes (layout of the finals)
     def write_final(self, metric: MetricDef, dt: str, hour: str, final: pa.Table, covers: dict[str, str]) -> None:
         """One final file per app (one PUT each), then the partition's manifest."""
+        finals: dict[str, str] = {}
         for app_id, rows in split_by_app(final):
-            self._s3.put_object(Bucket=self._bucket, Key=layout.final_key(metric, dt, hour, app_id),
-                                Body=encode_final(metric, rows))
+            key = layout.final_key(metric, dt, hour, app_id)
+            finals[key] = self._s3.put_object(Bucket=self._bucket, Key=key, Body=encode_final(metric, rows)).get("ETag")
         self._s3.put_object(Bucket=self._bucket, Key=manifest_key(metric, dt, hour), Body=orjson.dumps(
             {"finalized_at": self._clock_ms(), "covers": covers, "rows": final.num_rows,
-             "definition": metric.fingerprint}), ContentType="application/json")
+             "definition": metric.fingerprint, "finals": finals}), ContentType="application/json")
 
     def _final_keys(self, metric: MetricDef, dt: str, hour: str) -> list[str]:
         return [o["Key"] for o in list_keys(self._s3, self._bucket, layout.rollup_prefix(metric, "final", dt, hour))
                 if layout.final_app(o["Key"]) is not None]
+
+    def _pairs(self, manifest: dict, metric: MetricDef, dt: str, hour: str) -> bool:
+        """The partition's final files are exactly the ones written with this manifest (key and
+        ETag); manifests from before ``finals`` was recorded are trusted."""
+        recorded = manifest.get("finals")
+        if recorded is None:
+            return True
+        current = {o["Key"]: o.get("ETag") for o in list_keys(self._s3, self._bucket,
+                                                               layout.rollup_prefix(metric, "final", dt, hour))
+                   if layout.final_app(o["Key"]) is not None}
+        return current == recorded
 
     def _archived(self, partial_keys: list[str]) -> bool:
         """True when the raw archive holds every record the partials came from."""

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import orjson
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import ConnectionTimeout
 from opensearchpy.exceptions import TransportError
 
 from chalicelib.stream import badrows
@@ -170,6 +171,13 @@ def _send_chunk(client: Any, chunk: list[BulkItem], config: IndexerConfig, state
                 else:  # find the offending document(s) by halving
                     mid = len(pending) // 2
                     queue.extendleft([(pending[mid:], retry), (pending[:mid], retry)])
+                continue
+            if isinstance(exc, ConnectionTimeout) and len(pending) > 1:
+                # A cluster slower than this request's size allows: resending it whole would time out
+                # again, every time (no progress ever); halves do less work each (indexing is by _id).
+                log.warning("search indexer: bulk of %d items timed out; halving it", len(pending))
+                mid = len(pending) // 2
+                queue.extendleft([(pending[mid:], retry), (pending[:mid], retry)])
                 continue
             log.warning("search indexer: bulk of %d items failed (%s: %s), retry %d",
                         len(pending), type(exc).__name__, status, retry)

@@ -84,6 +84,10 @@ class StackConfig:
     save_every_s: float = 30.0
     #: How long a stop waits for the consumers to reach the tip of the stream.
     drain_timeout_s: float = 60.0
+    #: Where the API and the runner send their AWS and search calls (default: moto and the search
+    #: server themselves); e.g. a fault proxy (eventpipe/local/faultproxy.py). Bootstrap goes direct.
+    child_aws_endpoint_url: str | None = None
+    child_opensearch_url: str | None = None
 
     @classmethod
     def from_env(cls) -> "StackConfig":
@@ -122,12 +126,18 @@ class Stack:
         self.replayed = None  # ReplaySummary of the search rebuild
         self._saves = threading.Event()  # set: periodic saves stop
         self._save_lock = threading.Lock()
+        if config.child_aws_endpoint_url:
+            self.env["EVENTPIPE_AWS_ENDPOINT_URL"] = config.child_aws_endpoint_url
+        if config.child_opensearch_url:
+            self.env["OPENSEARCH_URL"] = config.child_opensearch_url
+        self._commands: dict[str, list[str]] = {}
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         process = subprocess.Popen(args, cwd=self.config.project_dir, env=self.env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    preexec_fn=_die_with_parent, start_new_session=True)
         self.children.append((name, process))
+        self._commands[name] = args
         threading.Thread(target=self._pump, args=(name, process), daemon=True).start()
         return process
 
@@ -246,6 +256,21 @@ class Stack:
             if process.poll() is not None:
                 return f"{name} exited with code {process.returncode}"
         return None
+
+    def process(self, name: str) -> subprocess.Popen:
+        """The running child called ``name`` (moto, search, api, runner)."""
+        return next(p for n, p in reversed(self.children) if n == name)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal one child and wait for it to exit (fault tests: SIGKILL the runner mid-batch)."""
+        process = self.process(name)
+        process.send_signal(sig)
+        process.wait(timeout=30)
+        self.children = [(n, p) for n, p in self.children if p is not process]
+
+    def respawn(self, name: str) -> subprocess.Popen:
+        """Start a child again with the command it was first started with."""
+        return self._spawn(name, self._commands[name])
 
     def stop(self) -> None:
         if self.data is not None and self.children:

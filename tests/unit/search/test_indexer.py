@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import ConnectionTimeout
 from opensearchpy.exceptions import TransportError
 
 from chalicelib.stream import codec
@@ -70,6 +71,18 @@ def test_request_level_400_is_bisected_down_to_the_offending_document():
     assert (result.indexed, result.bad_rows, result.retries) == (6, 1, 0)
     [row] = sink.rows()
     assert row["event"]["event_id"] == poison["event_id"] and "parse_exception" in row["detail"]
+
+
+def test_a_bulk_that_times_out_is_halved_until_its_requests_fit_the_timeout():
+    """A slow cluster times out a large bulk on every attempt: resent whole, it would never pass."""
+    def respond(docs):
+        return ConnectionTimeout("TIMEOUT", "timed out", None) if len(docs) > 2 else ok(docs)
+
+    client = ScriptedBulk(respond)
+    result = run(records([event() for _ in range(8)]), client)
+    assert result.lambda_response() == {"batchItemFailures": []}
+    assert (result.indexed, result.retries) == (8, 0)
+    assert [len(c) for c in client.calls] == [8, 4, 2, 2, 4, 2, 2]
 
 
 def test_once_a_request_is_given_up_later_requests_are_not_sent():

@@ -1,0 +1,119 @@
+"""``eventpipe redrive | replay | backfill``: the lake's history (failed batches, search rebuilds, recomputed finals)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from eventpipe.cli_args import _aws_settings, _parse_instant_ms
+
+
+def cmd_redrive(args) -> int:
+    from chalicelib.runtime.clients import Clients
+    from eventpipe.ops.redrive import aws_redriver, local_redriver
+    settings = _aws_settings(args)
+    if args.aws:
+        clients = Clients(settings)
+        arn = clients.kinesis.describe_stream_summary(StreamName=settings.stream_name)["StreamDescriptionSummary"]
+        redriver = aws_redriver(clients, arn["StreamARN"])
+    else:
+        from eventpipe.local.processes import _import_app, _stream_arn
+        module = _import_app()
+        redriver = local_redriver(module, _stream_arn(module.container))
+    outcomes = redriver.run(consumer=args.consumer, dry_run=args.dry_run, keep=args.keep)
+    for outcome in outcomes:
+        print(f"{outcome.result}\t{outcome.consumer or '-'}\t{outcome.records} record(s)\t{outcome.key}")
+    failed = [o for o in outcomes if o.result.startswith("failed")]
+    print(f"redrive: {sum(o.result == 'replayed' for o in outcomes)} replayed, {len(failed)} failed, "
+          f"{sum(o.result.startswith('skipped') for o in outcomes)} skipped", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_replay(args) -> int:
+    from chalicelib.runtime.container import Container
+    from chalicelib.search.errors import SearchUnavailableError
+    from eventpipe.ops.replay import replayer_for
+    if not args.aws:  # the local stack's search server, unless OPENSEARCH_URL names another
+        os.environ.setdefault("OPENSEARCH_URL", f"http://127.0.0.1:{os.environ.get('EVENTPIPE_SEARCH_PORT', '9200')}")
+    elif args.stage:  # the deployed stage's bucket and domain, from its stack outputs (explicit variables win)
+        from chalicelib.runtime.clients import Clients
+        from eventpipe.ops.replay import stage_environment
+        cloudformation = Clients(_aws_settings(args)).client("cloudformation")
+        for name, value in stage_environment(cloudformation, f"eventpipe-{args.stage}").items():
+            os.environ.setdefault(name, value)
+    settings = _aws_settings(args)
+    if not settings.opensearch_url:
+        print("replay: no search endpoint: set OPENSEARCH_URL (and EVENTPIPE_OPENSEARCH_SIGV4=es) as the deployed "
+              "functions have them (the stack output SearchEndpoint)", file=sys.stderr)
+        return 2
+    if args.to <= args.from_:
+        print("replay: --to must be after --from", file=sys.stderr)
+        return 2
+    try:
+        replayer = replayer_for(Container(settings))
+    except SearchUnavailableError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 1
+    summary = replayer.run(args.from_, args.to, args.app or None, progress=not args.no_progress)
+    print(summary.describe())
+    return 0 if summary.ok else 1
+
+
+def cmd_backfill(args) -> int:
+    from chalicelib.processing import load_metrics
+    from eventpipe.ops import backfill
+    metrics = load_metrics()
+    try:
+        partitions = backfill.plan(metrics, None if args.all else args.metric, args.start, args.end)
+    except backfill.BackfillError as exc:
+        print(f"backfill: {exc}", file=sys.stderr)
+        return 2
+    if args.aws:
+        import boto3
+
+        from chalicelib.runtime.pipeline_config import load_pipeline_config
+        from eventpipe.deploy.naming import StageNames
+        function = StageNames(load_pipeline_config(args.stage).deploy.app_name, args.stage).function("finalize_windows")
+        runner = backfill.aws_runner(boto3.client("lambda", region_name=args.region), function)
+    else:
+        from chalicelib.runtime.container import Container
+        runner = backfill.local_runner(Container(_aws_settings(args)).finalizer, metrics)
+    summary = backfill.run(partitions, runner, concurrency=args.concurrency, progress=not args.no_progress)
+    print(summary.describe())
+    return 1 if summary.failed else 0
+
+
+def add_parsers(sub) -> None:
+    """The three subcommands, on the main parser's subparsers."""
+    p = sub.add_parser("redrive", help="replay the batches Lambda gave up on (aws/lambda/ in the lake bucket)")
+    p.add_argument("--consumer", help="only this consumer (archive_events, aggregate_events, index_events)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be replayed")
+    p.add_argument("--keep", action="store_true", help="leave replayed records in place (default: move them "
+                                                        "to aws/lambda-redriven/)")
+    p.set_defaults(func=cmd_redrive)
+
+    p = sub.add_parser("replay", help="re-feed the raw archive to the search indexer (rebuild a deleted index)")
+    p.add_argument("--from", dest="from_", metavar="FROM", required=True, type=_parse_instant_ms,
+                   help="ISO-8601 with a zone")
+    p.add_argument("--to", required=True, type=_parse_instant_ms, help="ISO-8601 with a zone (excluded)")
+    p.add_argument("--app", action="append", default=[], help="only this app (repeatable; default: every app)")
+    p.add_argument("--stage", choices=["dev", "prod"], help="with --aws: the bucket and search domain of this "
+                                                              "stage's stack (its outputs)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("backfill", help="recompute a metric's final windows for [--from, --to) from the raw archive "
+                                        "(a new metric's history, or a changed definition's)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--metric", action="append", help="a metric of metrics.yaml (repeatable)")
+    which.add_argument("--all", action="store_true", help="every metric")
+    p.add_argument("--from", dest="start", required=True, type=_parse_instant_ms, help="ISO-8601 or epoch ms")
+    p.add_argument("--to", dest="end", required=True, type=_parse_instant_ms, help="ISO-8601 or epoch ms (exclusive)")
+    p.add_argument("--concurrency", type=int, default=1, help="--aws: invocations at once (default 1: the "
+                                                                 "function's reserved concurrency)")
+    p.add_argument("--stage", default="dev", choices=["dev", "prod"], help="--aws: the deployed stage")
+    p.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+                   or "us-east-1", help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_backfill)

@@ -1,0 +1,56 @@
+"""Two finalizer runs at once (the schedule's reserved concurrency of 1 is what prevents it on AWS)."""
+
+from __future__ import annotations
+
+import threading
+
+from chalicelib.lake.finalizer import Finalizer
+from chalicelib.stream import codec
+from tests.conftest import kinesis_record
+from tests.factories.lake import T0, canonical_lines, lambda_batches, truth_event_counts
+from tests.integration.lake.test_lake_processing import HOUR, assert_counts_match, lake  # noqa: F401 (fixture)
+
+
+class StallingS3:
+    """An S3 client whose first put_object of an event_counts key ending with ``suffix`` waits for ``release``
+    (a finalizer writes final files, ``app-<app>.parquet``, then ``_manifest.json``)."""
+
+    def __init__(self, client, suffix: str) -> None:
+        self._client, self._suffix = client, suffix
+        self.reached, self.release, self._stalled = threading.Event(), threading.Event(), False
+
+    def put_object(self, **kwargs):
+        if not self._stalled and kwargs["Key"].endswith(self._suffix) and "/event_counts/" in kwargs["Key"]:
+            self._stalled = True
+            self.reached.set()
+            assert self.release.wait(30)
+        return self._client.put_object(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_a_manifest_beside_another_runs_final_file_covers_nothing(lake):
+    """Run A reads the raw archive, then writes its final file after run B wrote a newer one;
+    B's manifest, written last, covers partials A's final file lacks: the partition is due again."""
+    lines = canonical_lines(300, seed=41, duration_ms=30 * 60_000)
+    first, later = lines[:250], lines[250:]
+    for batch in lambda_batches(first, seed=42):
+        lake.deliver(batch)
+    lake.clock.now_ms = T0 + 3 * HOUR
+    a_s3, b_s3 = StallingS3(lake.s3, ".parquet"), StallingS3(lake.s3, "/_manifest.json")
+    run_a = threading.Thread(target=Finalizer(a_s3, lake.bucket, lake.state, lake.metrics, lake.clock, 0).run)
+    run_b = threading.Thread(target=Finalizer(b_s3, lake.bucket, lake.state, lake.metrics, lake.clock, 0).run)
+    run_a.start()
+    assert a_s3.reached.wait(30)
+    lake.deliver([kinesis_record(codec.pack(later)[0].data, "shardId-000000000001", 10_000)])
+    run_b.start()
+    assert b_s3.reached.wait(30)
+    a_s3.release.set()
+    run_a.join(30)
+    b_s3.release.set()
+    run_b.join(30)
+    finalizer = Finalizer(lake.s3, lake.bucket, lake.state, lake.metrics, lake.clock, grace_ms=0)
+    assert "finalized" in {r.action for r in finalizer.run() if r.metric == "event_counts"}
+    finalizer.run()  # cleanup of the covered partials
+    assert_counts_match(lake.event_counts(), truth_event_counts(lines))
