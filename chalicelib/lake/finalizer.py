@@ -42,6 +42,7 @@ from chalicelib.lake.state import StateStore
 from chalicelib.processing import (NO_WATERMARK, MetricDef, MetricSet, aggregate, encode_parquet, hll, merge_partials,
                                    partials_schema, split_too_late)
 from chalicelib.processing.decode import EVENT_SCHEMA
+from chalicelib.processing.measures import ExactCountState, HllState, exact_counts, exact_sets, metric_states
 
 log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
@@ -61,6 +62,28 @@ class PartitionReport:
 
 def manifest_key(metric: str, dt: str, hour: str) -> str:
     return layout.rollup_prefix(metric, "final", dt, hour) + MANIFEST
+
+
+def exact_distinct(events: pa.Table, metric: MetricDef) -> pa.Table:
+    """The metric's one-pass partials of ``events``, with the exact distinct count of every row.
+
+    The distinct sketches are built as exact sets of hashes whatever their size
+    (``exact_sets``), counted into ``<f>__exact``, then brought back to their
+    canonical form (exact up to ``hll.EXACT_MAX`` values, registers above), so
+    the final rows merge with any other sketch.
+    """
+    with exact_sets():
+        rows = aggregate(events, [metric], watermark_ms=NO_WATERMARK)[metric.name]
+    for field, state in metric_states(metric.measures):
+        if state is HllState:
+            prefix = field.column_prefix
+            sketches = rows.column(state.column(prefix))
+            exact_name = ExactCountState.column(prefix)
+            rows = rows.set_column(rows.schema.get_field_index(exact_name), rows.schema.field(exact_name),
+                                   exact_counts(sketches))
+            rows = rows.set_column(rows.schema.get_field_index(state.column(prefix)),
+                                   rows.schema.field(state.column(prefix)), hll.canonical(sketches))
+    return rows
 
 
 def raw_to_events(raw: pa.Table) -> pa.Table:
@@ -175,7 +198,7 @@ class Finalizer:
         in_range = pc.and_(pc.greater_equal(raw["event_time"].cast(pa.int64()), start),
                            pc.less(raw["event_time"].cast(pa.int64()), end))
         events, _ = split_too_late(raw_to_events(raw.filter(in_range)), self._metrics.settings.max_lateness_ms)
-        rows = aggregate(events, [metric], watermark_ms=NO_WATERMARK)[metric.name]
+        rows = exact_distinct(events, metric)
         rows = rows.filter(pc.and_(pc.greater_equal(rows["window_start"], hour_start),
                                    pc.less(rows["window_start"], hour_start + layout.HOUR_MS)))
         return self._with_tombstones(metric, self._with_late_counts(metric, rows, late_sources), partial_keys)

@@ -324,6 +324,21 @@ def finalize(table: pa.Table) -> pa.Table:
     return pa.table(cols)
 
 
+def estimated_measures(table: pa.Table) -> pa.Array:
+    """Per row of (merged) partials: the names of the measures whose :func:`finalize` value is an
+    estimate there (``list<string>``, empty when every measure is exact), e.g. ``["users"]`` for a
+    distinct count above 4,096 values that no final row answers, or a percentile."""
+    table = complete(table)
+    specs = measure_specs(read_description(table))
+    flags = np.zeros((table.num_rows, len(specs)), bool)
+    for i, m in enumerate(specs):
+        flags[:, i] = MEASURES[m.func].estimated(table, m)
+    offsets = np.zeros(table.num_rows + 1, np.int32)
+    np.cumsum(flags.sum(axis=1), out=offsets[1:])
+    names = pa.array([m.name for m in specs], pa.string()).take(pa.array(np.nonzero(flags)[1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), names)
+
+
 def encode_parquet(table: pa.Table, compression: str = "zstd") -> bytes:
     """Serialize a (partials) table to Parquet bytes, schema metadata kept.
 
