@@ -53,7 +53,7 @@ merged AS (
            max(user_id__exact) AS user_id__exact,
            4096 - count(slot) FILTER (WHERE sketch = 0) AS user_id__empty,
            coalesce(sum(power(2e0, -hll_rank)) FILTER (WHERE sketch = 0), 0e0) AS user_id__inverse,
-           array_agg(CAST(slot * 256 + hll_rank AS integer) ORDER BY slot) FILTER (WHERE sketch = 0) AS user_id__hll_merged,
+           array_agg(CASE WHEN sketch = 0 THEN CAST(slot * 256 + hll_rank AS integer) END ORDER BY slot) FILTER (WHERE sketch = 0) AS user_id__hll_merged,
            count(slot) FILTER (WHERE sketch = 1) AS user_id__union,
            coalesce(max(hash_inexact) FILTER (WHERE sketch = 1), 0) AS user_id__inexact
     FROM per_slot

@@ -94,8 +94,9 @@ class HllState(SketchState):
         where = f"FILTER (WHERE sketch = {index})"
         return [f"4096 - count(slot) {where} AS {prefix}__empty",
                 f"coalesce(sum(power(2e0, -hll_rank)) {where}, 0e0) AS {prefix}__inverse",
-                f"array_agg(CAST(slot * 256 + hll_rank AS integer) ORDER BY slot) {where} "
-                f"AS {prefix}__hll_merged"]  # same order on every engine
+                # CASE: engines evaluate the argument on every row, and hash rows' slots would overflow
+                f"array_agg(CASE WHEN sketch = {index} THEN CAST(slot * 256 + hll_rank AS integer) END "
+                f"ORDER BY slot) {where} AS {prefix}__hll_merged"]  # same order on every engine
 
     @classmethod
     def sql_estimated(cls, prefix: str) -> list[str]:
