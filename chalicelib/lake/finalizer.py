@@ -197,17 +197,28 @@ class Finalizer:
         raw = self._deduped_raw(start - DEDUPE_MARGIN_MS, end + DEDUPE_MARGIN_MS)
         in_range = pc.and_(pc.greater_equal(raw["event_time"].cast(pa.int64()), start),
                            pc.less(raw["event_time"].cast(pa.int64()), end))
-        events, _ = split_too_late(raw_to_events(raw.filter(in_range)), self._metrics.settings.max_lateness_ms)
+        if not pc.all(in_range).as_py():  # (no copy of the hour's events when all of them are in range)
+            raw = raw.filter(in_range)
+        events, _ = split_too_late(raw_to_events(raw), self._metrics.settings.max_lateness_ms)
         rows = exact_distinct(events, metric)
         rows = rows.filter(pc.and_(pc.greater_equal(rows["window_start"], hour_start),
                                    pc.less(rows["window_start"], hour_start + layout.HOUR_MS)))
         return self._with_tombstones(metric, self._with_late_counts(metric, rows, late_sources), partial_keys)
 
     def _deduped_raw(self, start_ms: int, end_ms: int) -> pa.Table:
+        """The deduplicated raw events of a range, read once per hour for every metric: over the widest
+        range any metric needs (callers keep their own range), so an hour's events are held once."""
         cache = getattr(self, "_raw_cache", {})
-        if (start_ms, end_ms) not in cache:
-            cache[(start_ms, end_ms)] = dedupe_events(read_raw_events(self._s3, self._bucket, start_ms, end_ms))
-        return cache[(start_ms, end_ms)]
+        for (start, end), table in cache.items():
+            if start <= start_ms and end_ms <= end:
+                return table
+        hour = start_ms + DEDUPE_MARGIN_MS
+        widest = max(m.window.size_ms - m.window.slide_ms for m in self._metrics.metrics)
+        start, end = start_ms, max(end_ms, hour // layout.HOUR_MS * layout.HOUR_MS + layout.HOUR_MS + widest
+                                   + DEDUPE_MARGIN_MS)
+        cache.clear()
+        cache[(start, end)] = dedupe_events(read_raw_events(self._s3, self._bucket, start, end))
+        return cache[(start, end)]
 
     def _with_tombstones(self, metric: MetricDef, rows: pa.Table, partial_keys: list[str]) -> pa.Table:
         """Add an empty row (event_count 0) for each (app, window) that has partials but
