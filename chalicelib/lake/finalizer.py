@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
 from chalicelib.lake import layout
-from chalicelib.lake.reader import dedupe_events, list_keys, read_many, read_raw_events
+from chalicelib.lake.reader import dedupe_events, list_keys, list_prefixes, read_many, read_raw_events
 from chalicelib.lake.sql_sketch import register_columns, strip_register_columns
 from chalicelib.lake.state import StateStore
 from chalicelib.processing import (NO_WATERMARK, MetricDef, MetricSet, aggregate, encode_parquet, hll, merge_partials,
@@ -217,7 +217,11 @@ class Finalizer:
         start, end = start_ms, max(end_ms, hour // layout.HOUR_MS * layout.HOUR_MS + layout.HOUR_MS + widest
                                    + DEDUPE_MARGIN_MS)
         cache.clear()
-        cache[(start, end)] = dedupe_events(read_raw_events(self._s3, self._bucket, start, end))
+        # App by app (event ids are unique per app): the dedupe's sort copies one app's events at a time.
+        apps = [p.rstrip("/").split("app_id=", 1)[1] for p in list_prefixes(self._s3, self._bucket, layout.EVENTS_PREFIX)]
+        parts = [dedupe_events(read_raw_events(self._s3, self._bucket, start, end, [app])) for app in apps]
+        cache[(start, end)] = pa.concat_tables(parts) if parts else read_raw_events(self._s3, self._bucket, start,
+                                                                                     end, [])
         return cache[(start, end)]
 
     def _with_tombstones(self, metric: MetricDef, rows: pa.Table, partial_keys: list[str]) -> pa.Table:

@@ -182,13 +182,12 @@ def build(gid: np.ndarray, hashes: np.ndarray, n_groups: int, exact_max: int | N
 def build_coded(gid: np.ndarray, codes: np.ndarray, sorted_hashes: np.ndarray, n_groups: int,
                 exact_max: int | None = EXACT_MAX) -> pa.Array:
     """Like :func:`build` for values given as codes into ``sorted_hashes`` (the batch's distinct
-    values' hashes, ascending): one hash table pass and a sort of the distinct pairs only."""
+    values' hashes, ascending): one sort of int64 ``(group, code)`` keys, no hash of every event."""
     n = max(len(sorted_hashes), 1)
-    key = np.asarray(gid, np.int64) * n + np.asarray(codes, np.int64)
-    key = np.sort(pc.unique(pa.array(key)).to_numpy())
+    key = np.sort(np.asarray(gid, np.int64) * n + np.asarray(codes, np.int64))
     g, h = key // n, np.asarray(sorted_hashes, np.uint64)[key % n]
     keep = np.ones(len(g), bool)
-    keep[1:] = (g[1:] != g[:-1]) | (h[1:] != h[:-1])  # two values with one hash count once
+    keep[1:] = (g[1:] != g[:-1]) | (h[1:] != h[:-1])  # repeated values, and two values with one hash
     return from_pairs(g[keep], h[keep], n_groups, exact_max)
 
 
