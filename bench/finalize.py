@@ -52,6 +52,68 @@ CITIES = np.array([(37.5665, 126.9780), (35.1796, 129.0756), (37.4563, 126.7052)
                    (33.4996, 126.5312)])
 
 
+class FileS3:
+    """A local S3 stand-in (``--s3 files``): objects as files under a directory, the calls the lake
+    code makes (put/get/head/list/delete). For sizes where moto server's per-request cost and
+    in-memory objects would dominate the run."""
+
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+
+    def _path(self, bucket: str, key: str) -> Path:
+        return self.root / bucket / key
+
+    def put_object(self, Bucket, Key, Body, Metadata=None, ContentType=None):  # noqa: ANN001, N803, ANN201
+        path = self._path(Bucket, Key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(Body)
+        path.with_name(path.name + ".meta").write_text(json.dumps(Metadata or {}))
+        return {}
+
+    def head_object(self, Bucket, Key):  # noqa: ANN001, N803, ANN201
+        from botocore.exceptions import ClientError
+        path = self._path(Bucket, Key)
+        if not path.exists():
+            raise ClientError({"Error": {"Code": "404"}}, "HeadObject")
+        stat = path.stat()
+        return {"Metadata": json.loads(path.with_name(path.name + ".meta").read_text()),
+                "ETag": f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'}
+
+    def get_object(self, Bucket, Key):  # noqa: ANN001, N803, ANN201
+        import io
+        from botocore.exceptions import ClientError
+        path = self._path(Bucket, Key)
+        if not path.exists():
+            raise ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
+        return {"Body": io.BytesIO(path.read_bytes())}
+
+    def delete_objects(self, Bucket, Delete):  # noqa: ANN001, N803, ANN201
+        for obj in Delete["Objects"]:
+            self._path(Bucket, obj["Key"]).unlink(missing_ok=True)
+        return {}
+
+    def get_paginator(self, name):  # noqa: ANN001, ANN201
+        return self
+
+    def paginate(self, Bucket, Prefix, Delimiter=None):  # noqa: ANN001, N803, ANN201
+        base = self.root / Bucket
+        found = sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() and not p.name.endswith(".meta")
+                       and str(p.relative_to(base)).startswith(Prefix)) if base.exists() else []
+        if Delimiter:
+            prefixes = sorted({Prefix + k[len(Prefix):].split(Delimiter, 1)[0] + Delimiter for k in found
+                               if Delimiter in k[len(Prefix):]})
+            yield {"CommonPrefixes": [{"Prefix": p} for p in prefixes]}
+            return
+        yield {"Contents": [{"Key": k, "ETag": self.head_object(Bucket, k)["ETag"]} for k in found]}
+
+
+class FileState:
+    """The archive progress the finalizer checks, for ``--s3 files`` (every record archived)."""
+
+    def archived_through(self, shard_id: str) -> int:
+        return 10**30
+
+
 def _strings(*parts) -> pa.Array:  # noqa: ANN002 - arrays or scalars
     return pc.binary_join_element_wise(*[pa.array(p) if isinstance(p, np.ndarray) else p for p in parts], "")
 
@@ -79,14 +141,13 @@ def events_of_app(rng: np.random.Generator, app: int, n: int, users: int, first_
                      else columns[f.name].cast(f.type) for f in RAW_SCHEMA], schema=RAW_SCHEMA)
 
 
-def write_lake(clients, n_events: int, apps: int, users: int, batch: int, partial_events: int, seed: int) -> dict:
+def write_lake(s3, bucket: str, state, n_events: int, apps: int, users: int, batch: int, partial_events: int,  # noqa: ANN001
+               seed: int, partial_sample: float) -> dict:
     """Raw archive files and partials of one hour; returns what was written."""
     from chalicelib.lake import layout
     from chalicelib.lake.sql_sketch import register_columns
-    from chalicelib.lake.state import StateStore
     from chalicelib.lake.finalizer import raw_to_events
     from chalicelib.processing import aggregate, encode_parquet, load_metrics
-    s3, bucket = clients.s3, clients.settings.bucket
     metrics = load_metrics()
     rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, apps + 1)
@@ -101,6 +162,8 @@ def write_lake(clients, n_events: int, apps: int, users: int, batch: int, partia
         if not pending:
             return
         events = raw_to_events(pa.concat_tables(pending))
+        if partial_sample < 1:  # partials of a sample: as many files, less setup time (their windows are kept)
+            events = events.take(pa.array(np.flatnonzero(rng.random(events.num_rows) < partial_sample)))
         seq += 1
         for name, table in aggregate(events, metrics, watermark_ms=T0).items():
             if table.num_rows:
@@ -127,7 +190,8 @@ def write_lake(clients, n_events: int, apps: int, users: int, batch: int, partia
             if pending_rows >= partial_events:
                 flush_partials()
     flush_partials()
-    StateStore(clients.dynamodb, clients.settings.state_table).raise_archived_through(SHARD, str(seq + 1))
+    if state is not None:
+        state.raise_archived_through(SHARD, str(seq + 1))
     return {"raw_files": raw_files, "raw_mb": round(raw_bytes / 2**20, 1), "partial_files": partial_files,
             "rows": int(sizes.sum() + sum(s // 100 for s in sizes))}
 
@@ -139,7 +203,12 @@ def child(endpoint: str) -> None:
     from chalicelib.processing import load_metrics
     from chalicelib.runtime.clients import Clients
     from chalicelib.runtime.settings import Settings
-    clients = Clients(Settings(aws_endpoint_url=endpoint))
+    if endpoint.startswith("files:"):
+        s3, bucket, state = FileS3(endpoint[len("files:"):]), "eventpipe-lake", FileState()
+    else:
+        clients = Clients(Settings(aws_endpoint_url=endpoint))
+        s3, bucket = clients.s3, clients.settings.bucket
+        state = StateStore(clients.dynamodb, clients.settings.state_table)
     steps: dict[str, float] = {}
     cpu: dict[str, float] = {}
 
@@ -172,9 +241,7 @@ def child(endpoint: str) -> None:
             label = {"put_object": "write", "head_object": "head_partials"}.get(name)
             return timed(label, attr) if label else attr
 
-    s3 = TimedS3(clients.s3)
-    finalizer = fin.Finalizer(s3, clients.settings.bucket, StateStore(clients.dynamodb, clients.settings.state_table),
-                              load_metrics(), lambda: T0 + 30 * HOUR)
+    finalizer = fin.Finalizer(TimedS3(s3), bucket, state, load_metrics(), lambda: T0 + 30 * HOUR)
     start, start_cpu = time.perf_counter(), time.process_time()
     reports = finalizer.run()
     total, total_cpu = time.perf_counter() - start, time.process_time() - start_cpu
@@ -185,6 +252,30 @@ def child(endpoint: str) -> None:
                       "steps_cpu_s": {k: round(v, 2) for k, v in cpu.items()},
                       "finalized": sum(r.action == "finalized" for r in reports),
                       "final_rows": sum(r.rows for r in reports)}))
+
+
+def _finalize_in_child(endpoint: str, written: dict, n: int) -> dict:
+    parent_cpu = time.process_time()  # this process is idle but for the moto server's threads
+    out = subprocess.run([sys.executable, __file__, "--child", endpoint], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    written["server_cpu_s"] = round(time.process_time() - parent_cpu, 2)
+    if out.returncode != 0:
+        return {"events": n, **written, "error": out.stderr[-2000:]}
+    return {"events": n, **written, **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def run_files(n: int, args: argparse.Namespace) -> dict:
+    import shutil
+    import tempfile
+    root = tempfile.mkdtemp(prefix="bench-finalize-")
+    try:
+        start = time.perf_counter()
+        written = write_lake(FileS3(root), "eventpipe-lake", None, n, args.apps, args.users, args.batch,
+                             args.partial_events, args.seed, args.partial_sample)
+        written["setup_s"] = round(time.perf_counter() - start, 1)
+        return {"s3": "files", **_finalize_in_child(f"files:{root}", written, n)}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def run_one(n: int, args: argparse.Namespace) -> dict:
@@ -205,15 +296,11 @@ def run_one(n: int, args: argparse.Namespace) -> dict:
         clients = Clients(Settings(aws_endpoint_url=endpoint))
         bootstrap(clients)
         start = time.perf_counter()
-        written = write_lake(clients, n, args.apps, args.users, args.batch, args.partial_events, args.seed)
+        from chalicelib.lake.state import StateStore
+        written = write_lake(clients.s3, clients.settings.bucket, StateStore(clients.dynamodb, clients.settings.state_table),
+                             n, args.apps, args.users, args.batch, args.partial_events, args.seed, args.partial_sample)
         written["setup_s"] = round(time.perf_counter() - start, 1)
-        parent_cpu = time.process_time()  # this process is idle but for the moto server's threads
-        out = subprocess.run([sys.executable, __file__, "--child", endpoint], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
-        written["moto_cpu_s"] = round(time.process_time() - parent_cpu, 2)
-        if out.returncode != 0:
-            return {"events": n, **written, "error": out.stderr[-2000:]}
-        return {"events": n, **written, **json.loads(out.stdout.strip().splitlines()[-1])}
+        return {"s3": "moto", **_finalize_in_child(endpoint, written, n)}
     finally:
         server.stop()
 
@@ -226,13 +313,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000, help="events per raw archive file")
     parser.add_argument("--partial-events", type=int, default=100_000, help="events per partial file")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--s3", choices=("moto", "files"), default="moto",
+                        help="moto server, or a local stand-in (objects as files) where moto is the bottleneck")
+    parser.add_argument("--partial-sample", type=float, default=1.0,
+                        help="aggregate the partials from this fraction of the events (setup time)")
     parser.add_argument("--child", metavar="ENDPOINT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child)
         return
     for n in args.events:
-        print(json.dumps(run_one(n, args)), flush=True)
+        print(json.dumps((run_files if args.s3 == "files" else run_one)(n, args)), flush=True)
 
 
 if __name__ == "__main__":
