@@ -97,8 +97,9 @@ class FileS3:
 
     def paginate(self, Bucket, Prefix, Delimiter=None):  # noqa: ANN001, N803, ANN201
         base = self.root / Bucket
-        found = sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() and not p.name.endswith(".meta")
-                       and str(p.relative_to(base)).startswith(Prefix)) if base.exists() else []
+        top = base / Prefix.rsplit("/", 1)[0] if "/" in Prefix else base  # walk only below the prefix's folder
+        found = sorted(str(p.relative_to(base)) for p in top.rglob("*") if p.is_file() and not p.name.endswith(".meta")
+                       and str(p.relative_to(base)).startswith(Prefix)) if top.exists() else []
         if Delimiter:
             prefixes = sorted({Prefix + k[len(Prefix):].split(Delimiter, 1)[0] + Delimiter for k in found
                                if Delimiter in k[len(Prefix):]})
