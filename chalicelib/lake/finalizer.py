@@ -55,12 +55,13 @@ import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
 from chalicelib.lake import layout
-from chalicelib.lake.reader import dedupe_events, list_keys, read_many, read_raw_events
+from chalicelib.lake.reader import dedupe_events, list_keys, list_prefixes, read_many, read_raw_events
 from chalicelib.lake.sql_sketch import register_columns, strip_register_columns
 from chalicelib.lake.state import StateStore
 from chalicelib.processing import (NO_WATERMARK, MetricDef, MetricSet, aggregate, encode_parquet, hll, merge_partials,
                                    partials_schema, split_too_late)
 from chalicelib.processing.decode import EVENT_SCHEMA
+from chalicelib.processing.measures import ExactCountState, HllState, exact_counts, exact_sets, metric_states
 
 log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
@@ -89,6 +90,28 @@ DEFINITION_KEY = b"eventpipe.definition"
 
 def manifest_key(metric: MetricDef, dt: str, hour: str) -> str:
     return layout.rollup_prefix(metric, "final", dt, hour) + MANIFEST
+
+
+def exact_distinct(events: pa.Table, metric: MetricDef) -> pa.Table:
+    """The metric's one-pass partials of ``events``, with the exact distinct count of every row.
+
+    The distinct sketches are built as exact sets of hashes whatever their size
+    (``exact_sets``), counted into ``<f>__exact``, then brought back to their
+    canonical form (exact up to ``hll.EXACT_MAX`` values, registers above), so
+    the final rows merge with any other sketch.
+    """
+    with exact_sets():
+        rows = aggregate(events, [metric], watermark_ms=NO_WATERMARK)[metric.name]
+    for field, state in metric_states(metric.measures):
+        if state is HllState:
+            prefix = field.column_prefix
+            sketches = rows.column(state.column(prefix))
+            exact_name = ExactCountState.column(prefix)
+            rows = rows.set_column(rows.schema.get_field_index(exact_name), rows.schema.field(exact_name),
+                                   exact_counts(sketches))
+            rows = rows.set_column(rows.schema.get_field_index(state.column(prefix)),
+                                   rows.schema.field(state.column(prefix)), hll.canonical(sketches))
+    return rows
 
 
 def raw_to_events(raw: pa.Table) -> pa.Table:
@@ -266,17 +289,32 @@ class Finalizer:
         raw = self._deduped_raw(start - DEDUPE_MARGIN_MS, end + DEDUPE_MARGIN_MS)
         in_range = pc.and_(pc.greater_equal(raw["event_time"].cast(pa.int64()), start),
                            pc.less(raw["event_time"].cast(pa.int64()), end))
-        events, _ = split_too_late(raw_to_events(raw.filter(in_range)), self._metrics.settings.max_lateness_ms)
-        rows = aggregate(events, [metric], watermark_ms=NO_WATERMARK)[metric.name]
+        if not pc.all(in_range).as_py():  # (no copy of the hour's events when all of them are in range)
+            raw = raw.filter(in_range)
+        events, _ = split_too_late(raw_to_events(raw), self._metrics.settings.max_lateness_ms)
+        rows = exact_distinct(events, metric)
         rows = rows.filter(pc.and_(pc.greater_equal(rows["window_start"], hour_start),
                                    pc.less(rows["window_start"], hour_start + layout.HOUR_MS)))
         return self._with_tombstones(metric, self._with_late_counts(metric, rows, late_sources), partial_keys)
 
     def _deduped_raw(self, start_ms: int, end_ms: int) -> pa.Table:
+        """The deduplicated raw events of a range, read once per hour for every metric: over the widest
+        range any metric needs (callers keep their own range), so an hour's events are held once."""
         cache = getattr(self, "_raw_cache", {})
-        if (start_ms, end_ms) not in cache:
-            cache[(start_ms, end_ms)] = dedupe_events(read_raw_events(self._s3, self._bucket, start_ms, end_ms))
-        return cache[(start_ms, end_ms)]
+        for (start, end), table in cache.items():
+            if start <= start_ms and end_ms <= end:
+                return table
+        hour = start_ms + DEDUPE_MARGIN_MS
+        widest = max(m.window.size_ms - m.window.slide_ms for m in self._metrics.metrics)
+        start, end = start_ms, max(end_ms, hour // layout.HOUR_MS * layout.HOUR_MS + layout.HOUR_MS + widest
+                                   + DEDUPE_MARGIN_MS)
+        cache.clear()
+        # App by app (event ids are unique per app): the dedupe's sort copies one app's events at a time.
+        apps = [p.rstrip("/").split("app_id=", 1)[1] for p in list_prefixes(self._s3, self._bucket, layout.EVENTS_PREFIX)]
+        parts = [dedupe_events(read_raw_events(self._s3, self._bucket, start, end, [app])) for app in apps]
+        cache[(start, end)] = pa.concat_tables(parts) if parts else read_raw_events(self._s3, self._bucket, start,
+                                                                                     end, [])
+        return cache[(start, end)]
 
     def _with_tombstones(self, metric: MetricDef, rows: pa.Table, partial_keys: list[str]) -> pa.Table:
         """Add an empty row (event_count 0) for each (app, window) that has partials but

@@ -41,6 +41,7 @@ from chalicelib.lake import layout
 from chalicelib.lake.reader import list_keys, read_parquet
 from chalicelib.lake.sql_sketch import strip_register_columns
 from chalicelib.processing import MetricDef, decode_parquet, finalize, merge_partials, partials_schema
+from chalicelib.processing.partials import estimated_measures
 
 
 class RollupReadConflict(Exception):
@@ -199,10 +200,12 @@ def _prefer_final_flagged(final: list[pa.Table], partial: list[pa.Table], schema
 
 @dataclass(frozen=True)
 class WindowRows:
-    """Final measures of some windows, and the first window still answered from partials."""
+    """Final measures of some windows, the first window still answered from partials, and per row
+    the measures whose value is an estimate (``list<string>``, aligned with ``rows``)."""
 
     rows: pa.Table
     first_open_window_ms: int | None
+    estimated: pa.Array | None = None
 
 
 def read_windows_status(s3, bucket: str, metric: MetricDef, start_ms: int, end_ms: int,
@@ -229,9 +232,15 @@ def read_windows_status(s3, bucket: str, metric: MetricDef, start_ms: int, end_m
     open_rows = rows.filter(pc.invert(rows["__final"]))
     first_open = pc.min(open_rows["window_start"]).as_py() if open_rows.num_rows else None
     rows = rows.drop_columns(["__final"]).replace_schema_metadata(schema.metadata)
-    merged = merge_partials([rows])
+    return _results(merge_partials([rows]), first_open)
+
+
+def _results(merged: pa.Table, first_open: int | None) -> WindowRows:
+    """Measures of merged rows, with which are estimates: a distinct count is exact where one final
+    row answers the window (its exact count) or where the merged sketch is still an exact set."""
     # A final row without events is a tombstone (a window finalized empty): not a result.
-    return WindowRows(finalize(merged.filter(pc.greater(merged["event_count"], 0))), first_open)
+    kept = merged.filter(pc.greater(merged["event_count"], 0))
+    return WindowRows(finalize(kept), first_open, estimated_measures(kept))
 
 
 def read_windows(s3, bucket: str, metric: MetricDef, start_ms: int, end_ms: int,

@@ -5,11 +5,14 @@ sketch state column is written next to its SQL form, as each sketch kind of
 the measure registry declares it (``SketchState.sql_array``):
 
 * ``<field>__hll`` -> ``<field>__registers``: ``array<int>`` of
-  ``register * 256 + rank`` for the non-empty registers.  In SQL, merging is
-  ``max(rank)`` per register after ``UNNEST`` and the estimate is the
-  classic HyperLogLog formula with linear counting for small cardinalities;
-  both engines get the same answer, within the documented 1.6 % standard
-  error of p = 12 registers.
+  ``register * 256 + rank`` for the non-empty registers (of every sketch; an
+  exact set's follow from its hashes).  In SQL, merging is ``max(rank)`` per
+  register after ``UNNEST`` and the estimate is the classic HyperLogLog
+  formula with linear counting for small cardinalities; both engines get the
+  same answer, within the documented 1.6 % standard error of p = 12 registers.
+* ``<field>__hll`` -> ``<field>__hashes``: ``array<bigint>``, the hashes of an
+  exact sketch (at most 4,096 values), null for a register sketch: SQL counts
+  the union of the parts' hashes while every part is exact.
 * ``<field>__ddsketch`` -> ``<field>__buckets``: ``array<bigint>`` of
   ``count * 8192 + slot`` for the non-empty buckets of a quantile sketch;
   SQL sums the counts per slot and walks their running sum.
@@ -38,7 +41,8 @@ def register_columns(table: pa.Table) -> pa.Table:
         found = _sketch_kind(name)
         if found is not None:
             prefix, kind = found
-            table = table.append_column(kind.sql_source(prefix), kind.sql_array(table.column(name)))
+            for sql_kind in (kind, *kind.sql_derived):
+                table = table.append_column(sql_kind.sql_source(prefix), sql_kind.sql_array(table.column(name)))
     return table
 
 
@@ -49,6 +53,16 @@ def lake_schema(metric) -> pa.Schema:
 
 
 def strip_register_columns(table: pa.Table, metric) -> pa.Table:
-    """Back to the processing schema (readers merge with the binary sketches)."""
+    """Back to the processing schema (readers merge with the binary sketches); the columns of optional
+    states that a file written before them lacks are nulls."""
     schema = partials_schema(metric)
+    for field in schema:
+        if field.name not in table.column_names and state_is_optional(field.name):
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
     return table.select(schema.names).cast(schema)
+
+
+def state_is_optional(column: str) -> bool:
+    """Whether a partials column is the state of an optional kind (see ``State.optional``)."""
+    _, sep, suffix = column.rpartition("__")
+    return bool(sep) and suffix in STATES and STATES[suffix].optional

@@ -147,6 +147,22 @@ class _Batch:
             return valid, reg, rank
         return self._cached(("hll", field.path), build)
 
+    def hash_codes(self, field: Field) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(valid, code, sorted hashes): each event's value of ``field`` as an index into the
+        ascending EPH64 hashes of the distinct values (only those are hashed)."""
+        def build():
+            strings = self.strings(field)
+            encoded = pc.dictionary_encode(strings.combine_chunks() if isinstance(strings, pa.ChunkedArray)
+                                           else strings)
+            hashes, _ = hll.hash_strings(encoded.dictionary)
+            order = np.argsort(hashes, kind="stable")
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[order] = np.arange(len(order))
+            valid = encoded.indices.is_valid().to_numpy(zero_copy_only=False)
+            codes = rank[encoded.indices.fill_null(0).to_numpy()] if len(order) else np.zeros(self.n, np.int64)
+            return valid, codes, hashes[order]
+        return self._cached(("hash_codes", field.path), build)
+
 
 class _GroupedValues:
     """A metric's view of the batch for the state kinds' *add* (``measures.GroupedValues``).
@@ -179,6 +195,10 @@ class _GroupedValues:
     def registers(self, field: Field) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         valid, reg, rank = (self._take(a) for a in self._batch.registers(field))
         return self._gid[valid], reg[valid], rank[valid]
+
+    def hash_codes(self, field: Field) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        valid, codes = (self._take(a) for a in self._batch.hash_codes(field)[:2])
+        return self._gid[valid], codes[valid], self._batch.hash_codes(field)[2]
 
 
 def _filter_rows(batch: _Batch, metric: MetricDef) -> np.ndarray | None:

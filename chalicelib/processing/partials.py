@@ -16,7 +16,9 @@ late_count       sum                              ``late_count``
 <f>__n           sum (number of non-null values)  used by sum/avg
 <f>__min         min (null when no value)         ``min``
 <f>__max         max (null when no value)         ``max``
-<f>__hll         register-wise max (``hll``)      ``distinct`` = rounded HLL estimate
+<f>__hll         union (``hll``: hash set, then   ``distinct``: exact count of the set, else
+                 registers by max)                the rounded HLL estimate
+<f>__exact       kept for a group of one row      ``distinct`` of a final row (exact)
 <f>__ddsketch    bucket-wise sum (``ddsketch``)   ``percentile`` (within 1 %)
 ================ ================================ =====================================
 
@@ -103,13 +105,18 @@ def _from_format_1(desc: dict[str, Any]) -> dict[str, Any]:
     specs = [MeasureSpec.from_json(m) for m in desc["measures"]]
     listed = [[p, s] for p, states in desc.get("numeric", {}).items() for s in states]
     listed += [[p, "hll"] for p in desc.get("distinct", [])]
-    if sorted(listed) != sorted(_state_list(specs)):
+    if sorted(listed) != sorted(_required(_state_list(specs))):
         raise PartialsError(f"format-1 partials of {desc.get('metric')!r}: states {listed} do not match "
                             "their measures")
     uses_hll = any(s == "hll" for _, s in listed)
     return {"format": FORMAT_VERSION, "metric": desc["metric"], "keys": desc["keys"], "window": desc["window"],
             "measures": [s.to_json() for s in specs], "states": _state_list(specs),
             "params": {"hll": desc["hll"]} if uses_hll and "hll" in desc else {}}
+
+
+def _required(states: list[list[str]]) -> list[list[str]]:
+    """The states that every table has (optional kinds came later: older tables lack them)."""
+    return [s for s in states if not state_kind(s[1]).optional]
 
 
 def read_description(table: pa.Table | pa.Schema) -> dict[str, Any]:
@@ -132,10 +139,31 @@ def read_description(table: pa.Table | pa.Schema) -> dict[str, Any]:
     desc = _from_format_1(desc) if desc["format"] == 1 else desc
     states_of(desc)  # every state kind is known
     for suffix, params in desc["params"].items():
-        if suffix not in {s for _, s in desc["states"]} or state_kind(suffix).params != params:
+        if suffix not in {s for _, s in desc["states"]} or not state_kind(suffix).reads_params(params):
             raise PartialsError(f"partials of {desc['metric']!r}: {suffix} sketches with parameters {params} "
                                 "cannot be read by this version")
-    return desc
+    expected = _state_list(measure_specs(desc))
+    if _required(desc["states"]) != _required(expected):
+        raise PartialsError(f"partials of {desc['metric']!r}: states {desc['states']} do not match their measures")
+    # In the current shape: optional states the writer did not know read as nulls (see complete),
+    # sketches of older readable formats merge with current ones.
+    return {**desc, "states": expected,
+            "params": {s.suffix: s.params for _, s in spec_states(measure_specs(desc)) if s.params is not None}}
+
+
+def complete(table: pa.Table) -> pa.Table:
+    """The table with the columns of optional states it lacks (nulls) and its description in the
+    current shape, so that tables written before a state kind existed merge with newer ones."""
+    desc = read_description(table)
+    names = [*GROUP_COLUMNS, *desc["keys"], "event_count", "late_count", *[s.column(p) for p, s in states_of(desc)]]
+    if names == table.column_names and json.loads(table.schema.metadata[METADATA_KEY]) == desc:
+        return table
+    for prefix, state in states_of(desc):
+        if state.column(prefix) not in table.column_names:
+            table = table.append_column(pa.field(state.column(prefix), state.arrow_type, nullable=True),
+                                        pa.nulls(table.num_rows, state.arrow_type))
+    table = table.select(names)
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: json.dumps(desc).encode()})
 
 
 def measure_specs(desc: dict[str, Any]) -> list[MeasureSpec]:
@@ -262,6 +290,7 @@ def merge_partials(tables: Sequence[pa.Table]) -> pa.Table:
     """
     if not tables:
         raise PartialsError("merge_partials needs at least one table")
+    tables = [complete(t) for t in tables]
     desc = read_description(tables[0])
     for t in tables[1:]:
         if _comparable(read_description(t)) != _comparable(desc):
@@ -286,12 +315,28 @@ def finalize(table: pa.Table) -> pa.Table:
         order>, late_count``: count int64, sum/min/max/avg/percentile float64
         (null when the group has no value), distinct int64 (HLL estimate).
     """
+    table = complete(table)
     desc = read_description(table)
     cols: dict[str, pa.Array | pa.ChunkedArray] = {c: table.column(c) for c in (*GROUP_COLUMNS, *desc["keys"])}
     for m in measure_specs(desc):
         cols[m.name] = MEASURES[m.func].result(table, m)
     cols["late_count"] = table.column("late_count")
     return pa.table(cols)
+
+
+def estimated_measures(table: pa.Table) -> pa.Array:
+    """Per row of (merged) partials: the names of the measures whose :func:`finalize` value is an
+    estimate there (``list<string>``, empty when every measure is exact), e.g. ``["users"]`` for a
+    distinct count above 4,096 values that no final row answers, or a percentile."""
+    table = complete(table)
+    specs = measure_specs(read_description(table))
+    flags = np.zeros((table.num_rows, len(specs)), bool)
+    for i, m in enumerate(specs):
+        flags[:, i] = MEASURES[m.func].estimated(table, m)
+    offsets = np.zeros(table.num_rows + 1, np.int32)
+    np.cumsum(flags.sum(axis=1), out=offsets[1:])
+    names = pa.array([m.name for m in specs], pa.string()).take(pa.array(np.nonzero(flags)[1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), names)
 
 
 def encode_parquet(table: pa.Table, compression: str = "zstd") -> bytes:

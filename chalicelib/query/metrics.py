@@ -98,7 +98,7 @@ class MetricsService:
                              f"{self._limits.max_range_ms // HOUR_MS} h")
         limit = self._limit(params.get("limit"))
         result = read_windows_status(self._s3, self._bucket, metric, start, end, app_id)
-        rows = result.rows
+        rows = result.rows.append_column("__estimated", result.estimated)
         for key in key_names:
             if key in params:
                 wanted = pa.array(params[key].split(","), pa.string())
@@ -132,4 +132,8 @@ class MetricsService:
         columns = {"window_start": iso(rows["window_start"]), "window_end": iso(rows["window_end"])}
         for name in [*key_names, *[m.name for m in metric.measures], "late_count"]:
             columns[name] = rows[name]
+        # Which values are estimates (a distinct count above 4,096 values not answered by a final row,
+        # percentiles); "exact": none of the row's measures is.
+        columns["exact"] = pc.equal(pc.list_value_length(rows["__estimated"]), 0)
+        columns["estimated"] = rows["__estimated"]
         return pa.table(columns).to_pylist()

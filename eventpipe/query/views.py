@@ -40,7 +40,8 @@ def view_sql(metric: MetricDef) -> str:
     keys, measures, states = desc["keys"], measure_specs(desc), states_of(desc)
     group = ", ".join(["app_id", "dt", "window_start", "window_end", *keys])
     scalars = [(p, s) for p, s in states if issubclass(s, ScalarState)]
-    sketches = [(p, s) for p, s in states if issubclass(s, SketchState)]
+    # each sketch state, and the SQL sketches derived from it (HLL registers + exact hash sets)
+    sketches = [(p, k) for p, s in states if issubclass(s, SketchState) for k in (s, *s.sql_derived)]
     sketch_index = {(p, s.suffix): i for i, (p, s) in enumerate(sketches)}
     value_columns = list(dict.fromkeys(s.sql_value for _, s in sketches))  # [(column, type)] per sketch kind
     slot_merges = list(dict.fromkeys(f"{s.sql_slot_merge} AS {s.sql_value[0]}" for _, s in sketches))
@@ -53,9 +54,10 @@ def view_sql(metric: MetricDef) -> str:
     state_rows = [s.column(p) for p, s in scalars]
     identity_rows = [s.sql_identity for _, s in scalars]
     merged_scalars = [f"{s.sql_merge}({s.column(p)}) AS {s.column(p)}" for p, s in scalars]
+    row_scalars = [s.sql_first_merge(p) for p, s in scalars]  # the first merge, of the chosen rows
     merged = merged_scalars + [agg for i, (p, s) in enumerate(sketches) for agg in s.sql_merged(i, p)]
     merged += [agg for m in measures for agg in MEASURES[m.func].sql_merged(m, sketch_index)]
-    no_slot = "CAST(NULL AS integer) AS sketch, CAST(NULL AS integer) AS slot" + "".join(
+    no_slot = "CAST(NULL AS integer) AS sketch, CAST(NULL AS bigint) AS slot" + "".join(
         f", CAST(NULL AS {kind}) AS {column}" for column, kind in value_columns)
 
     def unnest(i: int, prefix: str, state) -> str:  # noqa: ANN001 - a SketchState kind
@@ -67,7 +69,7 @@ def view_sql(metric: MetricDef) -> str:
     SELECT {group},
            0, 0{lines(identity_rows)},
            {i}, {slot}, {values}
-    FROM chosen CROSS JOIN UNNEST({state.sql_source(prefix)}) AS u (r)"""
+    FROM chosen CROSS JOIN UNNEST({state.sql_unnest_source(prefix)}) AS u (r)"""
 
     unnests = "".join(unnest(i, p, s) for i, (p, s) in enumerate(sketches))
     source = "per_slot"
@@ -127,7 +129,7 @@ parts AS (
 per_slot AS (
     -- union of the sketches, slot by slot (HLL: highest rank per register; quantiles: sum of counts)
     SELECT {group}, sketch, slot,
-           sum(event_count) AS event_count, sum(late_count) AS late_count{lines(merged_scalars + slot_merges)}
+           sum(event_count) AS event_count, sum(late_count) AS late_count{lines(row_scalars + slot_merges)}
     FROM parts
     GROUP BY {group}, sketch, slot
 ),{running}

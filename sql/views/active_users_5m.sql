@@ -21,28 +21,41 @@ parts AS (
     -- each chosen row's scalar states, plus one row per non-empty slot of each sketch
     SELECT app_id, dt, window_start, window_end,
            event_count, late_count,
-           CAST(NULL AS integer) AS sketch, CAST(NULL AS integer) AS slot, CAST(NULL AS integer) AS hll_rank
+           user_id__exact,
+           CAST(NULL AS integer) AS sketch, CAST(NULL AS bigint) AS slot, CAST(NULL AS integer) AS hll_rank, CAST(NULL AS integer) AS hash_inexact
     FROM chosen
     UNION ALL
     SELECT app_id, dt, window_start, window_end,
            0, 0,
-           0, CAST(floor(r / 256) AS integer), CAST(r % 256 AS integer)
+           CAST(NULL AS bigint),
+           0, CAST(floor(r / 256) AS integer), CAST(r % 256 AS integer), CAST(NULL AS integer)
     FROM chosen CROSS JOIN UNNEST(user_id__registers) AS u (r)
+    UNION ALL
+    SELECT app_id, dt, window_start, window_end,
+           0, 0,
+           CAST(NULL AS bigint),
+           1, r, CAST(NULL AS integer), CASE WHEN r IS NULL THEN 1 ELSE 0 END
+    FROM chosen CROSS JOIN UNNEST(coalesce(user_id__hashes, ARRAY[CAST(NULL AS bigint)])) AS u (r)
 ),
 per_slot AS (
     -- union of the sketches, slot by slot (HLL: highest rank per register; quantiles: sum of counts)
     SELECT app_id, dt, window_start, window_end, sketch, slot,
            sum(event_count) AS event_count, sum(late_count) AS late_count,
-           max(hll_rank) AS hll_rank
+           CASE WHEN count(*) = 1 THEN max(user_id__exact) END AS user_id__exact,
+           max(hll_rank) AS hll_rank,
+           max(hash_inexact) AS hash_inexact
     FROM parts
     GROUP BY app_id, dt, window_start, window_end, sketch, slot
 ),
 merged AS (
     SELECT app_id, dt, window_start, window_end,
            sum(event_count) AS event_count, sum(late_count) AS late_count,
+           max(user_id__exact) AS user_id__exact,
            4096 - count(slot) FILTER (WHERE sketch = 0) AS user_id__empty,
            coalesce(sum(power(2e0, -hll_rank)) FILTER (WHERE sketch = 0), 0e0) AS user_id__inverse,
-           array_agg(slot * 256 + hll_rank ORDER BY slot) FILTER (WHERE sketch = 0) AS user_id__hll_merged
+           array_agg(CASE WHEN sketch = 0 THEN CAST(slot * 256 + hll_rank AS integer) END ORDER BY slot) FILTER (WHERE sketch = 0) AS user_id__hll_merged,
+           count(slot) FILTER (WHERE sketch = 1) AS user_id__union,
+           coalesce(max(hash_inexact) FILTER (WHERE sketch = 1), 0) AS user_id__inexact
     FROM per_slot
     GROUP BY app_id, dt, window_start, window_end
 ),
@@ -56,9 +69,11 @@ SELECT app_id,
        dt,
        CAST(from_unixtime(window_start / 1000) AS timestamp) AS window_start,
        CAST(from_unixtime(window_end / 1000) AS timestamp) AS window_end,
-       CAST(round(CASE WHEN user_id__raw <= 2.5e0 * 4096 AND user_id__empty > 0
+       CASE WHEN user_id__exact IS NOT NULL THEN user_id__exact  -- a final row: exact
+            WHEN user_id__inexact = 0 AND user_id__union <= 4096 THEN user_id__union  -- every part an exact set
+            ELSE CAST(round(CASE WHEN user_id__raw <= 2.5e0 * 4096 AND user_id__empty > 0
                        THEN 4096 * ln(4096e0 / user_id__empty)  -- linear counting for small sets
-                       ELSE user_id__raw END) AS bigint) AS "users",
+                       ELSE user_id__raw END) AS bigint) END AS "users",
        late_count,
        user_id__hll_merged AS "users_registers"
 FROM estimated

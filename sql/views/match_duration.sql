@@ -21,7 +21,7 @@ parts AS (
     -- each chosen row's scalar states, plus one row per non-empty slot of each sketch
     SELECT app_id, dt, window_start, window_end, character_class,
            event_count, late_count,
-           CAST(NULL AS integer) AS sketch, CAST(NULL AS integer) AS slot, CAST(NULL AS bigint) AS dds_count
+           CAST(NULL AS integer) AS sketch, CAST(NULL AS bigint) AS slot, CAST(NULL AS bigint) AS dds_count
     FROM chosen
     UNION ALL
     SELECT app_id, dt, window_start, window_end, character_class,

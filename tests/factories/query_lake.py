@@ -8,6 +8,9 @@ Timeline (T0 = 2026-01-01 12:00 UTC):
 * too-old events (8 days before arrival) for both apps -> aggregate bad rows with the event;
 * a poison record (no app) -> aggregate and archive bad rows;
 * two late events of alpha after the watermark passed (12:50 and 13:02);
+* gamma: many users in three minutes, delivered late in many batches: 12:10 (5,000 users, hour 12
+  is finalized: exact from the final row), 13:05 (5,000 users: partials above 4,096 users, an
+  HLL estimate) and 13:06 (3,000 users: the partials' exact sets, united);
 * the finalizer runs at 14:03: hour 12 is final, hour 13 stays partial (so its windows still
   count retried events twice); then two stragglers of alpha arrive after finalization: both are
   in the raw archive and in partials of hour 12; views prefer the final rows of the 12:45 window
@@ -70,6 +73,8 @@ class LakeData:
     #: event ids delivered after the watermark had passed them, before finalization
     late_ids: set = field(default_factory=set)
     too_old: dict = field(default_factory=dict)  # app -> count
+    #: gamma's users per one-minute window start (level_up events only)
+    gamma_users: dict = field(default_factory=dict)
 
     def events(self, lines):
         return [orjson.loads(line) for line in lines]
@@ -102,6 +107,17 @@ def build_lake(clients) -> LakeData:
         deliver(batch)
     data.archived.extend(lines)
     data.aggregated_before_final.extend(lines)
+
+    gamma = []
+    for minute, n in ((10, 5000), (65, 5000), (66, 3000)):
+        users = [f"g{minute}-{i}" for i in range(n)]
+        data.gamma_users[T0 + minute * MINUTE] = set(users)
+        gamma += [_event("gamma", f"g{minute}-e{i}", T0 + minute * MINUTE + i % 50_000, T0 + HOUR, "level_up", user,
+                         {"character_class": "mage", "value": 1}) for i, user in enumerate(users + users[:n // 4])]
+    for batch in lambda_batches(gamma, seed=24, per_record=400, max_batch_records=3):
+        deliver(batch)
+    data.archived.extend(gamma)
+    data.aggregated_before_final.extend(gamma)
 
     # Too old for aggregation (bad rows, with the event), archived all the same.
     for app, count, seed in (("alpha", 4, 31), ("beta", 3, 32)):

@@ -8,7 +8,9 @@ sum(f)         sum, n                         float64, null if n = 0  DECIMAL, S
 min(f)         min                            float64                 DECIMAL, MIN
 max(f)         max                            float64                 DECIMAL, MAX
 avg(f)         sum, n                         float64, sum / n        DECIMAL, AVERAGE
-distinct(f)    hll                            int64 (HLL estimate)    INTEGER, MAX
+distinct(f)    hll, exact                     int64 (exact <= 4,096   INTEGER, MAX
+                                              values and in final
+                                              rows, else HLL)
 percentile(f,p) ddsketch                      float64, within 1 %     DECIMAL, MAX
 ============== ============================== ======================= ==================
 
@@ -26,7 +28,7 @@ from typing import Sequence
 from ..metric_model import Field, MeasureDef
 from .base import GroupedValues, Measure, MeasureSpec, ScalarState, SketchState, State
 from .basic import Avg, Count, CountState, Max, MaxState, Min, MinState, Sum, SumState
-from .distinct import Distinct, HllState
+from .distinct import Distinct, ExactCountState, HashSetSql, HllState, exact_counts, exact_sets
 from .percentile import DDSketchState, Percentile
 
 #: Measure kinds by the name ``metrics.yaml`` uses.
@@ -78,6 +80,7 @@ def metric_states(measures: Sequence[MeasureDef]) -> tuple[tuple[Field, type[Sta
     return tuple((fields[prefix], state) for prefix, state in spec_states([MeasureSpec.of(m) for m in measures]))
 
 
-__all__ = ["MEASURES", "STATES", "Avg", "Count", "CountState", "DDSketchState", "Distinct", "GroupedValues",
+__all__ = ["MEASURES", "STATES", "Avg", "Count", "CountState", "DDSketchState", "Distinct", "ExactCountState", "GroupedValues",
+           "HashSetSql",
            "HllState", "Max", "MaxState", "Measure", "MeasureSpec", "Min", "MinState", "Percentile", "ScalarState",
-           "SketchState", "State", "Sum", "SumState", "measure_kind", "metric_states", "spec_states", "state_kind"]
+           "SketchState", "State", "Sum", "SumState", "exact_counts", "exact_sets", "measure_kind", "metric_states", "spec_states", "state_kind"]

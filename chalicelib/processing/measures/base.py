@@ -86,6 +86,10 @@ class GroupedValues(Protocol):
     def registers(self, field: Field) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(gid, register, rank)`` of the rows where ``field`` (text) is present."""
 
+    def hash_codes(self, field: Field) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(gid, code, sorted_hashes)`` of the rows where ``field`` (text) is present: each row's
+        value as an index into the ascending EPH64 hashes of the batch's distinct values."""
+
 
 class State:
     """One kind of mergeable state column (subclass per kind, see the module doc).
@@ -97,6 +101,9 @@ class State:
         arrow_type: the column's Arrow type.
         nullable: whether the column may hold nulls.
         params: format parameters recorded in the metadata (sketches), or None.
+        readable_params: every ``params`` this code reads (older formats included).
+        optional: a kind added after partials format 2 (nullable, null = unknown):
+            tables written before it lack the column and read as nulls.
     """
 
     suffix: ClassVar[str]
@@ -104,6 +111,13 @@ class State:
     arrow_type: ClassVar[pa.DataType]
     nullable: ClassVar[bool]
     params: ClassVar[dict[str, Any] | None] = None
+    readable_params: ClassVar[tuple[dict[str, Any], ...]] = ()
+    optional: ClassVar[bool] = False
+
+    @classmethod
+    def reads_params(cls, params: dict[str, Any] | None) -> bool:
+        """Whether sketches written with ``params`` can be read (and merged) by this code."""
+        return params == cls.params or params in cls.readable_params
 
     @classmethod
     def column(cls, prefix: str) -> str:
@@ -132,10 +146,20 @@ class ScalarState(State):
     Attributes:
         sql_merge: the aggregate that merges it (``sum``, ``min``, ``max``).
         sql_identity: its value in rows that carry no such state.
+        sql_row_merge: the view's first merge, of the chosen rows of a group
+            (``{column}`` stands for the column); default ``sql_merge(column)``.
     """
 
     sql_merge: ClassVar[str]
     sql_identity: ClassVar[str]
+    sql_row_merge: ClassVar[str | None] = None
+
+    @classmethod
+    def sql_first_merge(cls, prefix: str) -> str:
+        """The aggregate (with alias) merging the chosen rows of a group in the view."""
+        column = cls.column(prefix)
+        expression = cls.sql_row_merge.format(column=column) if cls.sql_row_merge else f"{cls.sql_merge}({column})"
+        return f"{expression} AS {column}"
 
 
 class SketchState(State):
@@ -154,11 +178,20 @@ class SketchState(State):
         sql_window: window columns over the slots of one sketch, each a
             format string with ``{partition}`` (the group columns and
             ``sketch``); empty when not needed.
+        sql_derived: further SQL sketches derived from the same state column
+            (each with its own lake array and unnest), e.g. the exact hash
+            sets beside the HLL registers.
     """
 
     sql_value: ClassVar[tuple[str, str]]
     sql_slot_merge: ClassVar[str]
     sql_window: ClassVar[tuple[str, ...]] = ()
+    sql_derived: ClassVar[tuple[type["SketchState"], ...]] = ()
+
+    @classmethod
+    def sql_unnest_source(cls, prefix: str) -> str:
+        """The expression the view unnests (default: the lake column :meth:`sql_source`)."""
+        return cls.sql_source(prefix)
 
     @classmethod
     def sql_source(cls, prefix: str) -> str:
@@ -197,6 +230,8 @@ class Measure:
         result_type: the Arrow type of its result.
         quicksight_type: its column type in QuickSight data sets.
         quicksight_aggregation: how a dashboard combines several rows of it.
+        estimate: whether its result is an estimate (percentiles); see
+            :meth:`estimated` for kinds that are exact in some rows only.
     """
 
     func: ClassVar[str]
@@ -206,6 +241,7 @@ class Measure:
     result_type: ClassVar[pa.DataType] = pa.float64()
     quicksight_type: ClassVar[str] = "DECIMAL"
     quicksight_aggregation: ClassVar[str] = "SUM"
+    estimate: ClassVar[bool] = False
 
     @classmethod
     def parse_args(cls, args: Sequence[str]) -> tuple[str, ...]:
@@ -222,6 +258,11 @@ class Measure:
     def result(cls, table: pa.Table, m: MeasureSpec) -> pa.Array | pa.ChunkedArray:
         """The measure of every row of a (merged) partials table."""
         raise NotImplementedError
+
+    @classmethod
+    def estimated(cls, table: pa.Table, m: MeasureSpec) -> np.ndarray:
+        """Per row of a (merged) partials table: whether :meth:`result` is an estimate there."""
+        return np.full(table.num_rows, cls.estimate)
 
     @classmethod
     def sql_merged(cls, m: MeasureSpec, sketch_index: Mapping[tuple[str, str], int]) -> list[str]:

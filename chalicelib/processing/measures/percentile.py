@@ -91,6 +91,7 @@ class Percentile(Measure):
     func, usage, states = "percentile", "percentile(<numeric field>, <p from 0 to 100>)", (DDSketchState,)
     # Percentiles do not add up: a dashboard shows the highest of the rows it combines.
     quicksight_aggregation = "MAX"
+    estimate = True  # within 1 % relative error
 
     @classmethod
     def parse_args(cls, args: Sequence[str]) -> tuple[str, ...]:

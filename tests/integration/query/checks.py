@@ -2,8 +2,8 @@
 
 Shared by the DuckDB suite (test_sql.py) and the Trino suite (test_trino.py): a check receives the
 rows an engine answered, or ``run(name, app, **params) -> rows`` for a named query, and compares
-them with the truth computed from the events: counts and sums exactly, distinct users within
-3 + 6.5 % of the truth (HyperLogLog).
+them with the truth computed from the events: counts and sums exactly, distinct users of the views
+exactly (final rows and exact sets), across windows within 3 + 6.5 % of the truth (HyperLogLog).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def event_counts_view(rows: list[dict], data: LakeData, app: str) -> None:
     for key, t in truth.items():
         row = got[key]
         assert (row["count"], row["late_count"]) == (t.count, t.late), key
-        assert close(row["users"], len(t.users)), (key, row["users"], len(t.users))
+        assert row["users"] == len(t.users), (key, row["users"], len(t.users))  # exact: <= 4,096 users
         assert ms(row["window_end"]) - ms(row["window_start"]) == MINUTE
         assert row["dt"] == "2026-01-01"
     # Retried events count twice in the partial hour only; a straggler after finalization is hidden
@@ -90,7 +90,7 @@ def class_activity_view(rows: list[dict], data: LakeData, app: str) -> None:
             assert row["value_avg"] == pytest.approx(sum(t.values) / len(t.values))
         else:
             assert (row["value_sum"], row["value_min"], row["value_max"], row["value_avg"]) == (None,) * 4
-        assert close(row["users"], len(t.users))
+        assert row["users"] == len(t.users)  # exact: final rows and exact sets (<= 4,096 users)
 
 
 def region_activity_view(rows: list[dict], data: LakeData, app: str) -> None:
@@ -99,7 +99,7 @@ def region_activity_view(rows: list[dict], data: LakeData, app: str) -> None:
     assert got.keys() == truth.keys()
     for key, t in truth.items():
         assert (got[key]["count"], got[key]["late_count"]) == (t.count, t.late), key
-        assert close(got[key]["users"], len(t.users))
+        assert got[key]["users"] == len(t.users)
 
 
 def active_users_5m_view(rows: list[dict], data: LakeData, app: str) -> None:
@@ -109,7 +109,7 @@ def active_users_5m_view(rows: list[dict], data: LakeData, app: str) -> None:
     for (start, _), t in truth.items():
         assert ms(got[start]["window_end"]) - start == 5 * MINUTE
         assert got[start]["late_count"] == t.late, start
-        assert close(got[start]["users"], len(t.users)), (start, got[start]["users"], len(t.users))
+        assert got[start]["users"] == len(t.users), (start, got[start]["users"], len(t.users))
 
 
 def match_duration_view(rows: list[dict], data: LakeData, app: str) -> None:
@@ -138,7 +138,7 @@ def events_per_minute(run: Run, data: LakeData, app: str) -> None:
     for row in rows:
         t = truth[(ms(row["minute"]), row["event_type"])]
         assert (row["count"], row["late_count"]) == (t.count, t.late)
-        assert close(row["users"], len(t.users))
+        assert row["users"] == len(t.users)
     # A time range: from included, to excluded.
     start, end = T0 + 50 * MINUTE, T0 + 65 * MINUTE
     ranged = run("events_per_minute", app, **{"from": "2026-01-01T12:50:00Z", "to": "2026-01-01T13:05:00Z"})
@@ -262,10 +262,46 @@ def active_users(run: Run, data: LakeData, app: str) -> None:
     rows = run("active_users", app)
     assert [ms(r["minute"]) for r in rows] == sorted(start + 5 * MINUTE for start, _ in truth)
     for row in rows:
-        assert close(row["users"], len(truth[(ms(row["window_start"]), None)].users))
+        assert row["users"] == len(truth[(ms(row["window_start"]), None)].users)
 
 
 QUERY_CHECKS = {"events_per_minute": events_per_minute, "daily_active_users": daily_active_users,
                 "top_users": top_users, "class_activity": class_activity, "region_heatmap": region_heatmap,
                 "late_events": late_events, "bad_rows_by_reason": bad_rows_by_reason, "active_users": active_users,
                 "match_durations": match_durations}
+
+
+# ------------------------------------------------------------------ exact distinct counts (app gamma)
+def gamma_python_rows(clients, view: str) -> dict[int, tuple[int, bool]]:
+    """window start -> (users, exact) as the Python reader (the metrics API) answers for gamma."""
+    from chalicelib.lake.rollups import read_windows_status
+    from chalicelib.processing import load_metrics
+    status = read_windows_status(clients.s3, clients.settings.bucket, load_metrics()[view], T0, T0 + 2 * HOUR, "gamma")
+    return {r["window_start"]: (r["users"], "users" not in flags)
+            for r, flags in zip(status.rows.to_pylist(), status.estimated.to_pylist())}
+
+
+def gamma_exact_distinct(view_rows: dict[str, list[dict]], python: dict[str, dict], data: LakeData) -> None:
+    """Views give what the Python reader gives where it is exact: a final row's exact count (5,000
+    users at 12:10) and the union of exact partial sets (3,000 at 13:06); above 4,096 users in
+    partials both estimate (13:05), within the bound."""
+    truth = data.gamma_users
+    users = {start: rows for start, rows in truth.items()}
+    got = {ms(r["window_start"]): r["users"] for r in view_rows["event_counts"]}
+    assert got.keys() == users.keys()
+    for start, exact in [(T0 + 10 * MINUTE, True), (T0 + 66 * MINUTE, True), (T0 + 65 * MINUTE, False)]:
+        assert python["event_counts"][start][1] == exact, start
+        if exact:
+            assert got[start] == python["event_counts"][start][0] == len(truth[start]), start
+        else:
+            assert close(got[start], len(truth[start])) and close(python["event_counts"][start][0], len(truth[start]))
+    hopping = {ms(r["window_start"]): r["users"] for r in view_rows["active_users_5m"]}
+    assert hopping.keys() == python["active_users_5m"].keys()
+    for start, value in hopping.items():
+        union = set().union(*[truth.get(start + k * MINUTE, set()) for k in range(5)])
+        python_value, exact = python["active_users_5m"][start]
+        assert exact == (len(union) <= 4096 or start < T0 + HOUR), start
+        if exact:
+            assert value == python_value == len(union), start
+        else:
+            assert close(value, len(union)) and close(python_value, len(union)), start

@@ -261,3 +261,10 @@ def test_match_duration_view_merges_the_sketches_as_python_does(lake, app):
         for percent in (50, 90, 99):
             python = ddsketch.quantile_of(one_pass, percent, 100)
             assert row[f"duration_p{percent}"] == pytest.approx(python, rel=1e-12)
+
+
+def test_views_give_the_python_readers_exact_distinct_counts(lake):
+    clients, data, service = lake
+    views = ("event_counts", "active_users_5m")
+    checks.gamma_exact_distinct({v: view_rows(service, v, "gamma") for v in views},
+                                {v: checks.gamma_python_rows(clients, v) for v in views}, data)

@@ -142,6 +142,17 @@ def test_view_answers_the_events_on_trino_and_equals_duckdb(lake, trino, view):
     assert_view(lake, trino[1], view, f" AND dt BETWEEN '{DATA_DAYS['from'][:10]}' AND '{DATA_DAYS['to'][:10]}'")
 
 
+def test_views_give_the_python_readers_exact_distinct_counts_on_trino(lake, trino):
+    clients, data, _ = lake
+    views = ("event_counts", "active_users_5m")
+    sql = "SELECT * FROM {} WHERE app_id = 'gamma' AND dt = '2026-01-01'"
+    rows = {v: rows_of(trino[1].query(sql.format(v))) for v in views}
+    checks.gamma_exact_distinct(rows, {v: checks.gamma_python_rows(clients, v) for v in views}, data)
+    for view in views:
+        key = lambda row: repr(sorted(row.items()))  # noqa: E731
+        assert sorted(rows[view], key=key) == sorted(duckdb_rows(lake, sql.format(view)), key=key)
+
+
 def test_views_keep_athena_column_types(trino):
     _, engine = trino
     described = {r["Column"]: r["Type"] for r in engine.query("DESCRIBE class_activity").to_pylist()}

@@ -60,7 +60,8 @@ def test_shipped_class_activity_has_value_measures_for_events_with_a_class():
         ("count", "count"), ("value_sum", "sum"), ("value_min", "min"), ("value_max", "max"),
         ("value_avg", "avg"), ("users", "distinct")]
     value = Field("attributes.value")
-    assert m.states == ((value, "sum"), (value, "n"), (value, "min"), (value, "max"), (Field("user_id"), "hll"))
+    assert m.states == ((value, "sum"), (value, "n"), (value, "min"), (value, "max"), (Field("user_id"), "hll"),
+                        (Field("user_id"), "exact"))
 
 
 def test_shipped_match_duration_has_three_percentiles_sharing_one_sketch():

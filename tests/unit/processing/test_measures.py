@@ -30,7 +30,7 @@ def test_state_columns_are_shared_and_in_format_1_order():
     assert [(p, s.suffix) for p, s in spec_states(specs)] == [
         ("attributes_y", "sum"), ("attributes_y", "n"), ("attributes_y", "max"),  # numeric, y used first
         ("attributes_x", "sum"), ("attributes_x", "n"),
-        ("attributes_x", "hll"), ("attributes_y", "ddsketch")]
+        ("attributes_x", "hll"), ("attributes_x", "exact"), ("attributes_y", "ddsketch")]
 
 
 class Spread(Measure):
