@@ -76,7 +76,8 @@ def run_schemathesis(stack, tmp_path: Path, name: str, max_examples: int, phases
 def test_every_response_to_thousands_of_generated_requests_conforms_and_none_is_a_5xx(fuzz_stack, tmp_path):
     with_key = run_schemathesis(fuzz_stack, tmp_path, "with-key", 15, "coverage,fuzzing,stateful",
                                 (f"x-api-key: {FUZZ_KEY}",))
-    without_key = run_schemathesis(fuzz_stack, tmp_path, "without-key", 40, "coverage,fuzzing", ())
+    # Without a key every route with one stops at 401 (schemathesis sends no key, or makes one up): a short run.
+    without_key = run_schemathesis(fuzz_stack, tmp_path, "without-key", 10, "fuzzing", ())
     total = with_key["test_cases"]["generated"] + without_key["test_cases"]["generated"]
     assert total >= MIN_TEST_CASES, (with_key["test_cases"], without_key["test_cases"])
     assert fuzz_stack.check_children() is None
