@@ -88,6 +88,11 @@ def dashboard_file(request, name):
     return container.dashboard.response(name)
 
 
+@routes.public("/v1/openapi.json")
+def openapi(request):
+    return container.openapi
+
+
 # ------------------------------------------------------------------- Kinesis consumers and schedules
 @app.on_kinesis_record(**_kinesis("archive_events"))
 def archive_events(event):

@@ -29,7 +29,7 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.api.dialects import SdkCall
-from chalicelib.api.errors import ServiceUnavailable, TooManyRequests
+from chalicelib.api.errors import PayloadTooLarge, ServiceUnavailable, TooManyRequests
 from chalicelib.ingest.kinesis_writer import PutOutcome
 from chalicelib.ingest.posthog import POSTHOG
 from chalicelib.ingest.sdk_protocol import SdkBatch, SdkProtocol
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 THROTTLING_CODES = frozenset({"ProvisionedThroughputExceededException", "LimitExceededException",
                               "ThrottlingException", "KMSThrottlingException"})
 RETRY_AFTER_S = "1"
+#: Most messages one request may hold (the SDKs send 100 per batch by default): a body of millions
+#: of tiny messages is refused (413) before any is mapped, validated or kept as a bad row.
+MAX_MESSAGES_PER_REQUEST = 10_000
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,9 @@ class SdkIngestService:
         doc = protocol.decode(call.body, call.content_type, call.content_encoding, call.query, call.path)
         batch = protocol.read(doc, call.path)
         app_id = call.authenticate(batch.key)
+        if len(batch.messages) > MAX_MESSAGES_PER_REQUEST:
+            raise PayloadTooLarge(f"the request holds {len(batch.messages)} messages; the limit is "
+                                  f"{MAX_MESSAGES_PER_REQUEST} messages per request")
         prepared = self.prepare(protocol, app_id, batch, received_at)
         if self._admit is not None:
             self._admit(app_id, len(batch.messages))

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from chalicelib.api.errors import BadRequest, UnsupportedMediaType
-from chalicelib.ingest.body import decompress
+from chalicelib.ingest.body import decompress, load_json
 from chalicelib.ingest.validation import InvalidEvent
 from chalicelib.stream.envelope import MAX_EVENT_ID_CHARS
 
@@ -98,11 +98,8 @@ def inflate(body: bytes, content_encoding: str | None, max_bytes: int, gzip: boo
 
 def parse_json(data: bytes) -> Any:
     """A JSON body, whatever its Content-Type (browsers send JSON as ``text/plain`` to avoid
-    a CORS preflight); raises ``BadRequest`` naming where it is malformed."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
+    a CORS preflight), under the payload rules of ``body.load_json`` (``BadRequest`` naming the rule)."""
+    return load_json(data)
 
 
 def form_data(data: bytes) -> bytes:

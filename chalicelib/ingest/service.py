@@ -58,7 +58,8 @@ class IngestService:
                 content_encoding: str | None) -> PreparedBatch:
         """Decode, validate and pack; raises RequestError subclasses."""
         received_at = self._clock_ms()
-        raw_events = parse_events(decompress(body, content_encoding, self._max_bytes), content_type)
+        raw_events = parse_events(decompress(body, content_encoding, self._max_bytes), content_type,
+                                  self._max_events)
         if not raw_events:
             raise BadRequest("the request holds no events")
         if len(raw_events) > self._max_events:

@@ -74,8 +74,10 @@ def validate_event(raw: Any, app_id: str, received_at: int,
     event_type = raw.get("event_type")
     if event_type is None:
         raise InvalidEvent("event_type is required")
-    if not isinstance(event_type, str) or not EVENT_TYPE_RE.fullmatch(event_type):
-        raise InvalidEvent(f"event_type {str(event_type)[:80]!r} must match ^[a-z][a-z0-9_]{{0,63}}$")
+    if not isinstance(event_type, str):
+        raise InvalidEvent(f"event_type must match ^[a-z][a-z0-9_]{{0,63}}$ (a string), got {_json_type(event_type)}")
+    if not EVENT_TYPE_RE.fullmatch(event_type):
+        raise InvalidEvent(f"event_type {event_type[:80]!r} must match ^[a-z][a-z0-9_]{{0,63}}$")
 
     if "event_time" not in raw or raw["event_time"] is None:
         raise InvalidEvent("event_time is required")

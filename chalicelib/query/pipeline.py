@@ -27,6 +27,8 @@ DAY_MS = 24 * HOUR_MS
 #: The metric whose ``count`` is every accepted event of an app (no filter), and whose late_count counts late ones.
 ACCEPTED_METRIC = "event_counts"
 PARAMS = ("from", "to")
+#: The longest from..to (as for the metrics): every day of it is listed in bad-rows/ per consumer.
+MAX_RANGE_MS = 7 * DAY_MS
 
 
 def _days(start_ms: int, end_ms: int) -> list[str]:
@@ -64,6 +66,9 @@ class PipelineService:
             raise BadRequest(str(exc)) from None
         if start >= end:
             raise BadRequest("from must be before to")
+        if end - start > MAX_RANGE_MS:
+            raise BadRequest(f"the range is {(end - start) / HOUR_MS:.1f} h; the maximum is "
+                             f"{MAX_RANGE_MS // HOUR_MS} h")
         return start, end
 
     def report(self, app_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:

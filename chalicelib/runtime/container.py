@@ -100,6 +100,30 @@ class Container:
         return PipelineService(self.clients.s3, s.bucket, self.metrics_service, lag, consumers,
                                self.apps.is_operator, clock_ms)
 
+    @functools.cached_property
+    def openapi(self) -> dict:
+        """GET /v1/openapi.json: the contract, built once from the modules that enforce it."""
+        from chalicelib.api.openapi import ContractFacts, build_spec
+        from chalicelib.ingest import posthog, segment
+        from chalicelib.ingest.sdk import MAX_MESSAGES_PER_REQUEST
+        from chalicelib.ingest.service import MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_REQUEST
+        from chalicelib.query import pipeline
+        from chalicelib.query.metrics import FIXED_PARAMS, MetricsLimits
+        from chalicelib.search.query import PARAMS, SearchSettings
+
+        limits, search = MetricsLimits(), SearchSettings()
+        return build_spec(ContractFacts(
+            metrics=self.metrics, max_events=MAX_EVENTS_PER_REQUEST, max_bytes=MAX_DECOMPRESSED_BYTES,
+            segment_paths=segment.PATH_TYPES, segment_batch_bytes=segment.BATCH_LIMIT_BYTES,
+            segment_message_bytes=segment.MESSAGE_LIMIT_BYTES, posthog_paths=posthog.PATHS,
+            posthog_body_bytes=posthog.BODY_LIMIT_BYTES, posthog_event_bytes=posthog.EVENT_LIMIT_BYTES,
+            sdk_max_messages=MAX_MESSAGES_PER_REQUEST,
+            metrics_params=FIXED_PARAMS, metrics_max_limit=limits.max_limit,
+            metrics_max_range_h=limits.max_range_ms // 3_600_000, search_params=PARAMS,
+            search_max_size=search.max_size, search_max_range_days=search.max_range_days,
+            search_max_query_chars=search.max_query_chars, pipeline_params=pipeline.PARAMS,
+            pipeline_max_range_h=pipeline.MAX_RANGE_MS // 3_600_000))
+
     # ------------------------------------------------------------- consumers
     @functools.cached_property
     def metrics(self):

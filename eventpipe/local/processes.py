@@ -28,11 +28,15 @@ def _stop_on_signals(stop) -> None:
 def serve_http(host: str, port: int) -> None:
     """Serve the Chalice app's routes, as ``chalice local --no-autoreload`` does."""
     from chalice.config import Config
-    from chalice.local import LocalDevServer
+    from chalice.local import ChaliceRequestHandler, LocalDevServer
+
+    class Handler(ChaliceRequestHandler):
+        # http.server answers 501 to a method without a do_ method; the gateway answers 405 (as for PUT).
+        do_TRACE = do_QUERY = do_CONNECT = ChaliceRequestHandler._generic_handle
 
     module = _import_app()
     config = Config.create(chalice_stage="local", app_name=module.app.app_name, project_dir=os.getcwd())
-    server = LocalDevServer(module.app, config, host, port)
+    server = LocalDevServer(module.app, config, host, port, handler_cls=Handler)
     _stop_on_signals(lambda: threading.Thread(target=server.shutdown, daemon=True).start())
     log.info("api: serving http://%s:%d", host, port)
     server.server.serve_forever(poll_interval=0.2)

@@ -86,6 +86,7 @@ def _steps(sandbox: Sandbox, clients: Clients, settings: Settings, search_url: s
         events.api_event("GET", "/v1/search", headers=KEY, query={**window, "size": ["5"]}),
         events.api_event("GET", "/v1/pipeline", headers=KEY),
         events.api_event("GET", "/dashboard"),
+        events.api_event("GET", "/v1/openapi.json"),
     ])
     return Flow(sandbox, clients, settings, search_url, runs, start_ms, start_ms + 3_600_000)
 
@@ -152,9 +153,15 @@ def test_sdk_routes_pipeline_and_dashboard_answer_from_the_artifacts(flow):
     *_, segment, posthog = flow.runs["api"].results()
     assert segment["statusCode"] == 200 and _body(segment)["success"] is True, segment
     assert posthog["statusCode"] == 200 and _body(posthog)["status"] == 1, posthog
-    *_, pipeline, page = flow.runs["api_read"].results()
+    *_, pipeline, page, _ = flow.runs["api_read"].results()
     assert pipeline["statusCode"] == 200 and "stream" in _body(pipeline), pipeline
     assert page["statusCode"] == 200 and "<html" in page["body"].lower()
+
+
+def test_the_api_serves_its_openapi_document_from_the_artifacts(flow):
+    *_, spec = flow.runs["api_read"].results()
+    assert spec["statusCode"] == 200 and _body(spec)["openapi"] == "3.1.0", spec
+    assert "/v1/events" in _body(spec)["paths"]
 
 
 def test_metrics_and_search_answer_from_the_artifacts(flow):

@@ -74,3 +74,47 @@ def test_every_member_of_a_multi_member_gzip_body_is_read():
 def test_trailing_garbage_after_gzip_is_400_not_silently_dropped():
     with pytest.raises(BadRequest, match="not valid gzip"):
         decompress(gzip.compress(b"[]") + b"junk", "gzip", MIB)
+
+
+# --- the payload rules of load_json (README, "Payload rules")
+from chalicelib.ingest.body import MAX_DEPTH, load_json  # noqa: E402
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def test_nesting_up_to_the_limit_is_read_and_one_level_more_is_400():
+    assert load_json(nested(MAX_DEPTH)) is not None
+    with pytest.raises(BadRequest, match=f"nests deeper than {MAX_DEPTH} levels"):
+        load_json(nested(MAX_DEPTH + 1))
+    with pytest.raises(BadRequest, match="malformed JSON: depth limit exceeded"):
+        load_json(nested(5000))
+
+
+@pytest.mark.parametrize("text", [b"[NaN]", b"[Infinity]", b"[-Infinity]", b"[1e400]", b"[" + b"7" * 400 + b"]"])
+def test_nan_infinity_and_numbers_beyond_doubles_are_400(text):
+    with pytest.raises(BadRequest, match="malformed JSON"):
+        load_json(text)
+
+
+def test_integers_beyond_64_bits_become_doubles():
+    assert load_json(b"[18446744073709551617]") == [1.8446744073709552e19]
+    assert load_json(b"[9223372036854775807]") == [9223372036854775807]
+
+
+@pytest.mark.parametrize("text", [b'["\xff"]', b'["\xed\xa0\x80"]', b'["\\ud800"]', b'["\\udfff"]', b'["\\ud800\\u0041"]'])
+def test_invalid_utf8_and_lone_surrogates_are_400(text):
+    with pytest.raises(BadRequest, match="malformed JSON"):
+        load_json(text)
+
+
+def test_a_repeated_key_keeps_its_last_value():
+    assert load_json(b'{"a": 1, "a": 2}') == {"a": 2}
+
+
+def test_ndjson_is_cut_at_the_event_cap_before_the_rest_is_parsed():
+    body = b"{}\n" * 5 + b"not json at all\n"
+    with pytest.raises(PayloadTooLarge, match="more than 5 events"):
+        parse_events(body, "application/x-ndjson", max_events=5)
+    assert len(parse_events(b"{}\n" * 5, "application/x-ndjson", max_events=5)) == 5

@@ -1,0 +1,266 @@
+"""The published API contract: an OpenAPI 3.1 document of every HTTP route (pure).
+
+Served at ``GET /v1/openapi.json`` (no key). Built from the code rather than kept
+as a separate file: the routes' facts (limits, route tables, metric names, search
+limits) come in through :class:`ContractFacts`, which the container fills from the
+modules that enforce them (``ingest/``, ``query/``, ``search/`` sit above this
+layer, so they are passed in, not imported); the schemas come from the envelope,
+the dialects' error bodies and the metrics config (:mod:`.openapi_schemas`).
+``tests/unit/api/test_openapi.py`` checks it against ``app.py``'s route table
+(paths, methods, which routes need a key) and ``tests/e2e/test_contract_fuzz.py``
+checks every response of the running API against it (schemathesis).
+
+Every status a handler can answer is listed with its body: 400, 401, 404, 413,
+415, 429 and 503 are the typed errors of ``api/errors.py``, in each route
+family's shape (``{"error"}`` native, ``{"code", "message"}`` Segment,
+``{"type", "code", "detail"}`` PostHog). Every route with a key may answer 429
+with ``Retry-After`` (per-app rate limits, and Kinesis throttling on ingest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from chalicelib.api.dashboard import ASSETS
+from chalicelib.api.dialects import KEY_HEADER
+from chalicelib.api.openapi_schemas import ERRORS, schemas
+from chalicelib.processing import MetricSet
+
+OPENAPI_VERSION = "3.1.0"
+#: The contract's version: the major changes when a route or field is removed or changes meaning.
+API_VERSION = "1.0.0"
+SPEC_PATH = "/v1/openapi.json"
+_JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class ContractFacts:
+    """What the document says about limits and routes, taken from the code that enforces it.
+
+    Attributes:
+        metrics: the metrics config (names, keys, measures).
+        max_events, max_bytes: ``POST /v1/events`` caps (events per request, decompressed bytes).
+        segment_paths: Segment route -> the message type its body is (None: a batch).
+        segment_batch_bytes, segment_message_bytes: Segment's limits.
+        posthog_paths: the PostHog routes.
+        posthog_body_bytes, posthog_event_bytes: PostHog's limits.
+        sdk_max_messages: most messages per SDK request.
+        metrics_params, metrics_max_limit, metrics_max_range_h: ``GET /v1/metrics/{name}``.
+        search_params, search_max_size, search_max_range_days, search_max_query_chars: ``GET /v1/search``.
+        pipeline_params, pipeline_max_range_h: ``GET /v1/pipeline``.
+    """
+
+    metrics: MetricSet
+    max_events: int
+    max_bytes: int
+    segment_paths: Mapping[str, str | None]
+    segment_batch_bytes: int
+    segment_message_bytes: int
+    posthog_paths: tuple[str, ...]
+    posthog_body_bytes: int
+    posthog_event_bytes: int
+    sdk_max_messages: int
+    metrics_params: tuple[str, ...]
+    metrics_max_limit: int
+    metrics_max_range_h: int
+    search_params: tuple[str, ...]
+    search_max_size: int
+    search_max_range_days: int
+    search_max_query_chars: int
+    pipeline_params: tuple[str, ...]
+    pipeline_max_range_h: int
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "integer", "minimum": 0}}
+_WHY = {400: "malformed request or parameter", 401: "missing or unknown app key", 404: "not found",
+        413: "over a size or count limit", 415: "unsupported Content-Type or Content-Encoding",
+        429: "over the app's rate limit, or the stream throttled: retry after Retry-After",
+        503: "a dependency (stream, key store, storage, search) is unavailable: retry later"}
+
+
+def _errors(statuses: tuple[int, ...], schema: str) -> dict[str, Any]:
+    out = {}
+    for status in statuses:
+        assert status in ERRORS, status
+        response: dict[str, Any] = {"description": _WHY[status], "content": {_JSON: {"schema": _ref(schema)}}}
+        if status in (429, 503):
+            response["headers"] = {"Retry-After": {**_RETRY_AFTER, "required": status == 429}}
+        out[str(status)] = response
+    return out
+
+
+def _ok(schema: str, description: str) -> dict[str, Any]:
+    return {"200": {"description": description, "content": {_JSON: {"schema": _ref(schema)}}}}
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+_TIME = {"type": "string", "format": "date-time"}
+_AUTHENTICATED = (401, 429, 503)
+
+
+def _native_get(summary: str, schema: str, params: list[dict[str, Any]], statuses: tuple[int, ...],
+                tag: str) -> dict[str, Any]:
+    return {"get": {"summary": summary, "tags": [tag], "security": [{"ApiKey": []}], "parameters": params,
+                    "responses": {**_ok(schema, "the answer"), **_errors(statuses, "Error")}}}
+
+
+def _events(facts: ContractFacts) -> dict[str, Any]:
+    return {"post": {
+        "summary": "send events", "tags": ["ingest"], "security": [{"ApiKey": []}],
+        "description": (f'`{{"events": [...]}}`, a JSON array of events, or NDJSON (one event per line); at most '
+                        f"{facts.max_events} events and {facts.max_bytes} bytes once decompressed (413 above). "
+                        "An event that fails validation does not fail the request: it is listed in `errors` with "
+                        "its index and the reason; `event_ids` lists the stored events. Malformed JSON (invalid "
+                        "UTF-8, lone surrogates, NaN/Infinity, numbers out of range, nesting deeper than 1024) "
+                        "is a 400 naming where; an object with a repeated key is a 400 too."),
+        "parameters": [{"name": "Content-Encoding", "in": "header", "required": False,
+                        "schema": {"type": "string", "enum": ["gzip", "identity"]},
+                        "description": "gzip is inflated in bounded steps (a gzip bomb is a 413)"}],
+        "requestBody": {"required": True, "content": {
+            _JSON: {"schema": _ref("EventsBody")},
+            "application/x-ndjson": {"schema": {"type": "string", "description": "one JSON event per line"}}}},
+        "responses": {**_ok("IngestResult", "stored and rejected events"),
+                      **_errors((400, 401, 413, 415, 429, 503), "Error")}}}
+
+
+def _sdk(path: str, dialect: str, body: dict[str, Any], result: str, error: str, limit: str,
+         security: list[dict[str, list]], extra_types: Mapping[str, Any], max_messages: int) -> dict[str, Any]:
+    return {"post": {
+        "summary": f"{dialect}-compatible ingestion", "tags": [dialect.lower()], "security": security,
+        "operationId": f"{dialect.lower()}_{path.strip('/').replace('/', '_')}",
+        "description": (f"{limit} At most {max_messages} messages per request. "
+                        "Bodies are JSON whatever the Content-Type, gzip when announced or sniffed. "
+                        "A message that fails validation is refused alone (listed in `errors`, kept as a bad row); "
+                        "the batch is acknowledged (200) only when every accepted message was stored."),
+        "requestBody": {"required": True, "content": {
+            _JSON: {"schema": body}, "text/plain": {"schema": body}, **extra_types}},
+        "responses": {**_ok(result, "stored (and rejected) messages"),
+                      **_errors((400, 401, 413, 415, 429, 503), error)}}}
+
+
+def _segment(facts: ContractFacts) -> dict[str, Any]:
+    security = [{"ApiKey": []}, {"SegmentWriteKey": []}, {}]  # {}: writeKey in the body
+    out = {}
+    for path, kind in facts.segment_paths.items():
+        body = _ref("SegmentBatch") if kind is None else _ref("SegmentMessage")
+        limit = (f"A batch of at most {facts.segment_batch_bytes} bytes; a message over "
+                 f"{facts.segment_message_bytes} bytes is refused alone." if kind is None else
+                 f"One `{kind}` message of at most {facts.segment_message_bytes} bytes.")
+        out[path] = _sdk(path, "Segment", body, "SegmentResult", "SegmentError", limit, security, {},
+                         facts.sdk_max_messages)
+    return out
+
+
+def _posthog(facts: ContractFacts) -> dict[str, Any]:
+    limit = (f"A body of at most {facts.posthog_body_bytes} bytes; an event over {facts.posthog_event_bytes} "
+             "bytes is refused alone.")
+    form = {"application/x-www-form-urlencoded": {"schema": _ref("PostHogForm")}}
+    out = {}
+    for path in facts.posthog_paths:
+        operation = _sdk(path, "PostHog", _ref("PostHogBody"), "PostHogResult", "PostHogError", limit,
+                         [{"ApiKey": []}, {}], form, facts.sdk_max_messages)  # {}: api_key / token in the body
+        operation["post"]["parameters"] = [_query("compression", "gzip-js (or gzip): the body is gzip; base64",
+                                                  {"type": "string", "enum": ["gzip-js", "gzip", "base64"]})]
+        out[path] = operation
+    return out
+
+
+def _metrics(facts: ContractFacts) -> dict[str, Any]:
+    names = [m.name for m in facts.metrics.metrics]
+    keys = sorted({k.name for m in facts.metrics.metrics for k in m.keys})
+    params = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": names},
+               "description": "a metric of GET /v1/metrics (404 for another name)"},
+              _query("from", "window starts from (included); default to - 1 h", _TIME),
+              _query("to", f"window starts before (excluded); default now; at most {facts.metrics_max_range_h} h "
+                           "after from", _TIME),
+              _query("limit", f"rows, 1-{facts.metrics_max_limit}",
+                     {"type": "integer", "minimum": 1, "maximum": facts.metrics_max_limit}),
+              *[_query(k, "only these values of the key (comma-separated); a key of the metric") for k in keys]]
+    assert set(facts.metrics_params) <= {p["name"] for p in params}
+    return {
+        "/v1/metrics": _native_get("the metrics and their windows, keys and measures", "MetricList", [],
+                                   _AUTHENTICATED, "metrics"),
+        "/v1/metrics/{name}": _native_get("a metric's windows for the caller's app", "MetricWindows", params,
+                                          (400, 404, *_AUTHENTICATED), "metrics"),
+    }
+
+
+def _search(facts: ContractFacts) -> dict[str, Any]:
+    docs = {"q": (f"free text (simple_query_string, at most {facts.search_max_query_chars} characters; no "
+                  "leading wildcards)", {"type": "string", "maxLength": facts.search_max_query_chars}),
+            "event_type": ("only this type", {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}),
+            "user_id": ("only this user", {"type": "string", "maxLength": 128}),
+            "from": ("events from (included); default to - 24 h", _TIME),
+            "to": (f"events before (excluded); default now; at most {facts.search_max_range_days} days after from",
+                   _TIME),
+            "size": (f"hits per page, 1-{facts.search_max_size}",
+                     {"type": "integer", "minimum": 1, "maximum": facts.search_max_size}),
+            "cursor": ("next_cursor of the previous page", {"type": "string"})}
+    params = [_query(name, *docs[name]) for name in facts.search_params]
+    return {"/v1/search": _native_get("search the caller's events, newest first", "SearchResult", params,
+                                      (400, *_AUTHENTICATED), "search")}
+
+
+def _public(summary: str, responses: dict[str, Any], tag: str, params: list | None = None) -> dict[str, Any]:
+    return {"get": {"summary": summary, "tags": [tag], "security": [], "parameters": params or [],
+                    "responses": responses}}
+
+
+def _dashboard() -> dict[str, Any]:
+    types = sorted({content_type.split(";")[0] for _, content_type in ASSETS.values()})
+    page = {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}},
+            **_errors((503,), "Error")}
+    files = {"200": {"description": "one file of the page", "content": {t: {"schema": {"type": "string"}}
+                                                                          for t in types}},
+             **_errors((404, 503), "Error")}
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": sorted(ASSETS)}}
+    return {"/dashboard": _public("the dashboard", page, "dashboard"),
+            "/dashboard/{name}": _public("a file of the dashboard", files, "dashboard", [name])}
+
+
+def build_spec(facts: ContractFacts) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the HTTP API (a new dict each call)."""
+    health = {**_ok("Health", "every component is up"),
+              "503": {"description": "degraded: a component is down", "content": {_JSON: {"schema": _ref("Health")}}}}
+    pipeline = [_query("from", "default to - 1 h", _TIME),
+                _query("to", f"default now; at most {facts.pipeline_max_range_h} h after from", _TIME)]
+    assert [p["name"] for p in pipeline] == list(facts.pipeline_params)
+    paths = {
+        "/v1/events": _events(facts),
+        **_segment(facts),
+        **_posthog(facts),
+        **_metrics(facts),
+        **_search(facts),
+        "/v1/pipeline": _native_get("the pipeline's figures (Flink's job view)", "Pipeline", pipeline,
+                                    (400, *_AUTHENTICATED), "pipeline"),
+        "/v1/health": _public("health of the components", health, "health"),
+        **_dashboard(),
+        SPEC_PATH: _public("this document", {"200": {"description": "the OpenAPI 3.1 document",
+                                                     "content": {_JSON: {"schema": {"type": "object"}}}}}, "meta"),
+    }
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "eventpipe", "version": API_VERSION,
+                 "description": "Event ingestion (native, Segment- and PostHog-compatible), windowed metrics, "
+                                "search and the pipeline's state. See the README's API section."},
+        "paths": paths,
+        "components": {
+            "schemas": schemas(facts.metrics, facts.max_events),
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": KEY_HEADER,
+                           "description": "an app key (`eventpipe apps create`); accepted on every route"},
+                "SegmentWriteKey": {"type": "http", "scheme": "basic",
+                                    "description": "Segment routes: the write key as the Basic user name, empty "
+                                                   "password; or `writeKey` in the body"},
+            },
+        },
+    }
