@@ -3,6 +3,8 @@ replays it through the same handler, exactly once however often it runs (moto se
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pyarrow.parquet as pq
 import pyarrow as pa
@@ -10,8 +12,10 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 import app as app_module
+from chalicelib.lake.rollups import read_windows_status
 from chalicelib.runtime.container import Container
 from chalicelib.runtime.settings import Settings
+from chalicelib.stream.instants import ms_to_iso
 from eventpipe import cli
 from eventpipe.local.bootstrap import bootstrap
 from eventpipe.local.processes import _stream_arn, s3_dead_letter
@@ -122,3 +126,48 @@ def test_objects_that_are_not_failure_records_are_skipped_with_the_reason():
             "requestContext": {"condition": "RetryAttemptsExhausted"}, "KinesisBatchInfo": {"shardId": "s"}}))
     with pytest.raises(failures.InvalidFailureRecord, match="not under"):
         failures.parse("elsewhere/x", b"{}")
+
+
+def deliver_to(container, name: str, handler) -> None:
+    """One consumer of the app reads the shard to its tip (the runner's loop, inline)."""
+    s = container.settings
+    kinesis = container.clients.kinesis
+    arn = _stream_arn(container)
+    shard = kinesis.list_shards(StreamName=s.stream_name)["Shards"][0]["ShardId"]
+    consumer = Consumer(name, handler, 100, "TRIM_HORIZON", 0)
+    poller = ShardPoller(kinesis, consumer, s.stream_name, arn, shard, CheckpointStore(container.clients.dynamodb,
+                         s.state_table, arn), s.region, s3_dead_letter(container.clients.s3, s.bucket, arn, s.region),
+                         sleep=lambda _: None)
+    for _ in range(5):
+        poller.step()
+
+
+def test_a_dead_lettered_batch_replayed_before_finalization_leaves_the_final_rows_exact(stack):
+    """The archive gave up on a batch the aggregation consumer did process: the finalizer waits for
+    the archive (it never finalizes from an archive missing those events); after the redrive the
+    final rows hold every event once, and the distinct counts are exact."""
+    hour_ms = 3_600_000
+    start = (int(time.time() * 1000) // hour_ms - 2) * hour_ms  # an hour long closed, within max lateness
+    events = [{"event_type": "level_up", "event_time": ms_to_iso(start + i * 20_000), "event_id": f"d-{i}",
+               "user_id": f"u{i % 7}"} for i in range(60)]
+    assert stack.ingest.ingest("demo", orjson.dumps({"events": events}), "application/json",
+                               None).to_dict()["accepted"] == 60
+    arn = give_up_on_everything(stack)
+    deliver_to(stack, "aggregate_events", app_module.aggregate_events)
+    metric = stack.metrics["event_counts"]
+    reports = [r for r in stack.finalizer.run() if r.metric == "event_counts"]
+    assert reports and {r.action for r in reports} == {"waiting-for-archive"}
+
+    [outcome] = local_redriver(app_module, arn).run()
+    assert outcome.result == "replayed"
+    assert {r.action for r in stack.finalizer.run() if r.metric == "event_counts"} == {"finalized"}
+    status = read_windows_status(stack.clients.s3, stack.settings.bucket, metric, start, start + hour_ms, "demo")
+    assert status.first_open_window_ms is None, "every window is answered from the final rows"
+    rows = status.rows.to_pylist()
+    expected: dict[int, tuple[int, set[str]]] = {}
+    for e in events:
+        window = (start + int(e["event_id"][2:]) * 20_000) // 60_000 * 60_000
+        count, users = expected.get(window, (0, set()))
+        expected[window] = (count + 1, users | {e["user_id"]})
+    assert {r["window_start"]: (r["count"], r["users"]) for r in rows} == \
+        {w: (c, len(u)) for w, (c, u) in expected.items()}
