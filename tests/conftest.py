@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import os
 from pathlib import Path
@@ -46,3 +47,26 @@ def kinesis_record(data: bytes, shard_id: str = "shardId-000000000000", sequence
 @pytest.fixture
 def samples():
     return load_sample
+
+
+@contextlib.contextmanager
+def fresh_moto_server():
+    """An in-process moto server with nothing in it; yields its URL.
+
+    moto's backends are per process, not per server: a server started earlier in the same
+    pytest process leaves its buckets, tables and streams behind, so the state is reset first.
+    """
+    import requests
+    from moto.server import ThreadedMotoServer
+
+    from eventpipe.local.stack import free_port
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    requests.post(f"{url}/moto-api/reset", timeout=10)
+    try:
+        yield url
+    finally:
+        server.stop()

@@ -88,6 +88,8 @@ class StackConfig:
     #: server themselves); e.g. a fault proxy (eventpipe/local/faultproxy.py). Bootstrap goes direct.
     child_aws_endpoint_url: str | None = None
     child_opensearch_url: str | None = None
+    #: Start the runner (the consumers and schedules); an API-only stack (contract fuzzing) leaves it out.
+    with_runner: bool = True
 
     @classmethod
     def from_env(cls) -> "StackConfig":
@@ -169,7 +171,8 @@ class Stack:
         self._spawn("api", [python, "-m", "eventpipe.cli", "serve", "--host", HOST,
                             "--port", str(self.config.http_port)])
         wait_http(f"{self.api_url}/v1/health")
-        self._spawn("runner", [python, "-m", "eventpipe.cli", "runner"])
+        if self.config.with_runner:
+            self._spawn("runner", [python, "-m", "eventpipe.cli", "runner"])
         if self.data is not None and self.config.save_every_s > 0:
             threading.Thread(target=self._save_periodically, daemon=True, name="saves").start()
 

@@ -45,7 +45,7 @@ def config(max_examples: int) -> str:
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory):
     config_ = StackConfig(moto_port=free_port(), http_port=free_port(), search_port=free_port(),
-                          project_dir=str(ROOT), quiet=True)
+                          project_dir=str(ROOT), quiet=True, with_runner=False)  # the API is what is fuzzed
     with Stack(config_) as running:
         AppStore(Clients(running.settings).dynamodb, running.settings.apps_table).create_key(FUZZ_APP, FUZZ_KEY)
         yield running

@@ -9,7 +9,6 @@ import orjson
 import pyarrow.parquet as pq
 import pyarrow as pa
 import pytest
-from moto.server import ThreadedMotoServer
 
 import app as app_module
 from chalicelib.lake.rollups import read_windows_status
@@ -20,24 +19,19 @@ from eventpipe import cli
 from eventpipe.local.bootstrap import bootstrap
 from eventpipe.local.processes import _stream_arn, s3_dead_letter
 from eventpipe.local.runner import CheckpointStore, Consumer, ShardPoller
-from eventpipe.local.stack import free_port
 from eventpipe.ops import failures
 from eventpipe.ops.redrive import REDRIVEN_PREFIX, local_redriver
+from tests.conftest import fresh_moto_server
 
 
 @pytest.fixture
 def stack(monkeypatch):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    monkeypatch.setenv("EVENTPIPE_AWS_ENDPOINT_URL", f"http://{host}:{port}")
-    container = Container(Settings.from_env())
-    bootstrap(container.clients, shards=1)
-    monkeypatch.setattr(app_module, "container", container)
-    try:
+    with fresh_moto_server() as url:
+        monkeypatch.setenv("EVENTPIPE_AWS_ENDPOINT_URL", url)
+        container = Container(Settings.from_env())
+        bootstrap(container.clients, shards=1)
+        monkeypatch.setattr(app_module, "container", container)
         yield container
-    finally:
-        server.stop()
 
 
 def keys(container, prefix):
