@@ -246,8 +246,10 @@ class DataFolder:
             items += len(table["items"])
         self._archive_covers_the_old_stream(puts)
         apps = snapshot["tables"].get(self._apps_table, {"items": []})["items"]
+        # Key hashes are hex; the app's limits and rate-limit buckets share the table under "<kind>#<app>".
+        keys = [i for i in apps if "#" not in i.get("key_hash", {}).get("S", "#")]
         return RestoreReport(len(puts), sum(e["size"] for _, _, e in puts), len(snapshot["tables"]), items,
-                             len({i["app_id"]["S"] for i in apps if "app_id" in i}), len(apps),
+                             len({i["app_id"]["S"] for i in keys if "app_id" in i}), len(keys),
                              snapshot["saved_at_ms"], time.monotonic() - began)
 
     def _put(self, bucket: str, key: str, entry: dict) -> None:
