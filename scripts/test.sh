@@ -41,4 +41,5 @@ if [[ $started_trino == 1 ]]; then
   url=$(bash scripts/trino-node.sh wait | tail -n 1) || { echo "test.sh: Trino did not start" >&2; exit 1; }
   export TRINO_URL="$url"
 fi
-"$BIN/python" -m pytest -q -p no:cacheprovider "$@"
+# --durations: the slowest tests are listed at the end of every run (CI time is a budget).
+"$BIN/python" -m pytest -q -p no:cacheprovider --durations=25 "$@"
