@@ -75,7 +75,8 @@ def test_runner_sigkilled_mid_batch_loses_and_double_counts_nothing(ledger_stack
         killed.set()
 
     targets = [(s.aws_proxy, dict(service="s3", method="PUT", path=r"/events/app_id(=|%3D)ledger_kill/")),
-               (s.aws_proxy, dict(service="s3", method="PUT", path=r"/rollups/event_counts/stage(=|%3D)partial/")),
+               (s.aws_proxy, dict(service="s3", method="PUT",
+                                  path=r"/rollups/event_counts/def(=|%3D)[0-9a-f]+/stage(=|%3D)partial/")),
                (s.search_proxy, dict(method="POST", path=r"_bulk")),
                (s.aws_proxy, dict(service="dynamodb", operation="UpdateItem"))]
     for n, (proxy, match) in enumerate(targets):
