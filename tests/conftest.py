@@ -51,12 +51,12 @@ def samples():
 
 @contextlib.contextmanager
 def fresh_moto_server():
-    """An in-process moto server with nothing in it; yields its URL.
+    """An in-process moto server; yields its URL.
 
-    moto's backends are per process, not per server: a server started earlier in the same
-    pytest process leaves its buckets, tables and streams behind, so the state is reset first.
+    moto's backends are per process, not per server: what a server started earlier in the same
+    pytest process created is still there (and a reset would wipe a session fixture's lake), so
+    callers use names of their own.
     """
-    import requests
     from moto.server import ThreadedMotoServer
 
     from eventpipe.local.stack import free_port
@@ -65,7 +65,6 @@ def fresh_moto_server():
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
-    requests.post(f"{url}/moto-api/reset", timeout=10)
     try:
         yield url
     finally:

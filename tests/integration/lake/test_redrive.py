@@ -3,6 +3,7 @@ replays it through the same handler, exactly once however often it runs (moto se
 
 from __future__ import annotations
 
+import random
 import time
 
 import orjson
@@ -28,6 +29,10 @@ from tests.conftest import fresh_moto_server
 def stack(monkeypatch):
     with fresh_moto_server() as url:
         monkeypatch.setenv("EVENTPIPE_AWS_ENDPOINT_URL", url)
+        suffix = f"{random.getrandbits(32):08x}"  # moto's state is per process: names no earlier test used
+        for name, value in (("EVENTPIPE_STREAM", f"events-{suffix}"), ("EVENTPIPE_APPS_TABLE", f"apps-{suffix}"),
+                            ("EVENTPIPE_STATE_TABLE", f"state-{suffix}"), ("EVENTPIPE_BUCKET", f"lake-{suffix}")):
+            monkeypatch.setenv(name, value)
         container = Container(Settings.from_env())
         bootstrap(container.clients, shards=1)
         monkeypatch.setattr(app_module, "container", container)
