@@ -33,6 +33,9 @@ def serve_http(host: str, port: int) -> None:
     class Handler(ChaliceRequestHandler):
         # http.server answers 501 to a method without a do_ method; the gateway answers 405 (as for PUT).
         do_TRACE = do_QUERY = do_CONNECT = ChaliceRequestHandler._generic_handle
+        # Chalice writes the headers and the body in two sends on a keep-alive (HTTP/1.1) connection: with
+        # Nagle's algorithm the body waits for the client's delayed ACK of the headers, ~40 ms per answer.
+        disable_nagle_algorithm = True
 
     module = _import_app()
     config = Config.create(chalice_stage="local", app_name=module.app.app_name, project_dir=os.getcwd())
