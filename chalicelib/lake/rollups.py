@@ -10,7 +10,14 @@ What one app's read touches (``app_id`` given, the metrics API):
 * **finals**: one GET per hour of the range, by name (``layout.final_key``):
   the app's own file, or a 404 when the app has no final rows there. No
   listing: a listing of an hour would return every app's keys. Warm reads are
-  conditional GETs (``If-None-Match``: a 304 carries no body).
+  conditional GETs (``If-None-Match``: a 304 carries no body), or no request at
+  all for an hour that lists no partials when the cached answer (a file or a
+  404) was validated less than ``trust_s`` ago. That is safe for ``trust_s``
+  below the finalizer's grace period: a final file is (re)written only from
+  partials of its hour, and those partials stay until the grace period after
+  the write, so a final that changed since the validation still has partials
+  listed beside it. (A backfill rewrites finals without partials: a warm
+  reader sees it within ``trust_s``.)
 * **partials**: one listing per day of the range (the files of the still open
   hours: finalization deletes the rest after the grace period), each file
   read once per ETag and cached, the app's rows filtered out. These files mix
@@ -29,9 +36,11 @@ tests) lists each day's finals instead, and applies the same rule per app.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -72,11 +81,36 @@ class FileCache:
     unchanged files. Bounded by entry count (oldest first out).
     """
 
-    def __init__(self, max_entries: int = 4096) -> None:
+    def __init__(self, max_entries: int = 4096, clock_s: Callable[[], float] = time.monotonic) -> None:
         self._entries: OrderedDict[tuple[str, str], pa.Table] = OrderedDict()
         self._etags: dict[str, str] = {}
+        #: "bucket/key" -> (when it was last checked against S3, its ETag then or None for a 404)
+        self._validated: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
         self._max = max_entries
+        self._clock_s = clock_s
         self._lock = threading.Lock()
+
+    def validated(self, name: str, etag: str | None) -> None:
+        """Record that S3 just answered ``name`` ("bucket/key") with ``etag`` (None: no such key)."""
+        with self._lock:
+            self._validated[name] = (self._clock_s(), etag)
+            self._validated.move_to_end(name)
+            while len(self._validated) > self._max:
+                self._validated.popitem(last=False)
+
+    def trusted(self, name: str, key: str, max_age_s: float) -> tuple[bool, pa.Table | None]:
+        """(True, table or None for a 404) when ``name`` was validated less than ``max_age_s`` ago
+        and its table is still cached; else (False, None)."""
+        if max_age_s <= 0:
+            return False, None
+        with self._lock:
+            seen = self._validated.get(name)
+            if seen is None or self._clock_s() - seen[0] >= max_age_s:
+                return False, None
+            if seen[1] is None:
+                return True, None
+            table = self._entries.get((key, seen[1]))
+            return (True, table) if table is not None else (False, None)
 
     def etag(self, key: str) -> str | None:
         """The ETag of the newest cached version of ``key`` (for a conditional GET)."""
@@ -120,20 +154,32 @@ def _missing(exc: ClientError) -> bool:
 
 
 def read_app_final(s3, bucket: str, metric: MetricDef, dt: str, hour: str, app_id: str,
-                   cache: FileCache) -> pa.Table | None:
-    """One app's final rows of one hour, by name; None when the app has none there."""
+                   cache: FileCache, trust_s: float = 0.0) -> pa.Table | None:
+    """One app's final rows of one hour, by name; None when the app has none there.
+
+    ``trust_s`` > 0 (only for an hour that lists no partials: see the module docstring) answers
+    from the cache without a request when the cached answer is younger than that."""
     key = layout.final_key(metric, dt, hour, app_id)
+    name = f"{bucket}/{key}"
+    trusted, table = cache.trusted(name, key, trust_s)
+    if trusted:
+        return table
     cached = cache.etag(key)
     try:
         response = s3.get_object(Bucket=bucket, Key=key, **({"IfNoneMatch": cached} if cached else {}))
     except ClientError as exc:
         if _missing(exc):
+            cache.validated(name, None)
             return None
         if exc.response["Error"]["Code"] in ("304", "NotModified"):
-            return cache.get(key, cached)
+            table = cache.get(key, cached)
+            cache.validated(name, cached)
+            return table
         raise
     table = strip_register_columns(decode_parquet(response["Body"].read()), metric)
-    cache.put(key, response.get("ETag", ""), table)
+    etag = response.get("ETag", "")
+    cache.put(key, etag, table)
+    cache.validated(name, etag)
     return table
 
 
@@ -151,7 +197,7 @@ def _read_file(s3, bucket: str, metric: MetricDef, key: str, etag: str, cache: F
 
 
 def _read_range(s3, bucket: str, metric: MetricDef, hours: list[tuple[str, str]], pool: ThreadPoolExecutor,
-                cache: FileCache, app_id: str | None) -> list[pa.Table]:
+                cache: FileCache, app_id: str | None, trust_s: float = 0.0) -> list[pa.Table]:
     """One table per hour, the rule applied (only ``app_id``'s rows when given)."""
     days = sorted({dt for dt, _ in hours})
     # Partials are listed before finals are read: see the module docstring.
@@ -159,7 +205,8 @@ def _read_range(s3, bucket: str, metric: MetricDef, hours: list[tuple[str, str]]
     wanted = [(dt, hour, key, etag) for dt, hour in hours for key, etag in partial_by_day[dt].get(hour, [])]
     partials = list(pool.map(lambda w: _rows_of(_read_file(s3, bucket, metric, w[2], w[3], cache), app_id), wanted))
     if app_id is not None:
-        finals = list(pool.map(lambda h: read_app_final(s3, bucket, metric, *h, app_id, cache), hours))
+        finals = list(pool.map(lambda h: read_app_final(s3, bucket, metric, *h, app_id, cache,
+                                                        0.0 if partial_by_day[h[0]].get(h[1]) else trust_s), hours))
         final_by_hour = {h: [t] for h, t in zip(hours, finals) if t is not None}
     else:
         final_by_hour = _all_finals(s3, bucket, metric, hours, days, pool, cache)
@@ -210,15 +257,16 @@ class WindowRows:
 
 def read_windows_status(s3, bucket: str, metric: MetricDef, start_ms: int, end_ms: int,
                         app_id: str | None = None, threads: int = 16, cache: FileCache | None = None,
-                        attempts: int = 3) -> WindowRows:
-    """Windows with start_ms <= window_start < end_ms (see the module docstring for what is read)."""
+                        attempts: int = 3, trust_s: float = 0.0) -> WindowRows:
+    """Windows with start_ms <= window_start < end_ms (see the module docstring for what is read;
+    ``trust_s``: below the finalizer's grace period, 0 to check every final file)."""
     schema = partials_schema(metric)
     hours = partition_hours(start_ms, end_ms)
     cache = DEFAULT_CACHE if cache is None else cache
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for attempt in range(attempts):
             try:
-                tables = _read_range(s3, bucket, metric, hours, pool, cache, app_id)
+                tables = _read_range(s3, bucket, metric, hours, pool, cache, app_id, trust_s)
                 break
             except RollupReadConflict:  # a grace-period cleanup raced this read: list again
                 if attempt + 1 == attempts:

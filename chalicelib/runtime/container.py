@@ -68,8 +68,10 @@ class Container:
 
     @functools.cached_property
     def metrics_service(self):
-        from chalicelib.query.metrics import MetricsService
-        return MetricsService(self.clients.s3, self.settings.bucket, self.metrics, clock_ms)
+        from chalicelib.query.metrics import MetricsLimits, MetricsService
+        # Half the grace period: a checked final file is trusted well before its partials could go.
+        limits = MetricsLimits(final_trust_s=self.settings.finalize_grace_s / 2)
+        return MetricsService(self.clients.s3, self.settings.bucket, self.metrics, clock_ms, limits)
 
     @functools.cached_property
     def search(self):

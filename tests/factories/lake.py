@@ -33,11 +33,12 @@ def canonical_lines(count: int, seed: int, start_ms: int = T0, app_id: str = "de
 
 
 def lambda_batches(lines: list[bytes], seed: int, shards: int = 2, per_record: int = 25,
-                   max_batch_records: int = 7) -> list[list[dict]]:
-    """Pack lines into records, spread them over shards, cut each shard into batches."""
+                   max_batch_records: int = 7, first_sequence: int = 100) -> list[list[dict]]:
+    """Pack lines into records, spread them over shards, cut each shard into batches (sequence
+    numbers from ``first_sequence`` up: a later delivery needs a higher one)."""
     rng = random.Random(seed)
     records_by_shard: dict[int, list[dict]] = defaultdict(list)
-    sequence = defaultdict(lambda: 100)
+    sequence = defaultdict(lambda: first_sequence)
     for i in range(0, len(lines), per_record):
         shard = rng.randrange(shards)
         sequence[shard] += rng.randint(1, 5)

@@ -194,15 +194,19 @@ class Distinct(Measure):
 
     @staticmethod
     def _parts(table: pa.Table, m: MeasureSpec) -> tuple[np.ndarray, np.ndarray]:
-        """``(value, exact)`` per row."""
-        counts, exact = hll.cardinality(table.column(HllState.column(m.state)))
-        value = np.rint(counts).astype(np.int64)
+        """``(value, exact)`` per row: a final row's exact count, else the sketch's (decoded only there)."""
+        sketches = table.column(HllState.column(m.state))
         name = ExactCountState.column(m.state)
-        if name in table.column_names:
-            column = table.column(name)
-            known = column.is_valid().to_numpy(zero_copy_only=False)
-            value = np.where(known, column.fill_null(0).to_numpy(), value)
-            exact = exact | known
+        if name not in table.column_names:
+            counts, exact = hll.cardinality(sketches)
+            return np.rint(counts).astype(np.int64), exact
+        column = table.column(name)
+        exact = column.is_valid().to_numpy(zero_copy_only=False).copy()
+        value = np.array(column.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        rest = np.flatnonzero(~exact)
+        if rest.size:
+            counts, rest_exact = hll.cardinality(sketches.take(pa.array(rest)))
+            value[rest], exact[rest] = np.rint(counts).astype(np.int64), rest_exact
         return value, exact
 
     @classmethod

@@ -8,7 +8,7 @@ from moto import mock_aws
 from chalicelib.lake import layout
 from chalicelib.lake.finalizer import Finalizer
 from chalicelib.lake.rollups import FileCache, read_windows_status
-from tests.factories.lake import T0, canonical_lines, lambda_batches
+from tests.factories.lake import T0, Clock, canonical_lines, lambda_batches
 from tests.integration.lake.test_lake_processing import HOUR, Lake, ObservedS3
 
 APPS = ("demo", "other-1", "other-2")
@@ -97,3 +97,61 @@ def test_every_app_with_partials_gets_a_final_file_so_none_reads_partials_about_
             partial_apps |= set(table["app_id"].to_pylist())
         finals = {layout.final_app(k) for k in lake.keys(layout.rollup_prefix(metric, "final")) if k.endswith("parquet")}
         assert partial_apps <= finals, metric.name
+
+
+def finalized_and_cleaned(lake, count=50):
+    lines = load_apps(lake, count=count)
+    lake.clock.now_ms = T0 + 3 * HOUR
+    lake.finalizer.run()
+    lake.clock.now_ms += 16 * 60_000
+    lake.finalizer.run()  # the grace period is over: the covered partials are deleted
+    assert not [k for k in lake.keys(layout.ROLLUPS_PREFIX) if "stage=partial" in k]
+    return lines
+
+
+def trusted_counts(lake, cache, trust_s=60.0):
+    rows = read_windows_status(lake.s3, lake.bucket, lake.metrics["event_counts"], T0 - HOUR, T0 + 2 * HOUR,
+                               "demo", cache=cache, trust_s=trust_s).rows
+    return {(r["app_id"], r["window_start"], r["event_type"]): r["count"] for r in rows.to_pylist()}
+
+
+def test_a_warm_read_of_hours_without_partials_gets_no_final_file_within_the_trust_period(lake):
+    finalized_and_cleaned(lake)
+    cache_clock = Clock(1000.0)
+    cache = FileCache(clock_s=cache_clock)
+    first = trusted_counts(lake, cache)
+    assert sum(first.values()) == 50
+    seen = Requests(lake.s3)
+    assert trusted_counts(lake, cache) == first
+    assert [op for op, _ in seen.calls if op == "GetObject"] == []  # the 3 hours (2 finals, one 404) trusted
+    assert [op for op, _ in seen.calls if op == "ListObjectsV2"]  # the partials are still listed
+    cache_clock.now_ms += 60.0  # the trust period is over: checked again (conditional GETs)
+    seen.calls.clear()
+    assert trusted_counts(lake, cache) == first
+    assert len([op for op, _ in seen.calls if op == "GetObject"]) == 3
+
+
+def test_a_final_rewritten_from_late_partials_is_read_at_once_despite_the_trust_period(lake):
+    finalized_and_cleaned(lake)
+    cache = FileCache(clock_s=Clock(1000.0))  # the cache's clock stands still: everything stays "fresh"
+    before = trusted_counts(lake, cache)
+    late = canonical_lines(20, seed=99, start_ms=T0 + 16 * 60_000, app_id="demo", duration_ms=4 * 60_000)
+    for batch in lambda_batches(late, seed=71, first_sequence=10_000):
+        lake.deliver(batch)
+    assert [k for k in lake.keys(layout.ROLLUPS_PREFIX) if "stage=partial" in k]  # the late events' partials
+    final_windows = {window for _, window, _ in before}
+    during = trusted_counts(lake, cache)  # a finalized window: its final rows still answer, alone
+    assert {k: v for k, v in during.items() if k[1] in final_windows} == before
+    reports = lake.finalizer.run()  # re-finalized from the raw archive, late events included
+    assert any(r.action == "finalized" for r in reports)
+    after = trusted_counts(lake, cache)
+    assert sum(after.values()) == sum(before.values()) + 20  # listed partials: the final was checked again
+
+
+def test_a_cached_404_is_trusted_only_while_its_hour_lists_no_partials(lake):
+    finalized_and_cleaned(lake)
+    cache = FileCache(clock_s=Clock(1000.0))
+    name = f"{lake.bucket}/{layout.final_key(lake.metrics['event_counts'], '2026-01-01', '11', 'demo')}"
+    trusted_counts(lake, cache)
+    assert cache.trusted(name, name.split("/", 1)[1], 60.0) == (True, None)  # hour 11: no final for demo
+    assert cache.trusted(name, name.split("/", 1)[1], 0.0) == (False, None)  # trust 0: always ask S3
