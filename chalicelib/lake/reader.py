@@ -5,43 +5,15 @@ Plain boto3 + pyarrow (no s3fs): it works the same against AWS and moto.
 
 from __future__ import annotations
 
-import io
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
-
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from chalicelib.lake import layout
+from chalicelib.lake.s3io import list_keys, list_prefixes, read_many, read_parquet  # noqa: F401 - re-exported
 from chalicelib.lake.raw_archive import RAW_SCHEMA
 from chalicelib.stream import envelope
 
 RAW_WITH_APP = envelope.arrow_schema(timestamps=True)
-
-
-def list_keys(s3, bucket: str, prefix: str) -> Iterator[dict]:
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        yield from page.get("Contents", [])
-
-
-def list_prefixes(s3, bucket: str, prefix: str) -> list[str]:
-    found = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-        found += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-    return found
-
-
-def read_parquet(s3, bucket: str, key: str) -> pa.Table:
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    return pq.read_table(io.BytesIO(body))
-
-
-def read_many(s3, bucket: str, keys: list[str], threads: int = 8) -> list[pa.Table]:
-    if not keys:
-        return []
-    with ThreadPoolExecutor(max_workers=min(threads, len(keys))) as pool:
-        return list(pool.map(lambda key: read_parquet(s3, bucket, key), keys))
 
 
 def hours_between(start_ms: int, end_ms: int) -> list[tuple[str, str]]:
