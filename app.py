@@ -96,7 +96,7 @@ def openapi(request):
 # ------------------------------------------------------------------- Kinesis consumers and schedules
 @app.on_kinesis_record(**_kinesis("archive_events"))
 def archive_events(event):
-    """Raw archive: every valid event as a Parquet row under events/ (app, date, hour)."""
+    """Raw archive: every valid event of the batch staged in one Parquet file (the committer commits it)."""
     return container.archive.handle(event.to_dict()["Records"])
 
 
@@ -111,6 +111,13 @@ def index_events(event):
     """Bulk-indexes recent events into the daily OpenSearch indices (a second consumer of the stream)."""
     return container.indexing.handle(event.to_dict()["Records"],
                                      remaining_ms=getattr(event.context, "get_remaining_time_in_millis", None))
+
+
+@app.schedule(Rate(pipeline.function("commit_events").schedule_minutes or 5, unit=Rate.MINUTES), name="commit_events")
+def commit_events(event):
+    """Commits the staged archive batches to the raw events Iceberg table (one commit), then compacts
+    closed (app, hour) partitions, expires snapshots and deletes the files they alone held."""
+    return container.raw_table_job.run()
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="finalize_windows")

@@ -36,7 +36,7 @@ from chalicelib.runtime.clients import Clients  # noqa: E402
 from chalicelib.ingest.validation import ms_to_iso  # noqa: E402
 from eventpipe.generate import generate_events, write_ndjson  # noqa: E402
 from chalicelib.lake import layout  # noqa: E402
-from chalicelib.lake.reader import list_keys  # noqa: E402
+from chalicelib.lake.s3io import list_keys  # noqa: E402
 from chalicelib.processing import load_metrics  # noqa: E402
 from eventpipe.local.stack import Stack, StackConfig, free_port  # noqa: E402
 from eventpipe.sender import send_file  # noqa: E402

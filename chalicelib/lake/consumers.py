@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.lake import layout
-from chalicelib.lake.raw_archive import archive_files
+from chalicelib.lake.raw_archive import staged_file
 from chalicelib.lake.sql_sketch import register_columns
 from chalicelib.lake.state import StateStore
 from chalicelib.processing import BadRecord, MetricSet, decode_records, encode_parquet, process_batch
@@ -58,7 +58,8 @@ def too_late_rows(events: pa.Table, records: Sequence[Mapping[str, Any]], max_la
 
 
 class ArchiveService:
-    """Every valid event as a Parquet row under ``events/``; records progress per shard."""
+    """Every valid event of a batch staged in one Parquet file (``layout.staged_key``); the
+    committer appends staged files to the raw events table and records the progress per shard."""
 
     def __init__(self, s3, bucket: str, state: StateStore, bad_rows: BadRowsSink) -> None:
         self._s3, self._bucket, self._state, self._bad_rows = s3, bucket, state, bad_rows
@@ -70,11 +71,9 @@ class ArchiveService:
         decoded = decode_records(records)
         events = decoded.events
         try:
-            for part in archive_files(events):
-                key = layout.raw_key(part.app_id, part.dt, part.hour, at.shard_id, at.first_sequence)
-                self._s3.put_object(Bucket=self._bucket, Key=key, Body=part.data)
+            self._s3.put_object(Bucket=self._bucket, Body=staged_file(events),
+                                Key=layout.staged_key(at.shard_id, at.first_sequence, at.last_sequence))
             self._bad_rows.write(decode_bad_rows(decoded.bad, records))
-            self._state.raise_archived_through(at.shard_id, at.last_sequence)
         except TRANSIENT_ERRORS as exc:
             log.warning("archive %s %s..%s: transient failure, batch will be re-delivered: %s",
                         at.shard_id, at.first_sequence, at.last_sequence, exc)

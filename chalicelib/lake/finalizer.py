@@ -1,7 +1,7 @@
 """Finalization / compaction of metric windows (an ``@app.schedule`` job), and backfill.
 
 For a (metric, dt, hour) partition whose windows all closed more than the
-allowed lateness ago, the job recomputes the windows from the *raw archive*
+allowed lateness ago, the job recomputes the windows from the *raw events table*
 with duplicate ``event_id``s removed, and replaces the partition's partials
 with compacted files, **one per app** (``layout.final_key``). The mechanism
 that keeps every reader consistent (Athena lists every file under a table's
@@ -29,9 +29,9 @@ location; the metrics API GETs one app's final files by name):
 
 A partial that is not in the manifest (an event that arrived after the
 window was finalized) makes the partition due again: it is re-finalized from
-the raw archive, which also holds that event. The raw archive only grows, so
+the raw table, which also holds that event. The raw table keeps every event, so
 a re-finalization writes a file for every app that had one before. Before
-finalizing, the job checks that the raw archive has made durable every
+finalizing, the job checks that the committer has made durable in the table every
 record the partials came from (per-shard progress vs. each partial's last
 sequence number), so a lagging archive can never make a finalized window
 lose events.
@@ -55,7 +55,8 @@ import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
 from chalicelib.lake import layout
-from chalicelib.lake.reader import dedupe_events, list_keys, list_prefixes, read_many, read_raw_events
+from chalicelib.lake.raw_table import RawTable
+from chalicelib.lake.s3io import list_keys, read_many
 from chalicelib.lake.final_rows import (DEFINITION_KEY, encode_final, exact_distinct,  # noqa: F401 - re-exported
                                         raw_to_events, split_by_app)
 from chalicelib.lake.sql_sketch import strip_register_columns
@@ -64,8 +65,6 @@ from chalicelib.processing import MetricDef, MetricSet, hll, merge_partials, par
 
 log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
-#: Duplicates of an event are recognised if their copies are at most this far apart in event time.
-DEDUPE_MARGIN_MS = 15 * 60_000
 
 
 class BackfillRequestError(ValueError):
@@ -89,8 +88,8 @@ def manifest_key(metric: MetricDef, dt: str, hour: str) -> str:
 
 class Finalizer:
     def __init__(self, s3, bucket: str, state: StateStore, metrics: MetricSet, clock_ms: Callable[[], int],
-                 grace_ms: int = 15 * 60_000, close_delay_ms: int = 60_000) -> None:
-        self._s3, self._bucket, self._state, self._metrics = s3, bucket, state, metrics
+                 grace_ms: int = 15 * 60_000, close_delay_ms: int = 60_000, *, raw: RawTable) -> None:
+        self._s3, self._bucket, self._state, self._metrics, self._raw = s3, bucket, state, metrics, raw
         self._clock_ms, self._grace_ms, self._close_delay_ms = clock_ms, grace_ms, close_delay_ms
 
     def run(self) -> list[PartitionReport]:
@@ -161,12 +160,12 @@ class Finalizer:
         late_sources = uncovered + (self._final_keys(metric, dt, hour) if manifest else [])
         final = self.compute_final(metric, dt, hour, late_sources, partial_keys)
         self.write_final(metric, dt, hour, final, partial_etags)
-        log.info("finalized %s %s/%s: %d row(s) from the raw archive, replacing %d partial file(s)",
+        log.info("finalized %s %s/%s: %d row(s) from the raw table, replacing %d partial file(s)",
                  metric.name, dt, hour, final.num_rows, len(partial_keys))
         return PartitionReport(metric.name, dt, hour, "finalized", final.num_rows, len(partial_keys))
 
     def backfill_partition(self, metric: MetricDef, dt: str, hour: str) -> PartitionReport:
-        """Recompute one closed partition from the raw archive and write its finals (idempotent).
+        """Recompute one closed partition from the raw table and write its finals (idempotent).
 
         Works without partials (a new metric, or a new definition's empty tree); partials
         present under the current definition are covered by the manifest as finalization
@@ -230,7 +229,7 @@ class Finalizer:
         return current == recorded
 
     def _archived(self, partial_keys: list[str]) -> bool:
-        """True when the raw archive holds every record the partials came from."""
+        """True when the raw table holds every record the partials came from (the committer's progress)."""
         progress: dict[str, int | None] = {}
         for key in partial_keys:
             meta = self._s3.head_object(Bucket=self._bucket, Key=key)["Metadata"]
@@ -243,14 +242,13 @@ class Finalizer:
 
     def compute_final(self, metric: MetricDef, dt: str, hour: str, late_sources: list[str],
                       partial_keys: list[str]) -> pa.Table:
-        """Exact, duplicate-free window rows of the partition, from the raw archive."""
+        """Exact, duplicate-free window rows of the partition, from the raw table."""
         hour_start = layout.hour_start_ms(dt, hour)
         # Windows starting in this hour hold events up to the end of the last window.
         start, end = hour_start, hour_start + layout.HOUR_MS - metric.window.slide_ms + metric.window.size_ms
-        # Copies of one event can sit minutes apart (a retried request with sent_at is
-        # skew-corrected again): dedupe over a margin so neighbouring partitions keep the
-        # same copy (the first received), then keep this range.
-        raw = self._deduped_raw(start - DEDUPE_MARGIN_MS, end + DEDUPE_MARGIN_MS)
+        # Each (app, event_id) once, by the duplicate rule compaction applies too (by arrival:
+        # a copy re-sent with shifted event times is dropped whichever hour it landed in).
+        raw = self._deduped_raw(start, end)
         in_range = pc.and_(pc.greater_equal(raw["event_time"].cast(pa.int64()), start),
                            pc.less(raw["event_time"].cast(pa.int64()), end))
         if not pc.all(in_range).as_py():  # (no copy of the hour's events when all of them are in range)
@@ -268,16 +266,12 @@ class Finalizer:
         for (start, end), table in cache.items():
             if start <= start_ms and end_ms <= end:
                 return table
-        hour = start_ms + DEDUPE_MARGIN_MS
         widest = max(m.window.size_ms - m.window.slide_ms for m in self._metrics.metrics)
-        start, end = start_ms, max(end_ms, hour // layout.HOUR_MS * layout.HOUR_MS + layout.HOUR_MS + widest
-                                   + DEDUPE_MARGIN_MS)
+        hour_start = start_ms // layout.HOUR_MS * layout.HOUR_MS
+        start, end = start_ms, max(end_ms, hour_start + layout.HOUR_MS + widest)
         cache.clear()
-        # App by app (event ids are unique per app): the dedupe's sort copies one app's events at a time.
-        apps = [p.rstrip("/").split("app_id=", 1)[1] for p in list_prefixes(self._s3, self._bucket, layout.EVENTS_PREFIX)]
-        parts = [dedupe_events(read_raw_events(self._s3, self._bucket, start, end, [app])) for app in apps]
-        cache[(start, end)] = pa.concat_tables(parts) if parts else read_raw_events(self._s3, self._bucket, start,
-                                                                                     end, [])
+        cache[(start, end)] = self._raw.read_deduped(start, end)
+        self._raw_cache = cache
         return cache[(start, end)]
 
     def _with_tombstones(self, metric: MetricDef, rows: pa.Table, partial_keys: list[str]) -> pa.Table:
@@ -311,7 +305,7 @@ class Finalizer:
 
     def _with_late_counts(self, metric: MetricDef, rows: pa.Table, late_sources: list[str]) -> pa.Table:
         """Carry late_count over from the replaced partials (it is arrival history,
-        which the raw archive cannot reproduce); at-least-once, like the partials."""
+        which the raw table cannot reproduce); at-least-once, like the partials."""
         sources = read_many(self._s3, self._bucket, late_sources)
         schema = partials_schema(metric)
         if not sources or rows.num_rows == 0:

@@ -64,6 +64,7 @@ def columns(schema: pa.Schema, exclude: set[str] = frozenset()) -> list[dict]:
 
 
 def raw_table_input(bucket: str, schema: pa.Schema) -> dict:
+    """The raw archive's Hive table before the Iceberg table (kept for reading an old archive)."""
     location = f"s3://{bucket}/events/"
     return {
         "Name": "events",
@@ -99,16 +100,17 @@ def rollup_table_input(bucket: str, metric: str, schema: pa.Schema, description:
 
 
 def catalog_table_inputs(bucket: str) -> list[dict]:
-    """Every table of the catalog: raw events, bad rows and one rollup table per metric.
+    """The Hive tables of the catalog: bad rows and one rollup table per metric.
 
     The one list of tables: the local bootstrap creates these on moto and the deployment
-    template declares the same definitions (``bucket`` may be a placeholder there).
+    template declares the same definitions (``bucket`` may be a placeholder there). The raw
+    ``events`` table is Iceberg: pyiceberg creates it (``chalicelib.lake.raw_table.RawTable.create``:
+    the local bootstrap, and on AWS the committer's first run).
     """
-    from chalicelib.lake.raw_archive import RAW_SCHEMA  # lazily: only bootstrap and deploy need the tables
-    from chalicelib.lake.sql_sketch import lake_schema
+    from chalicelib.lake.sql_sketch import lake_schema  # lazily: only bootstrap and deploy need the tables
     from chalicelib.processing import load_metrics
 
-    tables = [raw_table_input(bucket, RAW_SCHEMA), bad_rows_table_input(bucket)]
+    tables = [bad_rows_table_input(bucket)]
     tables += [rollup_table_input(bucket, metric.name, lake_schema(metric), metric.description, metric.fingerprint)
                for metric in load_metrics().metrics]
     return tables

@@ -2,7 +2,11 @@
 
 ::
 
-    events/app_id=<app>/dt=YYYY-MM-DD/hour=HH/<shard>-<first seq>.parquet     raw archive
+    staging/events/<shard>/<first seq>-<last seq>.parquet   one archive batch, every app (until committed)
+    staging/commits/<commit id>.json                       the committer's journal of one commit
+    tables/events/{data,metadata}/...                      the raw events Iceberg table (lake/raw_table.py)
+    events/app_id=<app>/dt=YYYY-MM-DD/hour=HH/<shard>-<first seq>.parquet     the raw archive before the
+                                                                              Iceberg table (`eventpipe lake migrate`)
     rollups/<metric>/def=<fp>/stage=partial/dt=YYYY-MM-DD/hour=HH/<shard>-<first seq>.parquet
     rollups/<metric>/def=<fp>/stage=final/dt=YYYY-MM-DD/hour=HH/app-<app>.parquet   after finalization
     rollups/<metric>/def=<fp>/stage=final/dt=YYYY-MM-DD/hour=HH/_manifest.json
@@ -56,7 +60,25 @@ def batch_name(shard_id: str, first_sequence: str) -> str:
     return f"{shard_id}-{int(first_sequence):056d}"
 
 
+STAGING_PREFIX = "staging/events/"
+COMMITS_PREFIX = "staging/commits/"
+
+
+def staged_key(shard_id: str, first_sequence: str, last_sequence: str) -> str:
+    """One archive batch. The name holds both ends: a re-delivered batch that ends elsewhere is a
+    second file (its rows are copies, removed by compaction), never an overwrite that could
+    replace a file while the committer holds it."""
+    return f"{STAGING_PREFIX}{shard_id}/{int(first_sequence):056d}-{int(last_sequence):056d}.parquet"
+
+
+def staged_position(key: str) -> tuple[str, str]:
+    """A staged key -> (shard, last sequence number)."""
+    shard, name = key[len(STAGING_PREFIX):].split("/", 1)
+    return shard, str(int(name.removesuffix(".parquet").split("-", 1)[1]))
+
+
 def raw_key(app_id: str, dt: str, hour: str, shard_id: str, first_sequence: str) -> str:
+    """A file of the Hive-layout raw archive (before the Iceberg table; read by the migration)."""
     return f"{EVENTS_PREFIX}app_id={app_id}/dt={dt}/hour={hour}/{batch_name(shard_id, first_sequence)}.parquet"
 
 

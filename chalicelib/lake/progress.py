@@ -20,7 +20,7 @@ from typing import Iterable
 import orjson
 
 from chalicelib.lake import layout
-from chalicelib.lake.reader import list_keys
+from chalicelib.lake.s3io import list_keys
 from chalicelib.stream.badrows import CONSUMERS, PREFIX as BAD_ROWS_PREFIX
 
 ON_FAILURE_PREFIX = "aws/lambda/"

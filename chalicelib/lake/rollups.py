@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
 from chalicelib.lake import layout
-from chalicelib.lake.reader import list_keys, read_parquet
+from chalicelib.lake.s3io import list_keys, read_parquet
 from chalicelib.lake.sql_sketch import strip_register_columns
 from chalicelib.processing import MetricDef, decode_parquet, finalize, merge_partials, partials_schema
 from chalicelib.processing.partials import estimated_measures

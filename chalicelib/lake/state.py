@@ -45,3 +45,11 @@ class StateStore:
 
     def raise_archived_through(self, shard_id: str, sequence_number: str) -> None:
         self._raise_to(f"progress|archive|{shard_id}", {"S": _padded(sequence_number)})
+
+    def last_run_ms(self, job: str) -> int | None:
+        """When a periodic job (e.g. the raw table's orphan sweep) last ran (epoch ms)."""
+        item = self._get(f"lastrun|{job}")
+        return int(item["v"]["N"]) if item else None
+
+    def mark_run(self, job: str, at_ms: int) -> None:
+        self._raise_to(f"lastrun|{job}", {"N": str(at_ms)})

@@ -154,10 +154,31 @@ class Container:
                                   self.bad_rows("aggregate"))
 
     @functools.cached_property
+    def raw_table(self):
+        """The raw events Iceberg table (Glue catalog), through the container's Glue and S3 clients."""
+        from chalicelib.lake.iceberg_io import BotoGlueCatalog
+        from chalicelib.lake.raw_table import RawTable
+        s = self.settings
+        return RawTable(BotoGlueCatalog(self.clients.glue, self.clients.s3), s.glue_database, s.bucket)
+
+    @functools.cached_property
+    def raw_table_job(self):
+        """Staged archive batches -> the raw table, then compaction, expiry and deletes."""
+        from chalicelib.lake.raw_commit import StagedCommitter
+        from chalicelib.lake.raw_job import RawTableJob
+        from chalicelib.lake.raw_maintenance import RawMaintenance
+        s = self.settings
+        settle_ms = self.metrics.settings.allowed_lateness_ms + s.finalize_close_delay_s * 1000
+        return RawTableJob(StagedCommitter(self.clients.s3, s.bucket, self.raw_table, self.state),
+                           RawMaintenance(self.clients.s3, s.bucket, self.raw_table, clock_ms, settle_ms,
+                                          retention_days=s.raw_retention_days),
+                           self.state, clock_ms)
+
+    @functools.cached_property
     def finalizer(self):
         from chalicelib.lake.finalizer import Finalizer
         s = self.settings
-        return Finalizer(self.clients.s3, s.bucket, self.state, self.metrics, clock_ms,
+        return Finalizer(self.clients.s3, s.bucket, self.state, self.metrics, clock_ms, self.raw_table,
                          grace_ms=s.finalize_grace_s * 1000, close_delay_ms=s.finalize_close_delay_s * 1000)
 
     @functools.cached_property

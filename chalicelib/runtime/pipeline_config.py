@@ -55,6 +55,12 @@ class ConsumerConfig:
 class FunctionConfig:
     name: str
     reserved_concurrency: int | None = None
+    #: How often a scheduled function runs on this stage (seconds); a deployed rule rounds up to minutes.
+    schedule_s: int | None = None
+
+    @property
+    def schedule_minutes(self) -> int | None:
+        return None if self.schedule_s is None else max(1, -(-self.schedule_s // 60))
 
 
 @dataclass(frozen=True)

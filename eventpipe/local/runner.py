@@ -336,13 +336,17 @@ def schedule_interval_s(expression) -> float:
 
 
 def scheduled_jobs_from_app(app_module, override_s: float | None = None) -> list[ScheduledJob]:
+    """The app's schedules; the interval is ``override_s``, else the stage's ``schedule_s`` of the
+    function in chalicelib/pipeline.toml (e.g. the committer every few seconds locally), else its Rate."""
     from chalice.app import ScheduledEventConfig
 
+    pipeline = getattr(app_module, "pipeline", None)
     jobs = []
     for source in app_module.app.event_sources:
         if isinstance(source, ScheduledEventConfig):
             handler = getattr(app_module, source.handler_string.rsplit(".", 1)[-1])
-            interval = override_s if override_s else schedule_interval_s(source.schedule_expression)
+            staged = pipeline.function(source.name).schedule_s if pipeline is not None else None
+            interval = override_s or staged or schedule_interval_s(source.schedule_expression)
             jobs.append(ScheduledJob(source.name, handler, interval))
     return jobs
 

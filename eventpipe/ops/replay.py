@@ -1,12 +1,10 @@
-"""``eventpipe replay``: re-feed the raw archive to the search indexer (rebuild a deleted or broken index).
+"""``eventpipe replay``: re-feed the raw events table to the search indexer (rebuild a deleted or broken index).
 
-Hour by hour (at most three hours of raw events in memory: the hour and its two
-neighbours, for the dedupe margin), every app or the ``--app`` ones:
+Hour by hour (one hour of raw events in memory), every app or the ``--app`` ones:
 
-1. the hour's archived rows are read back (``chalicelib.lake.reader.read_raw_events``)
-   and deduplicated per ``(app_id, event_id)`` exactly as the finalizer does
-   (``dedupe_events`` over the hour plus ``DEDUPE_MARGIN_MS`` each side: the first
-   received copy wins, so neighbouring hours keep the same copy);
+1. the hour's rows are read from the raw events Iceberg table, each (app_id, event_id)
+   once by the duplicate rule the finalizer and compaction apply
+   (``RawTable.read_deduped``: by arrival, copies in neighbouring hours considered);
 2. each row becomes its canonical stream line again (the envelope, in order,
    instants as epoch ms, ``attributes`` as its JSON text: what the API writes to
    Kinesis), and the lines are packed into Kinesis-shaped records with the stream
@@ -39,8 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chalicelib.lake import layout
-from chalicelib.lake.finalizer import DEDUPE_MARGIN_MS
-from chalicelib.lake.reader import RAW_WITH_APP, dedupe_events, hours_between, list_prefixes, read_raw_events
+from chalicelib.lake.raw_table import RAW_WITH_APP, RawTable, hours_between
 from chalicelib.stream import codec, envelope
 
 log = logging.getLogger(__name__)
@@ -119,82 +116,49 @@ def kinesis_records(lines: Sequence[bytes], shard_id: str, arrival_ms: int) -> l
 
 
 class Replayer:
-    """Replays one lake bucket's raw archive through an indexing service.
+    """Replays the raw events table through an indexing service.
 
     ``index`` is ``IndexingService.index``; ``counter`` the ``CountingClient`` the service's client is.
     """
 
-    def __init__(self, s3, bucket: str, index: Callable[[Sequence[dict]], Any], counter: CountingClient) -> None:
-        self._s3, self._bucket, self._index, self._counter = s3, bucket, index, counter
+    def __init__(self, raw: RawTable, index: Callable[[Sequence[dict]], Any], counter: CountingClient) -> None:
+        self._raw, self._index, self._counter = raw, index, counter
 
-    def _apps(self, apps: Sequence[str] | None) -> list[str]:
-        if apps:
-            return list(apps)
-        return [p.rstrip("/").split("app_id=", 1)[1] for p in list_prefixes(self._s3, self._bucket,
-                                                                             layout.EVENTS_PREFIX)]
-
-    def _stored_hours(self, apps: list[str], start_ms: int, end_ms: int) -> dict[int, set[str]]:
-        """hour -> the apps with archive files in it, from the partition listing (empty hours cost nothing)."""
-        first_day, last_day = layout.dt_hour(start_ms)[0], layout.dt_hour(end_ms - 1)[0]
+    def _stored_hours(self, apps: Sequence[str] | None, start_ms: int, end_ms: int) -> dict[int, set[str]]:
+        """hour -> the apps with rows in it, from the table's partitions (empty hours cost nothing)."""
         found: dict[int, set[str]] = {}
-        for app in apps:
-            for day_prefix in list_prefixes(self._s3, self._bucket, f"{layout.EVENTS_PREFIX}app_id={app}/"):
-                dt = day_prefix.rstrip("/").rsplit("dt=", 1)[-1]
-                if not first_day <= dt <= last_day:
-                    continue
-                for hour_prefix in list_prefixes(self._s3, self._bucket, day_prefix):
-                    hour_ms = layout.hour_start_ms(dt, hour_prefix.rstrip("/").rsplit("hour=", 1)[-1])
-                    if start_ms <= hour_ms + layout.HOUR_MS and hour_ms < end_ms:
-                        found.setdefault(hour_ms, set()).add(app)
+        for app_id, dt, hour in self._raw.partitions():
+            hour_ms = layout.hour_start_ms(dt, hour)
+            if (not apps or app_id in apps) and start_ms < hour_ms + layout.HOUR_MS and hour_ms < end_ms:
+                found.setdefault(hour_ms, set()).add(app_id)
         return found
 
-    def _read_hour(self, hour_ms: int, apps: list[str], summary: ReplaySummary) -> pa.Table:
-        """One hour of archived rows; an unreadable app-hour is reported and the rest still read."""
-        try:
-            return read_raw_events(self._s3, self._bucket, hour_ms, hour_ms + layout.HOUR_MS, apps)
-        except Exception:  # noqa: BLE001 - find the app whose files cannot be read, keep the others
-            tables = []
-            for app in apps:
-                try:
-                    tables.append(read_raw_events(self._s3, self._bucket, hour_ms, hour_ms + layout.HOUR_MS, [app]))
-                except Exception as exc:  # noqa: BLE001
-                    dt, hour = layout.dt_hour(hour_ms)
-                    problem = f"{layout.EVENTS_PREFIX}app_id={app}/dt={dt}/hour={hour}/: {type(exc).__name__}: {exc}"
-                    if problem not in summary.unreadable:
-                        summary.unreadable.append(problem)
-            return pa.concat_tables(tables) if tables else RAW_WITH_APP.empty_table()
+    def _read_hour(self, hour_ms: int, apps: list[str], summary: ReplaySummary) -> tuple[pa.Table, int]:
+        """One hour's deduplicated rows and the rows stored; an unreadable app-hour is reported, the rest read."""
+        tables, stored = [], 0
+        for app in apps:
+            try:
+                stored += self._raw.read_hours([layout.dt_hour(hour_ms)], [app]).num_rows
+                tables.append(self._raw.read_deduped(hour_ms, hour_ms + layout.HOUR_MS, [app]))
+            except Exception as exc:  # noqa: BLE001 - report the app whose files cannot be read, keep the others
+                dt, hour = layout.dt_hour(hour_ms)
+                problem = f"raw table app_id={app}/dt={dt}/hour={hour}: {type(exc).__name__}: {exc}"
+                if problem not in summary.unreadable:
+                    summary.unreadable.append(problem)
+        return (pa.concat_tables(tables) if tables else RAW_WITH_APP.empty_table()), stored
 
-    def hours(self, start_ms: int, end_ms: int, apps: list[str],
+    def hours(self, start_ms: int, end_ms: int, apps: Sequence[str] | None,
               summary: ReplaySummary) -> Iterator[tuple[int, pa.Table, int]]:
-        """(hour, its deduplicated events, rows read) for each hour of the range, neighbours kept for the margin."""
-        cache: dict[int, pa.Table] = {}
-        stored = self._stored_hours(apps, start_ms - layout.HOUR_MS, end_ms + layout.HOUR_MS)
-
-        def table(hour_ms: int) -> pa.Table:
-            if hour_ms not in stored:
-                return RAW_WITH_APP.empty_table()
-            if hour_ms not in cache:
-                cache[hour_ms] = self._read_hour(hour_ms, sorted(stored[hour_ms]), summary)
-            return cache[hour_ms]
-
+        """(hour, its deduplicated events in [start_ms, end_ms), rows stored) for each hour of the range."""
+        stored = self._stored_hours(apps, start_ms, end_ms)
         for dt, hour in hours_between(start_ms, end_ms):
             h = layout.hour_start_ms(dt, hour)
-            for old in [k for k in cache if k < h - layout.HOUR_MS]:
-                del cache[old]
-            current = table(h)
-            if current.num_rows == 0:
-                yield h, current, 0
+            if h not in stored:
+                yield h, RAW_WITH_APP.empty_table(), 0
                 continue
-            around = pa.concat_tables([table(h - layout.HOUR_MS), current, table(h + layout.HOUR_MS)])
-            times = around["event_time"].cast(pa.int64())
-            around = around.filter(pc.and_(pc.greater_equal(times, h - DEDUPE_MARGIN_MS),
-                                           pc.less(times, h + layout.HOUR_MS + DEDUPE_MARGIN_MS)))
-            deduped = dedupe_events(around)
-            times = deduped["event_time"].cast(pa.int64())
-            mine = deduped.filter(pc.and_(pc.greater_equal(times, max(h, start_ms)),
-                                          pc.less(times, min(h + layout.HOUR_MS, end_ms))))
-            times = current["event_time"].cast(pa.int64())
-            rows = pc.sum(pc.and_(pc.greater_equal(times, start_ms), pc.less(times, end_ms))).as_py() or 0
+            events, rows = self._read_hour(h, sorted(stored[h]), summary)
+            times = events["event_time"].cast(pa.int64())
+            mine = events.filter(pc.and_(pc.greater_equal(times, start_ms), pc.less(times, end_ms)))
             yield h, mine, rows
 
     def _send(self, records: list[dict], summary: ReplaySummary) -> None:
@@ -218,10 +182,9 @@ class Replayer:
         began = time.monotonic()
         summary = ReplaySummary()
         created, updated = self._counter.created, self._counter.updated
-        app_ids = self._apps(apps)
         hours = hours_between(start_ms, end_ms)
         with tqdm(total=len(hours), unit="h", desc="replay", disable=not progress) as bar:
-            for hour_ms, events, rows in self.hours(start_ms, end_ms, app_ids, summary):
+            for hour_ms, events, rows in self.hours(start_ms, end_ms, apps, summary):
                 summary.hours += 1
                 summary.rows += rows
                 if events.num_rows:
@@ -244,7 +207,7 @@ def replayer_for(container) -> Replayer:
     the search client is the one the deployed code builds from the settings, wrapped to count."""
     counter = CountingClient(container.search_client)  # applies the index template; raises SearchUnavailableError
     container.search_client = counter  # the indexing service asks the container for its client on each call
-    return Replayer(container.clients.s3, container.settings.bucket, container.indexing.index, counter)
+    return Replayer(container.raw_table, container.indexing.index, counter)
 
 
 #: Stack outputs (eventpipe/deploy/template.py) -> the settings the deployed functions get from them.

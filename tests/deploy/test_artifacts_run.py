@@ -23,7 +23,7 @@ from chalicelib.runtime.settings import Settings
 from eventpipe.generate import generate_events
 from chalicelib.lake import layout
 from chalicelib.processing import load_metrics
-from chalicelib.lake.reader import list_keys, read_many
+from chalicelib.lake.s3io import list_keys, read_many
 from eventpipe.local.bootstrap import bootstrap
 from chalicelib.search.client import client_for_url
 from eventpipe.deploy import lambda_events as events

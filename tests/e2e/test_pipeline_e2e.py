@@ -12,7 +12,7 @@ from chalicelib.runtime.clients import Clients
 from chalicelib.ingest.validation import ms_to_iso
 from eventpipe.generate import generate_events, write_ndjson
 from chalicelib.lake import layout
-from chalicelib.lake.reader import list_keys, read_many
+from chalicelib.lake.s3io import list_keys, read_many
 from eventpipe.local.stack import Stack, StackConfig, free_port
 from chalicelib.lake.sql_sketch import strip_register_columns
 from chalicelib.processing import finalize, load_metrics, merge_partials

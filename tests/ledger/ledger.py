@@ -26,7 +26,7 @@ import orjson
 import requests
 
 from chalicelib.lake import layout
-from chalicelib.lake.reader import list_keys, read_many
+from chalicelib.lake.s3io import list_keys, read_many
 from chalicelib.lake.sql_sketch import strip_register_columns
 from chalicelib.processing import finalize, load_metrics, merge_partials
 from chalicelib.query.stream_lag import CheckpointLag

@@ -19,7 +19,7 @@ from chalicelib.lake import layout
 from chalicelib.lake.badrows import S3BadRowsSink
 from chalicelib.lake.consumers import AggregationService, ArchiveService
 from chalicelib.lake.finalizer import DEFINITION_KEY, BackfillRequestError, Finalizer
-from chalicelib.lake.reader import list_keys
+from chalicelib.lake.s3io import list_keys
 from chalicelib.lake.rollups import FileCache, read_windows_status
 from chalicelib.lake.state import StateStore
 from chalicelib.processing import MetricSet, WindowSpec, load_metrics

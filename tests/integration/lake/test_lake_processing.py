@@ -16,7 +16,7 @@ from chalicelib.lake import layout
 from chalicelib.lake.finalizer import Finalizer
 from chalicelib.lake.badrows import S3BadRowsSink
 from chalicelib.lake.consumers import AggregationService, ArchiveService
-from chalicelib.lake.reader import list_keys
+from chalicelib.lake.s3io import list_keys
 from chalicelib.lake.rollups import read_windows
 from chalicelib.lake.state import StateStore
 from eventpipe.local.bootstrap import bootstrap

@@ -92,7 +92,7 @@ def test_every_app_with_partials_gets_a_final_file_so_none_reads_partials_about_
     lake.finalizer.run()
     for metric in lake.metrics.metrics:
         partial_apps = set()
-        from chalicelib.lake.reader import read_many
+        from chalicelib.lake.s3io import read_many
         for table in read_many(lake.s3, lake.bucket, lake.keys(layout.rollup_prefix(metric, "partial"))):
             partial_apps |= set(table["app_id"].to_pylist())
         finals = {layout.final_app(k) for k in lake.keys(layout.rollup_prefix(metric, "final")) if k.endswith("parquet")}

@@ -12,7 +12,7 @@ from moto.server import ThreadedMotoServer
 from chalicelib.api.keys import AppStore
 from chalicelib.lake import layout
 from chalicelib.lake.finalizer import Finalizer
-from chalicelib.lake.reader import list_keys, read_many
+from chalicelib.lake.s3io import list_keys, read_many
 from chalicelib.lake.sql_sketch import strip_register_columns
 from chalicelib.processing import finalize, load_metrics, merge_partials
 from chalicelib.runtime.container import Container

@@ -1,0 +1,35 @@
+"""The scheduled ``commit_events`` job: commit staged batches, then keep the table small.
+
+One invocation is the table's only writer: the committer's appends, compaction's
+overwrites, expiry and deletes never race each other (reserved concurrency 1).
+The orphan sweep lists the whole table location, so it runs at most once per
+:data:`chalicelib.lake.raw_maintenance.SWEEP_PERIOD_MS` (the last sweep is kept in the state table).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from chalicelib.lake.raw_commit import StagedCommitter
+from chalicelib.lake.raw_maintenance import SWEEP_PERIOD_MS, RawMaintenance
+from chalicelib.lake.state import StateStore
+
+SWEEP_JOB = "raw-table-sweep"
+
+
+class RawTableJob:
+    def __init__(self, committer: StagedCommitter, maintenance: RawMaintenance, state: StateStore,
+                 clock_ms: Callable[[], int], sweep_period_ms: int = SWEEP_PERIOD_MS) -> None:
+        self._committer, self._maintenance, self._state = committer, maintenance, state
+        self._clock_ms, self._sweep_period_ms = clock_ms, sweep_period_ms
+
+    def run(self) -> dict:
+        committed = self._committer.run()
+        now = self._clock_ms()
+        last = self._state.last_run_ms(SWEEP_JOB)
+        sweep = last is None or now - last >= self._sweep_period_ms
+        maintained = self._maintenance.run(sweep=sweep)
+        if sweep:
+            self._state.mark_run(SWEEP_JOB, now)
+        return {"commit": dataclasses.asdict(committed), "maintenance": dataclasses.asdict(maintained)}
