@@ -15,6 +15,7 @@ import io
 from typing import Any
 from urllib.parse import urlparse
 
+from botocore.exceptions import ClientError
 from pyiceberg.catalog.glue import GlueCatalog
 from pyiceberg.io import FileIO, InputFile, InputStream, OutputFile, OutputStream
 
@@ -85,13 +86,21 @@ class S3InputFile(InputFile):
         return s3io.head(self._s3, self._bucket, self._key) is not None
 
     def open(self, seekable: bool = True) -> InputStream:
-        size = len(self)
-        if size <= WHOLE_READ_BYTES:
-            body = s3io.get_bytes(self._s3, self._bucket, self._key)
-            if body is None:
-                raise FileNotFoundError(self.location)
-            return io.BytesIO(body)  # type: ignore[return-value]
-        return io.BufferedReader(_RangedStream(self._s3, self._bucket, self._key, size),  # type: ignore[return-value]
+        """One GET of the first :data:`WHOLE_READ_BYTES` (the whole object, for metadata, manifests and
+        most data files); a larger object is then read with ranged GETs."""
+        try:
+            answer = self._s3.get_object(Bucket=self._bucket, Key=self._key, Range=f"bytes=0-{WHOLE_READ_BYTES - 1}")
+        except ClientError as exc:
+            if s3io.is_missing(exc):
+                raise FileNotFoundError(self.location) from exc
+            raise
+        head = answer["Body"].read()
+        total = int(answer.get("ContentRange", "").rsplit("/", 1)[-1] or len(head)) \
+            if answer.get("ContentRange") else len(head)
+        self._size = total
+        if total <= len(head):
+            return io.BytesIO(head)  # type: ignore[return-value]
+        return io.BufferedReader(_RangedStream(self._s3, self._bucket, self._key, total),  # type: ignore[return-value]
                                  buffer_size=1024 * 1024)
 
 
@@ -159,6 +168,7 @@ class BotoGlueCatalog(GlueCatalog):
     def __init__(self, glue, s3, name: str = "eventpipe", **properties: Any) -> None:
         super().__init__(name, client=glue, **properties)
         self._file_io = S3FileIO(s3)
+        self.s3 = s3
 
     def _load_file_io(self, properties: Any = None, location: str | None = None) -> FileIO:  # noqa: D102
         return self._file_io

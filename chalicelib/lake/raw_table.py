@@ -153,15 +153,38 @@ class RawTable:
             return self.create()
 
     def create(self):
-        """Create the table if it does not exist (idempotent; a concurrent creator's table is loaded)."""
-        from pyiceberg.exceptions import TableAlreadyExistsError
+        """Create the table if it does not exist (idempotent; a concurrent creator's table is loaded).
 
+        When the catalog lost the table but its files are there (the local stack restores S3,
+        not Glue), the newest metadata file is registered instead: no data is orphaned."""
+        from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+
+        try:
+            return self._catalog.load_table(self.identifier)
+        except NoSuchTableError:
+            pass
         schema = iceberg_schema()
         try:
+            existing = self._newest_metadata()
+            if existing is not None:
+                return self._catalog.register_table(self.identifier, existing)
             return self._catalog.create_table(self.identifier, schema=schema, location=table_location(self._bucket),
                                               partition_spec=partition_spec(schema), properties=TABLE_PROPERTIES)
         except TableAlreadyExistsError:
             return self._catalog.load_table(self.identifier)
+
+    def _newest_metadata(self) -> str | None:
+        from chalicelib.lake.s3io import list_keys
+
+        s3 = getattr(self._catalog, "s3", None)
+        if s3 is None:
+            return None
+        versions = {}
+        for obj in list_keys(s3, self._bucket, f"{TABLE_PREFIX}/metadata/"):
+            name = obj["Key"].rsplit("/", 1)[-1]
+            if name.endswith(".metadata.json") and name.split("-", 1)[0].isdigit():
+                versions[int(name.split("-", 1)[0])] = obj["Key"]
+        return f"s3://{self._bucket}/{versions[max(versions)]}" if versions else None
 
     def table(self):
         """The pyiceberg table at its newest snapshot."""

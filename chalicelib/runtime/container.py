@@ -178,8 +178,9 @@ class Container:
     def finalizer(self):
         from chalicelib.lake.finalizer import Finalizer
         s = self.settings
-        return Finalizer(self.clients.s3, s.bucket, self.state, self.metrics, clock_ms, self.raw_table,
-                         grace_ms=s.finalize_grace_s * 1000, close_delay_ms=s.finalize_close_delay_s * 1000)
+        return Finalizer(self.clients.s3, s.bucket, self.state, self.metrics, clock_ms,
+                         grace_ms=s.finalize_grace_s * 1000, close_delay_ms=s.finalize_close_delay_s * 1000,
+                         raw=self.raw_table)
 
     @functools.cached_property
     def indexing(self):

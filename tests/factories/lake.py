@@ -124,3 +124,25 @@ def truth_match_duration(lines: list[bytes], dedupe: bool = True) -> dict[tuple,
         acc[(event["app_id"], event["event_time"] // 300_000 * 300_000, attributes.get("character_class"))].append(
             float(value))
     return dict(acc)
+
+
+def committing_finalizer(committer, *args, **kwargs):
+    """A Finalizer whose run() first commits the staged archive batches, as the local schedules
+    do (``commit_events`` every few seconds, ``finalize_windows`` every few minutes)."""
+    from chalicelib.lake.finalizer import Finalizer
+
+    class CommittingFinalizer(Finalizer):
+        def run(self):
+            committer.run()
+            return super().run()
+
+    return CommittingFinalizer(*args, **kwargs)
+
+
+def raw_table_of(clients, s3=None):
+    """The raw events table on the clients' Glue (and ``s3``, e.g. an observing wrapper, or theirs)."""
+    from chalicelib.lake.iceberg_io import BotoGlueCatalog
+    from chalicelib.lake.raw_table import RawTable
+
+    s = clients.settings
+    return RawTable(BotoGlueCatalog(clients.glue, s3 or clients.s3), s.glue_database, s.bucket)

@@ -65,11 +65,14 @@ def stream(container, metrics: MetricSet, lines, seed: int, archive: bool = True
         if archive:
             assert archiver.handle(batch) == {"batchItemFailures": []}
         assert aggregation.handle(batch) == {"batchItemFailures": []}
+    if archive:
+        container.raw_table_job.run()  # the commit_events schedule: staged batches -> the raw table
 
 
 def finalizer(container, metrics: MetricSet, clock: Clock | None = None) -> Finalizer:
     state = StateStore(container.clients.dynamodb, container.settings.state_table)
-    return Finalizer(container.clients.s3, container.settings.bucket, state, metrics, clock or Clock(T0 + 3 * HOUR))
+    return Finalizer(container.clients.s3, container.settings.bucket, state, metrics, clock or Clock(T0 + 3 * HOUR),
+                     raw=container.raw_table)
 
 
 def final_files(container, metric) -> dict[str, bytes]:
@@ -236,6 +239,7 @@ def test_backfill_of_a_finalized_hour_keeps_the_late_counts_its_partials_had(lak
     s3, bucket = lake.clients.s3, lake.settings.bucket
     ArchiveService(s3, bucket, state, S3BadRowsSink(s3, bucket, "archive")).handle(stream_one)
     AggregationService(s3, bucket, state, metrics, S3BadRowsSink(s3, bucket, "aggregate")).handle(stream_one)
+    lake.raw_table_job.run()
     run.run()
 
     def late_total():

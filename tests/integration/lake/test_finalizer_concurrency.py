@@ -39,18 +39,22 @@ def test_a_manifest_beside_another_runs_final_file_covers_nothing(lake):
         lake.deliver(batch)
     lake.clock.now_ms = T0 + 3 * HOUR
     a_s3, b_s3 = StallingS3(lake.s3, ".parquet"), StallingS3(lake.s3, "/_manifest.json")
-    run_a = threading.Thread(target=Finalizer(a_s3, lake.bucket, lake.state, lake.metrics, lake.clock, 0).run)
-    run_b = threading.Thread(target=Finalizer(b_s3, lake.bucket, lake.state, lake.metrics, lake.clock, 0).run)
+    lake.committer.run()
+    run_a = threading.Thread(target=Finalizer(a_s3, lake.bucket, lake.state, lake.metrics, lake.clock, 0,
+                                              raw=lake.raw).run)
+    run_b = threading.Thread(target=Finalizer(b_s3, lake.bucket, lake.state, lake.metrics, lake.clock, 0,
+                                              raw=lake.raw).run)
     run_a.start()
     assert a_s3.reached.wait(30)
     lake.deliver([kinesis_record(codec.pack(later)[0].data, "shardId-000000000001", 10_000)])
+    lake.committer.run()
     run_b.start()
     assert b_s3.reached.wait(30)
     a_s3.release.set()
     run_a.join(30)
     b_s3.release.set()
     run_b.join(30)
-    finalizer = Finalizer(lake.s3, lake.bucket, lake.state, lake.metrics, lake.clock, grace_ms=0)
+    finalizer = Finalizer(lake.s3, lake.bucket, lake.state, lake.metrics, lake.clock, grace_ms=0, raw=lake.raw)
     assert "finalized" in {r.action for r in finalizer.run() if r.metric == "event_counts"}
     finalizer.run()  # cleanup of the covered partials
     assert_counts_match(lake.event_counts(), truth_event_counts(lines))

@@ -22,8 +22,9 @@ from chalicelib.lake.state import StateStore
 from eventpipe.local.bootstrap import bootstrap
 from chalicelib.processing import load_metrics
 from tests.conftest import kinesis_record
-from tests.factories.lake import (T0, Clock, canonical_lines, lambda_batches, truth_class_activity,
-                                             truth_event_counts)
+from chalicelib.lake.raw_commit import StagedCommitter
+from tests.factories.lake import (T0, Clock, canonical_lines, committing_finalizer, lambda_batches, raw_table_of,
+                                  truth_class_activity, truth_event_counts)
 
 HOUR = 3_600_000
 
@@ -39,7 +40,10 @@ class Lake:
         self.state = StateStore(self.clients.dynamodb, self.clients.settings.state_table)
         self.archive = ArchiveService(self.s3, self.bucket, self.state, S3BadRowsSink(self.s3, self.bucket, "archive"))
         self.aggregation = AggregationService(self.s3, self.bucket, self.state, self.metrics, S3BadRowsSink(self.s3, self.bucket, "aggregate"))
-        self.finalizer = Finalizer(self.s3, self.bucket, self.state, self.metrics, self.clock, grace_ms=15 * 60_000)
+        self.raw = raw_table_of(self.clients, self.s3)
+        self.committer = StagedCommitter(self.s3, self.bucket, self.raw, self.state)
+        self.finalizer = committing_finalizer(self.committer, self.s3, self.bucket, self.state, self.metrics,
+                                              self.clock, grace_ms=15 * 60_000, raw=self.raw)
 
     def deliver(self, batch, archive=True, aggregate=True):
         responses = []
@@ -100,16 +104,18 @@ def test_any_batching_and_sharding_gives_the_one_pass_result_and_finalization_is
     assert_counts_match(lake.event_counts(), truth)
 
 
-def test_raw_archive_keeps_every_valid_event_as_a_typed_row(lake):
+def test_raw_table_keeps_every_valid_event_as_a_typed_row(lake):
     lines = canonical_lines(500, seed=3)
     for batch in lambda_batches(lines, seed=4):
         lake.deliver(batch, aggregate=False)
-    from chalicelib.lake.reader import read_raw_events
-    raw = read_raw_events(lake.s3, lake.bucket, T0 - HOUR, T0 + 2 * HOUR)
+    assert all(k.startswith("staging/events/shardId-") for k in lake.keys(layout.STAGING_PREFIX))
+    lake.committer.run()
+    raw = lake.raw.read_events(T0 - HOUR, T0 + 2 * HOUR)
     assert sorted(raw["event_id"].to_pylist()) == sorted(orjson.loads(line)["event_id"] for line in lines)
     assert str(raw.schema.field("event_time").type) == "timestamp[ms, tz=UTC]"
-    key = lake.keys(layout.EVENTS_PREFIX)[0]
-    assert key.startswith("events/app_id=demo/dt=2026-01-01/hour=12/shardId-")
+    stored = lake.raw.table().schema()
+    assert str(stored.find_field("event_time").field_type) == "timestamptz"
+    assert set(lake.raw.partitions()) == {("demo", "2026-01-01", "12")}
 
 
 def test_poison_record_goes_to_bad_rows_with_its_bytes_and_the_batch_goes_on(lake):
@@ -245,9 +251,10 @@ def test_readers_during_compaction_see_every_window_exactly_once(lake):
 
     observed = ObservedS3(lake.s3, counts)
     lake.clock.now_ms = T0 + 3 * HOUR
-    Finalizer(observed, lake.bucket, lake.state, lake.metrics, lake.clock).run()
+    lake.committer.run()
+    Finalizer(observed, lake.bucket, lake.state, lake.metrics, lake.clock, raw=lake.raw).run()
     lake.clock.now_ms += 16 * 60_000
-    Finalizer(observed, lake.bucket, lake.state, lake.metrics, lake.clock).run()
+    Finalizer(observed, lake.bucket, lake.state, lake.metrics, lake.clock, raw=lake.raw).run()
     assert len(observed.seen) >= 8  # final files, manifests, deletes of every metric
     assert all(seen == expected for seen in observed.seen)
 

@@ -79,9 +79,10 @@ def test_one_apps_readers_during_compaction_see_every_window_exactly_once(lake):
     assert sum(expected.values()) == 200
     observed = ObservedS3(lake.s3, lambda: counts(lake, "other-1"))
     lake.clock.now_ms = T0 + 3 * HOUR
-    Finalizer(observed, lake.bucket, lake.state, lake.metrics, lake.clock).run()
+    lake.committer.run()
+    Finalizer(observed, lake.bucket, lake.state, lake.metrics, lake.clock, raw=lake.raw).run()
     lake.clock.now_ms += 16 * 60_000
-    Finalizer(observed, lake.bucket, lake.state, lake.metrics, lake.clock).run()
+    Finalizer(observed, lake.bucket, lake.state, lake.metrics, lake.clock, raw=lake.raw).run()
     assert len(observed.seen) >= 3 * len(APPS)  # each app's final file, manifests, deletes
     assert all(seen == expected for seen in observed.seen)
 
