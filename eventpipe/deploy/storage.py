@@ -51,8 +51,13 @@ def lifecycle_rules(config: PipelineConfig) -> list[dict]:
             not life.raw_events_days or life.raw_events_infrequent_access_days < life.raw_events_days):
         raw_transitions = [{"StorageClass": "STANDARD_IA",
                             "TransitionInDays": max(30, life.raw_events_infrequent_access_days)}]
+    # The raw events Iceberg table: its own maintenance expires rows (retention) and deletes files
+    # (chalicelib/lake/raw_maintenance.py); a lifecycle expiry would delete files the table still
+    # references, so its data files only move to Infrequent Access. Staged batches are committed
+    # within minutes: a week-old one is a leftover of a removed stack.
     rules = [
-        _expire("raw-events", "events/", life.raw_events_days, raw_transitions),
+        _expire("raw-events", "tables/events/data/", 0, raw_transitions),
+        _expire("staged-events", "staging/", 7),
         _expire("bad-rows", "bad-rows/", life.bad_rows_days),
         _expire("dead-letters", n.DEAD_LETTER_PREFIX, life.dead_letter_days),
         _expire("query-results", n.ATHENA_RESULTS_PREFIX, life.query_results_days),

@@ -18,6 +18,7 @@ from chalicelib.lake.sql_sketch import strip_register_columns
 from chalicelib.processing import finalize, load_metrics, merge_partials
 from eventpipe.sender import send_file
 from tests.conftest import ROOT
+from tests.factories.lake import raw_table_of
 
 EVENTS = 100_000
 
@@ -64,12 +65,15 @@ def duckdb_truth(path, sql):
     return con.execute(sql).fetchall()
 
 
-def test_raw_archive_holds_every_event(pipeline):
+def test_raw_table_holds_every_event(pipeline):
+    """The archive stages each batch; the local commit_events schedule (every 10 s) commits them."""
+    from pyiceberg.expressions import AlwaysTrue
+
     stack, _, clients = pipeline
+    raw = raw_table_of(clients)
     deadline = time.monotonic() + 120
     while True:
-        keys = [o["Key"] for o in list_keys(clients.s3, stack.settings.bucket, layout.EVENTS_PREFIX)]
-        rows = sum(t.num_rows for t in read_many(clients.s3, stack.settings.bucket, keys))
+        rows = raw.scan(AlwaysTrue(), ("event_id",)).num_rows
         if rows >= EVENTS or time.monotonic() > deadline:
             break
         time.sleep(2)

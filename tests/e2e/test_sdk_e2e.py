@@ -23,6 +23,7 @@ from segment.analytics import Client as SegmentClient
 from chalicelib.api.keys import AppStore
 from chalicelib.ingest.names import event_type_for
 from chalicelib.lake.finalizer import Finalizer
+from tests.factories.lake import raw_table_of
 from chalicelib.lake.state import StateStore
 from chalicelib.processing import load_metrics
 from chalicelib.runtime.clients import Clients
@@ -140,7 +141,8 @@ def sent(stack):
 
     window = (base.replace(minute=0, second=0), base.replace(minute=0, second=0) + timedelta(hours=1))
     finalizer = Finalizer(clients.s3, stack.settings.bucket, StateStore(clients.dynamodb, stack.settings.state_table),
-                          load_metrics(), lambda: int(time.time() * 1000), grace_ms=0, close_delay_ms=0)
+                          load_metrics(), lambda: int(time.time() * 1000), grace_ms=0, close_delay_ms=0,
+                          raw=raw_table_of(clients))
     want = {t: len(ids) for t, ids in expected.items()}
     deadline = time.monotonic() + 90
     while True:  # the runner archives and aggregates; the finalizer (run here: no 5-minute wait) dedupes

@@ -29,10 +29,11 @@ from chalicelib.ingest.validation import ms_to_iso, validate_event
 from chalicelib.lake.finalizer import Finalizer
 from chalicelib.lake.badrows import S3BadRowsSink
 from chalicelib.lake.consumers import AggregationService, ArchiveService
+from chalicelib.lake.raw_commit import StagedCommitter
 from chalicelib.lake.state import StateStore
 from chalicelib.processing import load_metrics
 from tests.conftest import kinesis_record
-from tests.factories.lake import T0, Clock, canonical_lines, lambda_batches
+from tests.factories.lake import T0, Clock, canonical_lines, lambda_batches, raw_table_of
 
 MINUTE = 60_000
 HOUR = 3_600_000
@@ -140,7 +141,10 @@ def build_lake(clients) -> LakeData:
     data.late_ids = {"late-1", "late-2"}
 
     clock.now_ms = FINALIZE_AT
-    reports = Finalizer(clients.s3, s.bucket, state, metrics, clock, grace_ms=15 * MINUTE).run()
+    raw = raw_table_of(clients)
+    committer = StagedCommitter(clients.s3, s.bucket, raw, state)
+    committer.run()  # the commit_events schedule: the staged batches -> the raw events table
+    reports = Finalizer(clients.s3, s.bucket, state, metrics, clock, grace_ms=15 * MINUTE, raw=raw).run()
     finalized = {(r.metric, r.dt, r.hour) for r in reports if r.action == "finalized"}
     assert {(dt, hour) for _, dt, hour in finalized} == {("2026-01-01", "12")}, reports
     assert {m for m, _, _ in finalized} == {m.name for m in metrics.metrics}
@@ -152,6 +156,7 @@ def build_lake(clients) -> LakeData:
                         {"character_class": "rogue", "level": 4, "value": 3})]
     deliver([kinesis_record(codec.pack(straggler)[0].data, "shardId-000000000001", 11_000)], straggler,
             after_final=True)
+    committer.run()
     return data
 
 

@@ -22,6 +22,8 @@ from botocore.config import Config
 
 from chalicelib.api.keys import AppStore
 from chalicelib.lake.finalizer import Finalizer
+from chalicelib.runtime.container import Container
+from tests.factories.lake import raw_table_of
 from chalicelib.lake.state import StateStore
 from chalicelib.processing import load_metrics
 from chalicelib.runtime.clients import Clients
@@ -63,10 +65,18 @@ class LedgerStack:
             s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=self.settings.region, config=config)
             dynamodb = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=self.settings.region)
         return Finalizer(s3, self.bucket, StateStore(dynamodb, self.settings.state_table),
-                         load_metrics(), lambda: int(time.time() * 1000), grace_ms=0, close_delay_ms=0)
+                         load_metrics(), lambda: int(time.time() * 1000), grace_ms=0, close_delay_ms=0,
+                         raw=raw_table_of(clients, s3 if endpoint_url is None else None))
+
+    def commit(self, proxied: bool = False) -> dict:
+        """The ``commit_events`` schedule once (the suite's stack runs no schedules by itself),
+        direct to moto or through the suite's fault proxy."""
+        return Container(self.proxied_settings if proxied else self.settings).raw_table_job.run()
 
     def finalize_all(self, max_runs: int = 6) -> int:
-        """Run the finalizer until a run finds nothing to finalize; returns the runs it took."""
+        """Commit the staged archive, then run the finalizer until a run finds nothing to finalize;
+        returns the runs it took."""
+        self.commit()
         for run in range(1, max_runs + 1):
             reports = self.finalizer().run()
             if not any(r.action in ("finalized", "waiting-for-archive") for r in reports):

@@ -5,7 +5,7 @@ retry this event" is sent again, with the same ``event_id``) and records every i
 listed in ``event_ids`` of a 2xx answer: the ledger. :func:`measure` then counts, per store,
 what "exactly once" means for it:
 
-* raw lake (``events/app_id=<app>/``, Parquet): at-least-once by design. Every acknowledged id
+* raw lake (the raw events Iceberg table, committed by ``commit_events``): at-least-once by design. Every acknowledged id
   must be present (``raw_distinct``); extra copies (``raw_duplicate_rows``: rows minus distinct
   ids) are allowed, come from re-deliveries under new sequence numbers, and are reported.
 * finalized metrics (``event_counts`` final files): exactly once. Per (window, event_type) of
@@ -111,9 +111,12 @@ def dead_letter_keys(clients, bucket: str) -> list[str]:
 
 
 def raw_ids(clients, bucket: str, app_id: str) -> list[str]:
-    keys = [o["Key"] for o in list_keys(clients.s3, bucket, f"{layout.EVENTS_PREFIX}app_id={app_id}/")
-            if o["Key"].endswith(".parquet")]
-    return [i for t in read_many(clients.s3, bucket, keys) for i in t.column("event_id").to_pylist()]
+    """The app's event ids in the raw events table (every row: copies not compacted yet included)."""
+    from pyiceberg.expressions import EqualTo
+
+    from tests.factories.lake import raw_table_of
+
+    return raw_table_of(clients).scan(EqualTo("app_id", app_id), ("event_id",))["event_id"].to_pylist()
 
 
 def final_windows(clients, bucket: str, app_id: str) -> Counter:

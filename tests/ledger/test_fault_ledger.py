@@ -106,6 +106,7 @@ def test_s3_errors_for_a_period_lose_and_double_count_nothing(ledger_stack, reco
     finalizer, runs = s.finalizer(proxied=True), {"ok": 0, "failed": 0}
     while time.monotonic() < rule.until:
         try:
+            s.commit(proxied=True)  # the committer under the same faults: exactly once, whatever fails
             finalizer.run()
             runs["ok"] += 1
         except Exception:  # a failed run changes nothing that the next run does not redo
@@ -265,6 +266,7 @@ def test_two_finalizers_at_once_lose_and_double_count_nothing(ledger_stack, reco
     for n in range(4):
         post_all(s, ledger, make_events("final", 250, START_MS, offset=250 * n))
         time.sleep(3)
+        s.commit()
     wait_caught_up(s.clients, s.settings)
     time.sleep(2)
     stop.set()
@@ -291,6 +293,7 @@ def test_two_finalizers_interleaved_at_the_worst_moment_lose_nothing(ledger_stac
     s.finalize_all()
     post_all(s, ledger, make_events("race", 100, START_MS, offset=200))
     wait_caught_up(s.clients, s.settings)
+    s.commit()
     dt, hour = layout.dt_hour(START_MS)
     final_path = rf"rollups/event_counts/def(=|%3D)[0-9a-f]+/stage(=|%3D)final/dt(=|%3D){dt}/hour(=|%3D){hour}/"
     gates = {name: (threading.Event(), threading.Event()) for name in ("A", "B")}  # (reached, release)
@@ -312,6 +315,7 @@ def test_two_finalizers_interleaved_at_the_worst_moment_lose_nothing(ledger_stac
         assert gates["A"][0].wait(60), "run A never wrote the final file"
         post_all(s, ledger, make_events("race", 100, START_MS, offset=300))  # new partials while A stalls
         wait_caught_up(s.clients, s.settings)
+        s.commit()
         runs["B"] = in_background(s.finalizer(endpoint_url=proxies["B"].url).run)
         assert gates["B"][0].wait(60), "run B never wrote the manifest"
         gates["A"][1].set()

@@ -27,8 +27,9 @@ def lake(container):
     for batch in lambda_batches(demo + other + demo[:50], seed=23):  # 50 duplicates
         archive.handle(batch)
         aggregation.handle(batch)
+    container.raw_table_job.run()  # the commit_events schedule
     finalizer = Finalizer(container.clients.s3, container.settings.bucket, container.state, container.metrics,
-                          Clock(T0 + 3 * HOUR))
+                          Clock(T0 + 3 * HOUR), raw=container.raw_table)
     rival_key = container.apps.create_key("rival-game")
     return {"demo": demo, "other": other, "finalizer": finalizer, "rival_key": rival_key}
 
@@ -116,8 +117,9 @@ def test_match_duration_percentiles_are_within_one_percent_before_and_after_fina
     status, before = get(client, "/v1/metrics/match_duration", **RANGE, limit=10000)
     assert status == 200 and before["window"] == {"size_s": 300, "slide_s": 300}
     assert_percentiles_within_one_percent(before, truth_match_duration(resent, dedupe=False))
+    container.raw_table_job.run()
     Finalizer(container.clients.s3, container.settings.bucket, container.state, container.metrics,
-              Clock(T0 + 3 * HOUR)).run()
+              Clock(T0 + 3 * HOUR), raw=container.raw_table).run()
     status, after = get(client, "/v1/metrics/match_duration", **RANGE, limit=10000)
     assert_percentiles_within_one_percent(after, truth_match_duration(lines))
     assert after["finalized_until"] >= RANGE["to"][:19]

@@ -46,11 +46,18 @@ def keys(container, prefix):
 
 
 def archived_event_ids(container):
+    """Every archived row: staged batches not committed yet and the raw table's rows."""
+    from pyiceberg.expressions import AlwaysTrue
+
     ids = []
-    for key in keys(container, "events/"):
+    for key in keys(container, STAGING):
         body = container.clients.s3.get_object(Bucket=container.settings.bucket, Key=key)["Body"].read()
         ids += pq.read_table(pa.BufferReader(body)).column("event_id").to_pylist()
+    ids += container.raw_table.scan(AlwaysTrue(), ("event_id",))["event_id"].to_pylist()
     return sorted(ids)
+
+
+STAGING = "staging/events/"
 
 
 def give_up_on_everything(container):
@@ -96,12 +103,14 @@ def test_a_dead_lettered_batch_is_replayed_once_through_the_same_handler(stack):
     assert redriver.run() == [], "nothing left to replay"
 
     # A replay of the same record again (e.g. --keep, or a copy put back) changes nothing.
-    archive_before = keys(stack, "events/")
+    archive_before = keys(stack, STAGING)
     stack.clients.s3.copy_object(Bucket=stack.settings.bucket, Key=key,
                                  CopySource={"Bucket": stack.settings.bucket, "Key": keys(stack, REDRIVEN_PREFIX)[0]})
     assert [o.result for o in redriver.run(keep=True)] == ["replayed"]
     assert [o.result for o in redriver.run(keep=True)] == ["replayed"]
-    assert keys(stack, "events/") == archive_before
+    assert keys(stack, STAGING) == archive_before  # the replayed batch is staged under the same name
+    assert archived_event_ids(stack) == sorted(e["event_id"] for e in events)
+    stack.raw_table_job.run()
     assert archived_event_ids(stack) == sorted(e["event_id"] for e in events)
 
 
@@ -159,6 +168,7 @@ def test_a_dead_lettered_batch_replayed_before_finalization_leaves_the_final_row
 
     [outcome] = local_redriver(app_module, arn).run()
     assert outcome.result == "replayed"
+    stack.raw_table_job.run()  # the commit_events schedule: the replayed batch reaches the raw table
     assert {r.action for r in stack.finalizer.run() if r.metric == "event_counts"} == {"finalized"}
     status = read_windows_status(stack.clients.s3, stack.settings.bucket, metric, start, start + hour_ms, "demo")
     assert status.first_open_window_ms is None, "every window is answered from the final rows"
