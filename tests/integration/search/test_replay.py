@@ -13,7 +13,8 @@ import requests
 from moto.server import ThreadedMotoServer
 
 from chalicelib.lake import layout
-from chalicelib.lake.raw_archive import RAW_SCHEMA
+from chalicelib.lake.raw_commit import StagedCommitter
+from chalicelib.lake.raw_table import to_table_rows
 from chalicelib.runtime.container import Container
 from chalicelib.runtime.settings import Settings
 from chalicelib.search.naming import index_for
@@ -52,6 +53,8 @@ def archive(container, lines: list[bytes]) -> None:
     """Through the archive consumer, 40 lines per record (what the stream path writes)."""
     records = [kinesis_record(codec.pack(lines[i:i + 40])[0].data) for i in range(0, len(lines), 40)]
     assert container.archive.handle(records) == {"batchItemFailures": []}
+    # The committer of the commit_events schedule (no compaction: the copies stay, as in open hours).
+    StagedCommitter(container.clients.s3, container.settings.bucket, container.raw_table, container.state).run()
 
 
 def distinct(lines: list[bytes], app: str | None = None) -> set[tuple[str, str]]:
@@ -118,12 +121,10 @@ def test_replay_of_one_app_indexes_only_that_app(lake, archived, backend):
 def test_a_bad_row_in_the_archive_is_reported_and_kept_in_bad_rows(lake, archived, backend):
     dt, hour = layout.dt_hour(START)
     row = {"event_id": "broken-1", "event_type": "level_up", "event_time": START + 1000,
-           "received_at": START + 2000, "user_id": None, "client_event_time": None, "attributes": "{not json"}
-    sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist([row], schema=RAW_SCHEMA), sink)
+           "received_at": START + 2000, "app_id": "other", "user_id": None, "client_event_time": None,
+           "attributes": "{not json"}
+    lake.raw_table.table().append(to_table_rows(pa.Table.from_pylist([row])))  # e.g. written by hand
     s = lake.settings
-    lake.clients.s3.put_object(Bucket=s.bucket, Key=f"events/app_id=other/dt={dt}/hour={hour}/broken.parquet",
-                               Body=sink.getvalue())
     summary = replay(lake)
     assert summary.bad_rows == 1 and not summary.ok
     assert summary.created == len(distinct(archived))
@@ -132,10 +133,11 @@ def test_a_bad_row_in_the_archive_is_reported_and_kept_in_bad_rows(lake, archive
     assert bad["reason"] == "invalid_event" and "attributes" in bad["detail"] and "broken-1" in bad["raw_line"]
 
 
-def test_an_unreadable_archive_file_is_reported_and_the_rest_indexed(lake, archived, backend):
-    dt, hour = layout.dt_hour(START)
-    lake.clients.s3.put_object(Bucket=lake.settings.bucket, Body=b"not parquet",
-                               Key=f"events/app_id=other/dt={dt}/hour={hour}/garbage.parquet")
+def test_an_unreadable_table_file_is_reported_and_the_rest_indexed(lake, archived, backend):
+    [damaged] = [f["file_path"] for files in lake.raw_table.partitions().values() for f in files
+                 if f["partition"]["app_id"] == "other"]
+    bucket, key = damaged.removeprefix("s3://").split("/", 1)
+    lake.clients.s3.put_object(Bucket=bucket, Key=key, Body=b"not parquet")  # a data file damaged in S3
     summary = replay(lake)
     assert not summary.ok and len(summary.unreadable) == 1 and "app_id=other" in summary.unreadable[0]
     assert summary.created == len(distinct(archived, "demo")), "the other app-hours are still indexed"
