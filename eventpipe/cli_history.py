@@ -1,4 +1,5 @@
-"""``eventpipe redrive | replay | backfill``: the lake's history (failed batches, search rebuilds, recomputed finals)."""
+"""``eventpipe redrive | replay | backfill | lake``: the lake's history (failed batches, search rebuilds,
+recomputed finals, the raw table's migration and commits)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,22 @@ def cmd_redrive(args) -> int:
     print(f"redrive: {sum(o.result == 'replayed' for o in outcomes)} replayed, {len(failed)} failed, "
           f"{sum(o.result.startswith('skipped') for o in outcomes)} skipped", file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_lake(args) -> int:
+    """``eventpipe lake migrate|commit``: the raw events table's one-off and scheduled work, run now."""
+    import json
+
+    from chalicelib.runtime.container import Container
+    container = Container(_aws_settings(args))
+    if args.lake_command == "migrate":
+        from eventpipe.ops.migrate import Migration
+        report = Migration(container.clients.s3, container.settings.bucket, container.raw_table).run(
+            dry_run=args.dry_run)
+        print(report.describe())
+        return 0
+    print(json.dumps(container.raw_table_job.run(), indent=2))  # commit: what the commit_events schedule does
+    return 0
 
 
 def cmd_replay(args) -> int:
@@ -85,7 +102,7 @@ def cmd_backfill(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    """The three subcommands, on the main parser's subparsers."""
+    """The history subcommands (redrive, replay, backfill, lake), on the main parser's subparsers."""
     p = sub.add_parser("redrive", help="replay the batches Lambda gave up on (aws/lambda/ in the lake bucket)")
     p.add_argument("--consumer", help="only this consumer (archive_events, aggregate_events, index_events)")
     p.add_argument("--dry-run", action="store_true", help="list what would be replayed")
@@ -117,3 +134,12 @@ def add_parsers(sub) -> None:
                    or "us-east-1", help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("lake", help="the raw events Iceberg table: migrate the old archive, or commit now")
+    lake = p.add_subparsers(dest="lake_command", required=True)
+    migrate = lake.add_parser("migrate", help="append the Hive-layout archive under events/ to the raw events "
+                                              "table, then delete the migrated files (safe to re-run)")
+    migrate.add_argument("--dry-run", action="store_true", help="count what would be migrated")
+    lake.add_parser("commit", help="run the commit_events schedule once: commit staged batches, compact closed "
+                                   "hours, expire snapshots, delete unreferenced files")
+    p.set_defaults(func=cmd_lake)

@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from chalicelib.lake.glue import raw_table_input, rollup_table_input
-from chalicelib.lake.raw_archive import RAW_SCHEMA
+from chalicelib.lake.legacy_archive import RAW_SCHEMA
 from chalicelib.lake.glue import bad_rows_table_input
 from eventpipe.query.trino_client import TrinoClient, TrinoResult, TrinoUnavailable, arrow_type, arrow_value
 from eventpipe.query.trino_engine import CatalogError, create_table_sql, mirror_buckets, trino_type
