@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+import pyarrow as pa
+
 from chalicelib.lake import layout, s3io
 from chalicelib.lake.iceberg_io import split_location
 from chalicelib.lake.raw_table import RawTable, TABLE_PREFIX, to_table_rows
@@ -43,7 +45,11 @@ SNAPSHOT_RETENTION_MS = 6 * 3_600_000
 ORPHAN_MIN_AGE_MS = 3_600_000
 SWEEP_PERIOD_MS = 24 * 3_600_000
 #: Partitions compacted per run at most (the rest wait for the next run).
-MAX_COMPACTIONS_PER_RUN = 200
+MAX_COMPACTIONS_PER_RUN = 2000
+#: One compaction commit rewrites partitions holding at most this many rows (and this many partitions):
+#: the commit's metadata is written once for all of them.
+MAX_COMPACTION_ROWS = 2_000_000
+MAX_PARTITIONS_PER_COMMIT = 500
 
 
 @dataclass
@@ -68,8 +74,8 @@ class RawMaintenance:
     def run(self, sweep: bool = False) -> MaintenanceReport:
         report = MaintenanceReport()
         self.apply_retention(report)
-        for app_id, dt, hour in self.due()[:MAX_COMPACTIONS_PER_RUN]:
-            self.compact(app_id, dt, hour, report)
+        for group in self._groups(self.due()[:MAX_COMPACTIONS_PER_RUN]):
+            self.compact_many(group, report)
         self.expire(report)
         if sweep:
             self.sweep_orphans(report)
@@ -103,20 +109,45 @@ class RawMaintenance:
 
     def compact(self, app_id: str, dt: str, hour: str, report: MaintenanceReport | None = None) -> int:
         """Rewrite one partition as one deduplicated file, in one commit; returns the rows kept."""
-        from pyiceberg.expressions import And, EqualTo
+        return self.compact_many([(app_id, dt, hour)], report)
 
-        rows = self._raw.read_hours([(dt, hour)], [app_id])
-        kept = self._raw.first_copies(rows, [(dt, hour)]).sort_by([("event_time", "ascending"),
-                                                                   ("event_id", "ascending")])
-        where = And(EqualTo("app_id", app_id), And(EqualTo("dt", dt), EqualTo("hour", hour)))
+    def compact_many(self, partitions: list[tuple[str, str, str]], report: MaintenanceReport | None = None) -> int:
+        """Rewrite each partition as one deduplicated file, all in **one** commit (an overwrite of
+        exactly those partitions: the commit's manifests and metadata are written once)."""
+        from pyiceberg.expressions import AlwaysFalse, And, EqualTo, Or
+
+        kept_parts, before, where = [], 0, AlwaysFalse()
+        for app_id, dt, hour in partitions:
+            rows = self._raw.read_hours([(dt, hour)], [app_id])
+            kept = self._raw.first_copies(rows, [(dt, hour)])
+            kept_parts.append(kept.sort_by([("event_time", "ascending"), ("event_id", "ascending")]))
+            before += rows.num_rows
+            where = Or(where, And(EqualTo("app_id", app_id), And(EqualTo("dt", dt), EqualTo("hour", hour))))
+        kept = pa.concat_tables(kept_parts)
+        names = [f"{a}/{d}/{h}" for a, d, h in partitions]
         self._raw.table().overwrite(to_table_rows(kept), overwrite_filter=where,
-                                    snapshot_properties={COMPACTION_PROPERTY: f"{app_id}/{dt}/{hour}"})
-        log.info("compacted %s %s/%s: %d row(s) -> %d", app_id, dt, hour, rows.num_rows, kept.num_rows)
+                                    snapshot_properties={COMPACTION_PROPERTY: ",".join(names)[:4000]})
+        log.info("compacted %d partition(s) in one commit: %d row(s) -> %d", len(partitions), before, kept.num_rows)
         if report is not None:
-            report.compacted.append(f"{app_id}/{dt}/{hour}")
-            report.rows_before += rows.num_rows
+            report.compacted += names
+            report.rows_before += before
             report.rows_after += kept.num_rows
         return kept.num_rows
+
+    def _groups(self, partitions: list[tuple[str, str, str]]) -> list[list[tuple[str, str, str]]]:
+        """Due partitions cut into commits of at most MAX_COMPACTION_ROWS rows / MAX_PARTITIONS_PER_COMMIT."""
+        rows = {key: sum(f["record_count"] for f in files) for key, files in self._raw.partitions().items()}
+        groups: list[list[tuple[str, str, str]]] = []
+        size = 0
+        for partition in partitions:
+            n = rows.get(partition, 0)
+            if not groups or len(groups[-1]) >= MAX_PARTITIONS_PER_COMMIT or (size + n > MAX_COMPACTION_ROWS
+                                                                                and groups[-1]):
+                groups.append([])
+                size = 0
+            groups[-1].append(partition)
+            size += n
+        return groups
 
     # ------------------------------------------------------------------------ expiry and deletes
     def expire(self, report: MaintenanceReport) -> None:
