@@ -12,8 +12,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from chalicelib.search import index_kinesis_batch, search_events
+from chalicelib.search import ensure_template, index_kinesis_batch, search_events
 from chalicelib.search.naming import DAY_MS
+from chalicelib.search.template import DATE_FORMAT
+from chalicelib.stream import envelope
 from tests.factories.search import HOUR_MS, NOW_MS, RejectingBulk, event, records, stored
 
 
@@ -140,3 +142,46 @@ def test_bad_rows_do_not_reveal_another_apps_attribute_names_or_types(backend, c
             assert secret not in text, f"bad row reveals {secret!r}: {row['detail']}"
         assert row["reason"] == "rejected_by_index"
         assert "mapper_parsing_exception" in row["detail"], "the error type stays, for the tenant to act on"
+
+
+def test_attr_fields_answer_exact_and_numeric_range_queries_per_attribute(backend, client, sink):
+    """Rule: without a field per attribute, one attribute can still be asked for directly: exact
+    ``path=value`` on ``attr.pairs``, a numeric range on nested ``attr.numeric`` (what dashboards
+    and operators query; the API's ``q`` reaches every value)."""
+    cheap = event(app_id="alpha", value=3, character_class="mage")
+    dear = event(app_id="alpha", value=40, character_class="rogue")
+    text_value = event(app_id="beta", value="forty", character_class="mage")
+    _index(backend, client, sink, [cheap, dear, text_value])
+    client.indices.refresh(index=f"{backend.prefix}-*")
+
+    def ids(query):
+        hits = client.search(index=f"{backend.prefix}-*", body={"query": query, "size": 10})["hits"]["hits"]
+        return sorted(hit["_source"]["event_id"] for hit in hits)
+
+    assert ids({"term": {"attr.pairs": "character_class=mage"}}) == sorted([cheap["event_id"],
+                                                                            text_value["event_id"]])
+    assert ids({"nested": {"path": "attr.numeric", "query": {"bool": {"filter": [
+        {"term": {"attr.numeric.path": "value"}}, {"range": {"attr.numeric.value": {"gt": 10}}}]}}}}) \
+        == [dear["event_id"]]
+    assert ids({"term": {"attr.pairs": "value=forty"}}) == [text_value["event_id"]]
+
+
+def test_indices_made_by_the_previous_template_stay_searchable(backend, client, sink):
+    """Rule: after the template changes, a daily index created under the old one (attributes as
+    dynamic fields) still answers ``q`` until retention drops it."""
+    old_index = f"{backend.prefix}-2026.11.24"
+    client.indices.delete_index_template(name=backend.template.name)  # the index predates this template
+    client.indices.create(index=old_index, body={"settings": {"number_of_replicas": 0}, "mappings": {
+        "properties": {**envelope.opensearch_properties(DATE_FORMAT),
+                       "attributes": {"type": "object", "dynamic": True}},
+        "dynamic_templates": [{"attributes_strings": {  # the previous template's string attributes
+            "path_match": "attributes.*", "match_mapping_type": "string",
+            "mapping": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}}}]}})
+    ensure_template(client, backend.template)
+    old = event(app_id="alpha", at=NOW_MS - DAY_MS, text="legacy words")
+    source = {**old, "attributes": orjson.loads(old["attributes"])}
+    client.index(index=old_index, id=f"alpha:{old['event_id']}", body=source, refresh=True)
+    new = event(app_id="alpha", text="legacy words too")
+    _index(backend, client, sink, [new])
+    ids, _ = _search(backend, client, "alpha", q="legacy", **{"from": "2026-11-24T00:00:00Z"})
+    assert ids == [new["event_id"], old["event_id"]]
