@@ -110,7 +110,9 @@ def bench_index(args: argparse.Namespace) -> None:
         print(f"indexed {indexed} events in {elapsed:.1f} s: {indexed / elapsed:,.0f} events/s "
               f"(bulk <= {args.bulk_bytes / 1e6:.1f} MB, refresh_interval {args.refresh}); "
               f"stored {stored}, bad rows {len(sink.objects)}, failed batches {failed}")
-        client.indices.forcemerge(index=f"{prefix}-*", max_num_segments=1, request_timeout=600)
+        client.indices.forcemerge(index=f"{prefix}-*", max_num_segments=1, flush=True, request_timeout=600)
+        client.indices.refresh(index=f"{prefix}-*")
+        time.sleep(2)  # files of merged-away segments are deleted once no reader holds them
         store = client.indices.stats(index=f"{prefix}-*", metric="store")["_all"]["primaries"]["store"]
         fields = max(_count_fields(m["mappings"].get("properties", {}))
                      for m in client.indices.get_mapping(index=f"{prefix}-*").values())

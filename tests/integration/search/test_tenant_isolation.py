@@ -185,3 +185,21 @@ def test_indices_made_by_the_previous_template_stay_searchable(backend, client, 
     _index(backend, client, sink, [new])
     ids, _ = _search(backend, client, "alpha", q="legacy", **{"from": "2026-11-24T00:00:00Z"})
     assert ids == [new["event_id"], old["event_id"]]
+
+
+def test_deeply_nested_and_wide_attributes_are_indexed(backend, client, sink):
+    """Rule: attributes 200 objects deep (beyond the mapping depth limit of 20) or with 5,000 values
+    are indexed like any other event: the index refuses nothing for its attributes' shape (values
+    past attribute_index.MAX_LEAVES, in document order, are stored but not searchable)."""
+    deep: dict = {}
+    node = deep
+    for _ in range(200):
+        node["d"] = {}
+        node = node["d"]
+    node["needle"] = "haystack"
+    tall = event(app_id="alpha", nest=deep)
+    wide = event(app_id="alpha", text="wide one", many=[{"k": n} for n in range(5000)])
+    result = _index(backend, client, sink, [tall, wide])
+    assert (result.indexed, result.bad_rows) == (2, 0)
+    assert _search(backend, client, "alpha", q="haystack")[0] == [tall["event_id"]]
+    assert _search(backend, client, "alpha", q="wide")[0] == [wide["event_id"]]
