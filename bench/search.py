@@ -4,8 +4,9 @@
     OpenSearch node. Realistic events (``eventpipe.generate``) are validated
     and packed exactly as the ingest API does (``codec.pack``), wrapped as
     Lambda Kinesis records and fed in Lambda-sized batches. Reports events/s
-    end to end and the CPU-only part (decode + document building). Uses its
-    own index prefix and deletes it afterwards.
+    end to end and the CPU-only part (decode + document building), then the
+    store size per event (force-merged) and the mapping's field count. Uses
+    its own index prefix and deletes it afterwards.
 
         .venv/bin/python bench/search.py index --url http://127.0.0.1:9201 [--events 200000]
 
@@ -71,6 +72,12 @@ def lambda_batches(events: int, per_request: int, batch_records: int, now_ms: in
         yield records
 
 
+def _count_fields(properties: dict) -> int:
+    """Fields a mapping defines (objects, leaves and multi-field subfields)."""
+    return sum(1 + _count_fields(spec.get("properties", {})) + _count_fields(spec.get("fields", {}))
+               for spec in properties.values())
+
+
 def bench_index(args: argparse.Namespace) -> None:
     url = require_loopback(args.url)
     client = client_for_url(url, timeout_s=60)
@@ -103,6 +110,14 @@ def bench_index(args: argparse.Namespace) -> None:
         print(f"indexed {indexed} events in {elapsed:.1f} s: {indexed / elapsed:,.0f} events/s "
               f"(bulk <= {args.bulk_bytes / 1e6:.1f} MB, refresh_interval {args.refresh}); "
               f"stored {stored}, bad rows {len(sink.objects)}, failed batches {failed}")
+        client.indices.forcemerge(index=f"{prefix}-*", max_num_segments=1, flush=True, request_timeout=600)
+        client.indices.refresh(index=f"{prefix}-*")
+        time.sleep(2)  # files of merged-away segments are deleted once no reader holds them
+        store = client.indices.stats(index=f"{prefix}-*", metric="store")["_all"]["primaries"]["store"]
+        fields = max(_count_fields(m["mappings"].get("properties", {}))
+                     for m in client.indices.get_mapping(index=f"{prefix}-*").values())
+        print(f"store after force-merge: {store['size_in_bytes'] / 1e6:.1f} MB "
+              f"({store['size_in_bytes'] / stored:,.0f} bytes/event); mapping fields: {fields}")
     finally:
         client.indices.delete(index=f"{prefix}-*", ignore=[404])
         client.indices.delete_index_template(name=f"{prefix}-daily", ignore=[404])

@@ -7,6 +7,7 @@ kept as encoded bytes so the request size is known exactly before sending.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -87,6 +88,24 @@ def error_reason(error: Any) -> str:
             reason += f" (caused by {caused.get('type')}: {caused.get('reason')})"
         return reason[:2000]
     return str(error)[:2000]
+
+
+_TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,79}")
+
+
+def public_reason(error: Any) -> str:
+    """What a bad row may say about a refusal: the error types only (``x caused by y``).
+
+    The cluster's messages quote the shared mapping (field names and types that other
+    apps' documents created) and preview values: a tenant must not learn them from its
+    own bad rows, so they go to the log (``error_reason``), never to bad rows.
+    """
+    kinds: list[str] = []
+    while isinstance(error, dict) and len(kinds) < 3:
+        kind = error_type(error)
+        kinds.append(kind if _TYPE_RE.fullmatch(kind) else "unknown")
+        error = error.get("caused_by")
+    return " caused by ".join(kinds) or "unknown"
 
 
 def classify_item(status: int, error: Any = None) -> Outcome:

@@ -1,8 +1,9 @@
 """Canonical event <-> search document. Pure logic.
 
 The index document is the canonical event with ``attributes`` parsed back
-into an object (so its fields are searchable) plus a ``location`` geo_point
-when the attributes carry numeric ``lat``/``lon`` in range.
+into an object (stored as sent, unindexed), its searchable form ``attr``
+(``attribute_index``: fixed fields, whatever the attributes hold) and a
+``location`` geo_point when the attributes carry numeric ``lat``/``lon`` in range.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from chalicelib.search.attribute_index import attribute_index
 from chalicelib.stream import envelope
 from chalicelib.stream.instants import ms_to_iso
 
@@ -97,6 +99,9 @@ def event_to_document(event: Any) -> dict[str, Any]:
         "client_event_time": client_event_time,
         "attributes": attributes,
     }
+    attr = attribute_index(attributes)
+    if attr:
+        document["attr"] = attr
     location = location_of(attributes)
     if location is not None:
         document["location"] = location

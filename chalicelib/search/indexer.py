@@ -12,8 +12,9 @@ Guarantees, per Lambda invocation:
 Retries: whole-request throttling, 5xx and connection errors, and per-item
 429/5xx, are retried with exponential backoff and jitter (``sleep`` and
 ``rng`` are injected). A request-level 400/413 is bisected down to the
-single document, which then goes to bad rows. Per-item 400s (mapping
-conflicts, too many fields) go to bad rows at once.
+single document, which then goes to bad rows. Per-item 400s go to bad rows
+at once. A bad row names the error's types only: the cluster's message can
+quote other apps' field names and types (it goes to the log instead).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from chalicelib.stream.badrows import BadRow, BadRowsSink
 from chalicelib.stream.records import RecordRef, batch_response, decode_batch
 from chalicelib.search.bulk import (DEFAULT_BACKOFF, DEFAULT_MAX_BULK_ACTIONS, DEFAULT_MAX_BULK_BYTES, Backoff, BulkItem,
                                     Outcome, bulk_body, chunk_by_bytes, classify_item, encode_item,
-                                    error_reason)
+                                    error_reason, public_reason)
 from chalicelib.search.documents import InvalidDocument, document_id, event_to_document
 from chalicelib.search.naming import DAY_MS, DEFAULT_PREFIX, check_prefix, index_for
 
@@ -139,6 +140,11 @@ def prepare_batch(records: Sequence[Mapping[str, Any]], now_ms: int,
     return IndexBatch(refs, items, origins, bad, events, expired)
 
 
+def _log_refusal(item: BulkItem, reason: str) -> None:
+    """The cluster's whole message, for operators only (bad rows keep its types: ``public_reason``)."""
+    log.warning("search indexer: %s in %s refused: %s", item.doc_id, item.index, reason)
+
+
 @dataclass
 class _SendState:
     permanent: dict[int, str] = field(default_factory=dict)
@@ -167,7 +173,8 @@ def _send_chunk(client: Any, chunk: list[BulkItem], config: IndexerConfig, state
             if not isinstance(exc, OSConnectionError) and status in (400, 413):
                 if len(pending) == 1:
                     info = exc.info.get("error", exc.info) if isinstance(exc.info, dict) else exc.info
-                    state.permanent[pending[0].position] = f"request rejected ({status}): {error_reason(info)}"
+                    _log_refusal(pending[0], error_reason(info))
+                    state.permanent[pending[0].position] = f"request rejected ({status}): {public_reason(info)}"
                 else:  # find the offending document(s) by halving
                     mid = len(pending) // 2
                     queue.extendleft([(pending[mid:], retry), (pending[:mid], retry)])
@@ -191,7 +198,8 @@ def _send_chunk(client: Any, chunk: list[BulkItem], config: IndexerConfig, state
                     body = next(iter(result.values()))
                     outcome = classify_item(int(body.get("status", 500)), body.get("error"))
                     if outcome is Outcome.PERMANENT:
-                        state.permanent[item.position] = error_reason(body.get("error"))
+                        _log_refusal(item, error_reason(body.get("error")))
+                        state.permanent[item.position] = public_reason(body.get("error"))
                     elif outcome is Outcome.TRANSIENT:
                         retry_items.append(item)
         if not retry_items:

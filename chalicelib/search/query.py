@@ -27,7 +27,10 @@ PARAMS = ("q", "event_type", "user_id", "from", "to", "size", "cursor")
 #: escapes and trailing-``*`` prefixes. No FUZZY, NEAR/SLOP (expensive, and
 #: ``simple_query_string`` has no regex operator at all).
 QUERY_FLAGS = "AND|OR|NOT|PHRASE|PRECEDENCE|WHITESPACE|ESCAPE|PREFIX"
-QUERY_FIELDS = ("attributes.*",)
+#: The searchable form of attributes (``attribute_index``). ``attributes.*`` reaches the
+#: indices created under the previous template (per-attribute dynamic fields) until
+#: retention drops them; on today's template it matches no field.
+QUERY_FIELDS = ("attr.text", "attr.text.keyword", "attr.numbers", "attr.flags", "attributes.*")
 _CURSOR_VERSION = 1
 #: Characters that end a term in simple_query_string syntax.
 _TERM_BREAK = set(" \t\r\n+|-()\"~")
@@ -205,7 +208,7 @@ def build_search_body(query: SearchQuery) -> dict[str, Any]:
             "fields": list(QUERY_FIELDS),
             "flags": QUERY_FLAGS,
             "default_operator": "and",
-            # attributes.* also expands to numeric fields: skip them instead of failing on text.
+            # numeric and boolean fields: skip them for a word instead of failing.
             "lenient": True,
             "analyze_wildcard": False,
             "auto_generate_synonyms_phrase_query": False,

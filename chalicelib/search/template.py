@@ -6,16 +6,15 @@ cheap to call at every cold start.
 
 Mapping choices:
 
-* The envelope is ``dynamic: strict``; only ``attributes`` is dynamic, so a
-  producer bug cannot grow new top-level fields.
-* ``date_detection`` and ``numeric_detection`` are off: a string attribute
-  that happens to look like a date ("2024-01-01") must not pin the field to
-  ``date`` and turn every later free-text value into a mapping conflict.
-* Every JSON number in ``attributes`` maps to ``double``: a field first seen
-  as ``10`` and later as ``9.99`` (prices, the generator's ``value``) would be
-  truncated to an integer in a ``long`` field. Doubles are exact up to 2**53.
-* Strings map to ``text`` with a ``.keyword`` subfield (exact match and
-  aggregations; values over 256 characters are not keyword-indexed).
+* The whole mapping is ``dynamic: strict`` and fixed: no document can add a
+  field, so none can be refused, or indexed differently, because of documents
+  sent before it (another app's or its own, today's index or one created early
+  by an event dated tomorrow), and the field count is the same whatever
+  attribute names tenants send.
+* ``attributes`` is stored unindexed (``enabled: false``): kept in
+  ``_source`` exactly as sent. Its values are searchable through the fixed
+  ``attr`` object that ``attribute_index`` derives (text, numbers, flags,
+  ``path=value`` pairs, nested numeric ``{path, value}``).
 """
 
 from __future__ import annotations
@@ -27,12 +26,12 @@ from typing import Any
 import orjson
 from opensearchpy.exceptions import TransportError
 
+from chalicelib.search import attribute_index
 from chalicelib.search.errors import TemplateError
 from chalicelib.stream import envelope
 from chalicelib.search.naming import DEFAULT_PREFIX, check_prefix, index_pattern
 
 DATE_FORMAT = "strict_date_optional_time||epoch_millis"
-KEYWORD_IGNORE_ABOVE = 256
 
 
 @dataclass(frozen=True)
@@ -74,25 +73,12 @@ def _index_settings(settings: TemplateSettings) -> dict[str, Any]:
 def event_mappings() -> dict[str, Any]:
     return {
         "dynamic": "strict",
-        "date_detection": False,
-        "numeric_detection": False,
         "properties": {
             **envelope.opensearch_properties(DATE_FORMAT),
             "location": {"type": "geo_point"},
-            "attributes": {"type": "object", "dynamic": True},
+            "attributes": {"type": "object", "enabled": False},
+            "attr": attribute_index.mapping(),
         },
-        "dynamic_templates": [
-            {"attributes_strings": {
-                "path_match": "attributes.*", "match_mapping_type": "string",
-                "mapping": {"type": "text", "fields": {
-                    "keyword": {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE}}}}},
-            {"attributes_integers": {
-                "path_match": "attributes.*", "match_mapping_type": "long",
-                "mapping": {"type": "double"}}},
-            {"attributes_decimals": {
-                "path_match": "attributes.*", "match_mapping_type": "double",
-                "mapping": {"type": "double"}}},
-        ],
     }
 
 

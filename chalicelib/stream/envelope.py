@@ -101,7 +101,7 @@ def hive_struct(extra: tuple[tuple[str, str], ...] = ()) -> str:
 def opensearch_properties(date_format: str) -> dict[str, dict[str, Any]]:
     """The envelope part of the index mapping: keywords for strings, dates for instants.
 
-    ``attributes`` is left to the caller (it is an object with dynamic templates there).
+    ``attributes`` is left to the caller (stored unindexed there, searchable through ``attr``).
     """
     by_kind = {STRING: {"type": "keyword"}, INSTANT: {"type": "date", "format": date_format}}
     return {f.name: dict(by_kind[f.kind]) for f in ENVELOPE if f.kind != JSON_OBJECT}

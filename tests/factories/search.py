@@ -112,6 +112,27 @@ class FlakyBulk:
         return {"errors": True, "items": items}
 
 
+class RejectingBulk:
+    """Wraps a real client; bulk items whose document ``pick(doc)`` selects are answered with a
+    per-item 400 carrying ``error`` (as a cluster refusing that document would); the rest pass through."""
+
+    def __init__(self, client, pick: Callable[[dict], bool], error: dict) -> None:
+        self._client, self._pick, self._error = client, pick, error
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+    def bulk(self, body: bytes, **kwargs):
+        body_lines = body.splitlines()
+        pairs = [body_lines[i] + b"\n" + body_lines[i + 1] + b"\n" for i in range(0, len(body_lines), 2)]
+        rejected = {n for n, pair in enumerate(pairs) if self._pick(orjson.loads(pair.split(b"\n")[1]))}
+        forwarded = [p for n, p in enumerate(pairs) if n not in rejected]
+        real_items = iter(self._client.bulk(body=b"".join(forwarded), **kwargs)["items"] if forwarded else [])
+        items = [{"index": {"status": 400, "error": self._error}} if n in rejected else next(real_items)
+                 for n in range(len(pairs))]
+        return {"errors": bool(rejected), "items": items}
+
+
 class TcpProxy:
     """A loopback TCP forwarder that can be stopped (connection refused) and started again."""
 

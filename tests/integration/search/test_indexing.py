@@ -29,11 +29,14 @@ def test_new_daily_index_gets_the_template_mappings(backend, client, sink, clock
     for field in ("event_time", "received_at", "client_event_time"):
         assert props[field]["type"] == "date"
     assert props["location"]["type"] == "geo_point"
-    attributes = props["attributes"]["properties"]
-    assert attributes["text"]["type"] == "text"
-    assert attributes["text"]["fields"]["keyword"]["type"] == "keyword"
-    assert attributes["level"]["type"] == "double"
-    assert attributes["when"]["type"] == "text", "date detection must be off for attributes"
+    assert props["attributes"] == {"type": "object", "enabled": False}, "attributes are stored, not mapped"
+    attr = props["attr"]["properties"]
+    assert attr["text"]["type"] == "text"
+    assert attr["text"]["fields"]["keyword"]["type"] == "keyword"
+    assert (attr["numbers"]["type"], attr["flags"]["type"], attr["pairs"]["type"]) == ("double", "boolean", "keyword")
+    assert attr["numeric"]["type"] == "nested"
+    assert not any(name in attr for name in ("level", "when", "lat")), "no field per attribute"
+    assert mapping["dynamic"] == "strict"
     settings = client.indices.get_settings(index=name)[name]["settings"]["index"]
     assert (settings["number_of_shards"], settings["number_of_replicas"]) == ("1", "0")
 
@@ -43,6 +46,7 @@ def test_documents_carry_attributes_as_an_object_and_location_from_lat_lon(backe
     index_kinesis_batch(records([e]), client=client, sink=sink, clock=clock, config=backend.indexer_config())
     [doc] = stored(client, backend.prefix)
     assert doc["attributes"] == {"text": "hello", "lat": 37.5, "lon": 127.0}
+    assert doc["attr"]["pairs"] == ["text=hello", "lat=37.5", "lon=127.0"]
     assert doc["location"] == {"lat": 37.5, "lon": 127.0}
     assert doc["_id"] == f"{e['app_id']}:{e['event_id']}"
 

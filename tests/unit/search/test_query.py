@@ -133,7 +133,8 @@ def test_body_always_filters_by_the_callers_app_and_the_time_range():
 
 def test_free_text_uses_simple_query_string_without_fuzzy_or_slop_operators():
     sqs = build_search_body(parse({"q": "gg wp"}))["query"]["bool"]["must"][0]["simple_query_string"]
-    assert sqs["query"] == "gg wp" and sqs["fields"] == ["attributes.*"]
+    assert sqs["query"] == "gg wp"
+    assert sqs["fields"] == ["attr.text", "attr.text.keyword", "attr.numbers", "attr.flags", "attributes.*"]
     flags = set(sqs["flags"].split("|"))
     assert flags == set(QUERY_FLAGS.split("|")) and not flags & {"FUZZY", "NEAR", "SLOP", "ALL"}
     assert sqs["lenient"] is True and sqs["default_operator"] == "and"
