@@ -28,6 +28,7 @@
   takeKeyFromHash();
 
   const Dash = {
+    base: BASE,
     views: {},
     current: null,
     inflight: 0,
