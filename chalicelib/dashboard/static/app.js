@@ -101,6 +101,11 @@
       return String(value);
     },
 
+    // An API instant (ISO-8601, UTC) as "2026-12-07 13:38:00 UTC".
+    when(iso) {
+      return iso ? String(iso).replace("T", " ").replace(/(:\d\d)(\.\d+)?Z$/, "$1 UTC") : "–";
+    },
+
     ago(ms) {
       if (ms === null || ms === undefined) return "–";
       const s = ms / 1000;

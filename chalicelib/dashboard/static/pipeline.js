@@ -4,7 +4,6 @@
 (function () {
   const D = window.Dash;
   const $ = (sel) => document.querySelector(sel);
-  const when = (iso) => (iso ? iso.replace("T", " ").replace(/(:\d\d)(\.\d+)?Z$/, "$1 UTC") : "–");
   const span = (s) => (s % 86400 === 0 ? s / 86400 + " d" : s % 3600 === 0 ? s / 3600 + " h" : s % 60 === 0 ? s / 60 + " min" : s + " s");
 
   const pipeline = { previous: null };
@@ -37,8 +36,8 @@
   // finalized_until (the metrics API's) next to what the finalizer's manifests say, and what each means.
   function finalization(rows, lateness) {
     const grid = table(["metric", "windows final until", "lag", "compacted by the finalizer until", "last finalizer run"],
-      rows.map((f) => [f.metric, when(f.finalized_until), D.ago(f.lag_s * 1000),
-        f.compacted_until ? when(f.compacted_until) : "not yet", f.last_finalized_at ? when(f.last_finalized_at) : "not yet"]));
+      rows.map((f) => [f.metric, D.when(f.finalized_until), D.ago(f.lag_s * 1000),
+        f.compacted_until ? D.when(f.compacted_until) : "not yet", f.last_finalized_at ? D.when(f.last_finalized_at) : "not yet"]));
     grid.id = "finalization";
     const note = D.el("p", { class: "explain", id: "finalization-note" }, [D.el("b", { text: "Windows final until" }),
       `: windows starting before it no longer change: they are read from the finalizer's compacted files, or hold no events ` +
@@ -62,7 +61,7 @@
     const dt = prev ? (body.generated_at_ms - prev.generated_at_ms) / 1000 : null;
     const before = new Map(((prev && prev.stream && prev.stream.consumers) || []).map((r) => [r.consumer + "|" + r.shard_id, r]));
     const a = body.app;
-    const parts = [D.el("h3", { text: `app ${body.app_id}${body.operator ? " (operator)" : ""}: ${body.range.from} – ${body.range.to}` }),
+    const parts = [D.el("h3", { text: `app ${body.app_id}${body.operator ? " (operator)" : ""}: ${D.when(body.range.from)} – ${D.when(body.range.to)}` }),
       D.el("div", { class: "cards" }, [card("events accepted (in windows)", D.fmt(a.accepted)), card("rejected (bad rows)", D.fmt(a.rejected)),
         card("late events", D.fmt(a.late_events), a.late_events ? "warn" : "")]),
       lateNote(a, body.lateness),

@@ -134,7 +134,7 @@
       return;
     }
     D.setStatus(panel.status, rows.length + " row(s), " + (chosen.shown.length + chosen.hidden.length) + " series; finalized until " +
-      body.finalized_until.replace("T", " ").replace("Z", " UTC") + (body.truncated ? " (truncated)" : ""));
+      D.when(body.finalized_until) + (body.truncated ? " (truncated)" : ""));
     const width = Math.max(300, panel.node.clientWidth - 22);
     const onCursor = drawLegend(panel, labels, colors, columns);
     panel.plot = new uPlot({ width, height: 220, tzDate: utc, series, legend: { show: false },
@@ -185,7 +185,7 @@
     // The matching events per bucket: `total` of one size=1 search per bucket (the API's own answer).
     const from = Date.parse(base.from), to = Date.parse(base.to), n = 30, step = (to - from) / n;
     const xs = [], counts = [];
-    for (let i = 0; i < n; i++) xs.push((from + i * step) / 1000);
+    for (let i = 0; i < n; i++) xs.push((from + (i + 0.5) * step) / 1000); // each bar at its bucket's middle
     await Promise.all(xs.map(async (x, i) => {
       const body = await D.api("v1/search", { ...base, from: new Date(from + i * step).toISOString(),
         to: new Date(i === n - 1 ? to : from + (i + 1) * step).toISOString(), size: "1" });
