@@ -129,11 +129,13 @@ def minute_app(stack, sent, tmp_path_factory):
     events = list(generate_events(MINUTE_EVENTS, seed=7, start_ms=start_ms, duration_ms=50_000))
     path = tmp_path_factory.mktemp("minute") / "events.ndjson"
     write_ndjson(str(path), iter(events))
-    summary = send_file(str(path), stack.api_url, MINUTE_KEY, batch_size=10, use_gzip=False, concurrency=1, progress=False)
+    summary = send_file(str(path), stack.api_url, MINUTE_KEY, batch_size=10, use_gzip=False, concurrency=1,
+                        progress=False)
     assert (summary.accepted, summary.rejected) == (MINUTE_EVENTS, 0)
     window = {"from": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_ms / 1000 - 600)), "limit": "10000"}
     deadline = time.monotonic() + 60
-    while sum(r["count"] for r in api(stack, "v1/metrics/event_counts", key=MINUTE_KEY, **window)["rows"]) < MINUTE_EVENTS:
+    while sum(r["count"] for r in api(stack, "v1/metrics/event_counts", key=MINUTE_KEY, **window)["rows"]) \
+            < MINUTE_EVENTS:
         assert time.monotonic() < deadline, "the one-minute app's events were never aggregated"
         time.sleep(0.5)
     return {"events": events, "start_ms": start_ms}
@@ -315,7 +317,8 @@ def test_the_regions_map_draws_coastlines_and_borders_from_the_bundled_atlas_as_
     assert layers["land"].count("M") >= 3 and layers["borders"].count("M") >= 1
     order = browser.execute_script(  # under the cells
         "const svg = document.querySelector('#region-map svg'); const kids = [...svg.children];"
-        "return [kids.indexOf(svg.querySelector('path[data-layer=land]')), kids.indexOf(svg.querySelector('rect.cell'))]")
+        "return [kids.indexOf(svg.querySelector('path[data-layer=land]')),"
+        " kids.indexOf(svg.querySelector('rect.cell'))]")
     assert 0 <= order[0] < order[1]
     atlas = requests.get(f"{stack.api_url}/dashboard/countries-50m.json", timeout=30)
     assert atlas.status_code == 200 and {"land", "countries"} <= set(atlas.json()["objects"])
@@ -372,12 +375,13 @@ def test_the_time_axis_is_the_selected_range_for_an_app_whose_events_fall_in_one
         "window.uPlot = new Proxy(U, {construct(target, args) { const plot = new target(...args);"
         " window.__plots.push(plot); return plot; }});"
         "document.getElementById('range').dispatchEvent(new Event('change'));")
-    scale = wait_for(browser, "const plot = (window.__plots || []).find(p => p.root.closest('[data-metric=event_counts]'));"
+    scale = wait_for(browser, "const plot = (window.__plots || [])"
+                              ".find(p => p.root.closest('[data-metric=event_counts]'));"
                               "return plot && [plot.scales.x.min, plot.scales.x.max]", what="event_counts redrawn")
     panel = browser.execute_script("return window.__panels.event_counts")
     xs = panel["data"][0]
     assert xs and max(xs) - min(xs) <= 60 and min(xs) >= minute_app["start_ms"] / 1000
-    assert scale[0] == pytest.approx(epoch(panel["from"]), abs=1) and scale[1] == pytest.approx(epoch(panel["to"]), abs=1)
+    assert scale == [pytest.approx(epoch(panel["from"]), abs=1), pytest.approx(epoch(panel["to"]), abs=1)]
     screenshot(browser, "metrics-one-minute")
 
 
@@ -405,7 +409,8 @@ def test_the_finalization_columns_agree_with_each_other_and_are_explained(stack,
     for metric, final_until, _lag, compacted, last_run in rows:
         f = expected[metric]
         assert (f["compacted_until"] is None) == (f["last_finalized_at"] is None), f
-        assert (compacted == "not yet") == (f["compacted_until"] is None) == (last_run == "not yet"), (metric, compacted, last_run)
+        assert (compacted == "not yet") == (f["compacted_until"] is None) == (last_run == "not yet"), \
+            (metric, compacted, last_run)
         assert final_until.startswith(f["finalized_until"][:16].replace("T", " "))
     assert "never" not in browser.find_element(By.ID, "pipeline").text
     note = browser.find_element(By.ID, "finalization-note")

@@ -137,9 +137,11 @@
       D.when(body.finalized_until) + (body.truncated ? " (truncated)" : ""));
     const width = Math.max(300, panel.node.clientWidth - 22);
     const onCursor = drawLegend(panel, labels, colors, columns);
+    let zoomed = false; // a drag-selection zooms in until the next refresh; otherwise the axis is the range
     panel.plot = new uPlot({ width, height: 220, tzDate: utc, series, legend: { show: false },
-      scales: { x: { time: true, range: [epoch(range.from), epoch(range.to)] } }, axes: [{}, { size: 56 }],
-      hooks: { setCursor: [onCursor] } }, data, panel.chart);
+      scales: { x: { time: true, range: (u, min, max) => (zoomed ? [min, max] : [epoch(range.from), epoch(range.to)]) } },
+      axes: [{}, { size: 56 }], cursor: { bind: { dblclick: (u, target, handler) => (e) => { zoomed = false; return handler(e); } } },
+      hooks: { setCursor: [onCursor], setSelect: [() => { zoomed = true; }] } }, data, panel.chart);
     state.x_scale = [panel.plot.scales.x.min, panel.plot.scales.x.max];
   }
 
