@@ -326,6 +326,15 @@ def test_the_regions_map_draws_coastlines_and_borders_from_the_bundled_atlas_as_
         "return [document.querySelector('#region-map svg').getBoundingClientRect().width,"
         " document.querySelector('main').clientWidth]")
     assert svg_width >= 0.9 * (page_width - 32), f"map {svg_width}px wide on a {page_width}px page"
+    browser.set_window_size(1000, 1000)  # a narrower window: the map is redrawn to its width
+    try:
+        narrow = wait_for(browser, "const svg = document.querySelector('#region-map svg');"
+                                   "return svg && svg.getBoundingClientRect().width < %d && "
+                                   "[svg.getBoundingClientRect().width, document.querySelector('main').clientWidth]"
+                          % (svg_width - 100), what="the map redrawn narrower")
+        assert narrow[0] >= 0.9 * (narrow[1] - 32) and narrow[0] <= narrow[1]
+    finally:
+        browser.set_window_size(1400, 1000)
 
 
 def test_discover_finds_a_known_event_and_pages_with_the_cursor(stack, browser, sent):

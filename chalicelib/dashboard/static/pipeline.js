@@ -40,8 +40,8 @@
         f.compacted_until ? D.when(f.compacted_until) : "not yet", f.last_finalized_at ? D.when(f.last_finalized_at) : "not yet"]));
     grid.id = "finalization";
     const note = D.el("p", { class: "explain", id: "finalization-note" }, [D.el("b", { text: "Windows final until" }),
-      `: windows starting before it no longer change: they are read from the finalizer's compacted files, or hold no events ` +
-      `of this app in the range. Later windows are merged from the stream's partials (dashed on the Metrics tab) until the ` +
+      `: windows starting before it are final: read from the finalizer's compacted files (exact, duplicates removed), or ` +
+      `without events of this app in the range. Later windows are merged from the stream's partials (dashed on the Metrics tab) until the ` +
       `finalizer compacts their hour: it runs every 5 min and takes an hour once its last window ended more than the allowed ` +
       `lateness (${span(lateness.allowed_s)}) ago. `, D.el("b", { text: "Compacted until" }), " and ", D.el("b", { text: "last finalizer run" }),
       ` come from the finalizer's manifests of each metric's current definition: "not yet" until it has compacted a first hour.`]);
