@@ -7,7 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=chalicelib/dashboard/static/vendor
 LOCK=web/package-lock.json
-FILES=("uplot/dist/uPlot.iife.min.js:uplot.js" "uplot/dist/uPlot.min.css:uplot.css")
+# uPlot draws the charts; topojson-client turns world-atlas's Natural Earth TopoJSON (coastlines and
+# borders, 1:50m) into the Regions map's outlines (no map tiles from the network).
+FILES=("uplot/dist/uPlot.iife.min.js:uplot.js" "uplot/dist/uPlot.min.css:uplot.css"
+       "topojson-client/dist/topojson-client.min.js:topojson.js" "world-atlas/countries-50m.json:countries-50m.json")
+LICENSES=(uplot topojson-client world-atlas)
 fresh=1
 for pair in "${FILES[@]}"; do
   target="$OUT/${pair#*:}"
@@ -22,5 +26,9 @@ mkdir -p "$OUT"
 for pair in "${FILES[@]}"; do
   cp "web/node_modules/${pair%%:*}" "$OUT/${pair#*:}"
 done
-cp web/node_modules/uplot/LICENSE "$OUT/uplot.LICENSE"
-echo "build-dashboard.sh: $(cd "$OUT" && wc -c uplot.js uplot.css | tail -n 1 | awk '{print $1}') bytes of vendor files in $OUT"
+for package in "${LICENSES[@]}"; do
+  cp "web/node_modules/$package/LICENSE" "$OUT/$package.LICENSE"
+done
+names=()
+for pair in "${FILES[@]}"; do names+=("${pair#*:}"); done
+echo "build-dashboard.sh: $(cd "$OUT" && cat "${names[@]}" | wc -c) bytes of vendor files in $OUT"

@@ -26,10 +26,17 @@ ASSETS: Mapping[str, tuple[str, str]] = MappingProxyType({
     "index.html": ("index.html", "text/html; charset=utf-8"),
     "app.js": ("app.js", "application/javascript; charset=utf-8"),
     "views.js": ("views.js", "application/javascript; charset=utf-8"),
+    "regions.js": ("regions.js", "application/javascript; charset=utf-8"),
+    "pipeline.js": ("pipeline.js", "application/javascript; charset=utf-8"),
     "app.css": ("app.css", "text/css; charset=utf-8"),
     "uplot.js": ("vendor/uplot.js", "application/javascript; charset=utf-8"),
     "uplot.css": ("vendor/uplot.css", "text/css; charset=utf-8"),
+    "topojson.js": ("vendor/topojson.js", "application/javascript; charset=utf-8"),
+    # Natural Earth 1:50m coastlines and borders (TopoJSON), fetched by regions.js when the Regions tab opens.
+    "countries-50m.json": ("vendor/countries-50m.json", "application/json"),
 })
+#: Served files the page does not name in index.html: the scripts fetch them.
+FETCHED = frozenset({"countries-50m.json"})
 
 #: The page must never fetch from another host: the browser enforces it too.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "

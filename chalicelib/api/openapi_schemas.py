@@ -177,7 +177,17 @@ def schemas(metrics: MetricSet, max_events: int) -> dict[str, Any]:
             "range": {"type": "object", "required": ["from", "to"], "properties": {
                 "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"}}},
             "app": {"type": "object", "required": ["accepted", "rejected", "late_events", "bad_rows"]},
-            "finalization": {"type": "array", "items": {"type": "object", "required": ["metric", "finalized_until"]}},
+            "lateness": {"type": "object", "description": "metrics.yaml settings: allowed_lateness and max_lateness (s)",
+                         "properties": {"allowed_s": {"type": "number"}, "max_s": {"type": "number"}}},
+            "finalization": {"type": "array", "items": {"type": "object", "required": ["metric", "finalized_until"],
+                                                        "properties": {
+                "finalized_until": {"type": "string", "format": "date-time",
+                                    "description": "as GET /v1/metrics/{name} answers it for the range"},
+                "compacted_until": {"type": ["string", "null"], "format": "date-time",
+                                    "description": "end of the newest hour the finalizer compacted "
+                                                   "(current definition)"},
+                "last_finalized_at": {"type": ["string", "null"], "format": "date-time",
+                                      "description": "when the finalizer last wrote a manifest (current definition)"}}}},
             "stream": {"type": ["object", "null"], "description": "operator keys only: per consumer and shard lag"}}},
         "Health": {"type": "object", "required": ["status", "components"], "properties": {
             "status": {"type": "string", "enum": ["ok", "degraded"]},

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import orjson
 
@@ -158,17 +158,37 @@ def count_dead_letters(s3, bucket: str) -> DeadLetters:
     return DeadLetters(dict(records), batches, False)
 
 
-def last_finalization_ms(s3, bucket: str, metric_names: Iterable[str]) -> dict[str, int | None]:
-    """metric -> when its newest finalizer manifest was written (epoch ms; None: never finalized).
+@dataclass(frozen=True)
+class Finalized:
+    """What the finalizer's manifests of one metric definition say.
 
-    Lists every definition's tree of the metric (an operator's view: it grows with the
-    finalized hours and apps, unlike the per-app reads of the metrics API)."""
-    out: dict[str, int | None] = {}
-    for name in metric_names:
-        newest = None
-        for obj in list_keys(s3, bucket, f"{layout.ROLLUPS_PREFIX}{name}/"):
-            if obj["Key"].endswith(MANIFEST):
-                modified = int(obj["LastModified"].timestamp() * 1000)
-                newest = modified if newest is None else max(newest, modified)
-        out[name] = newest
+    Attributes:
+        last_ms: when the newest manifest was written (epoch ms; None: no hour finalized yet).
+        until_ms: the end of the newest hour finalized (epoch ms; None: no hour finalized yet).
+    """
+
+    last_ms: int | None
+    until_ms: int | None
+
+
+def finalized_hours(s3, bucket: str, prefixes: Mapping[str, str]) -> dict[str, Finalized]:
+    """metric -> its finalizer manifests under ``prefixes[metric]`` (the current definition's tree:
+    a manifest of an older definition finalized nothing the metrics API reads now).
+
+    Lists the definition's tree (an operator's view: it grows with the finalized hours and apps,
+    unlike the per-app reads of the metrics API)."""
+    out: dict[str, Finalized] = {}
+    for name, prefix in prefixes.items():
+        last = until = None
+        for obj in list_keys(s3, bucket, prefix):
+            if not obj["Key"].endswith(MANIFEST):
+                continue
+            part = layout.parse_partition(obj["Key"])
+            if part.get("stage") != "final" or "dt" not in part or "hour" not in part:
+                continue
+            modified = int(obj["LastModified"].timestamp() * 1000)
+            end = layout.hour_start_ms(part["dt"], part["hour"]) + layout.HOUR_MS
+            last = modified if last is None else max(last, modified)
+            until = end if until is None else max(until, end)
+        out[name] = Finalized(last, until)
     return out

@@ -71,6 +71,11 @@ class MetricsService:
                  limits: MetricsLimits = MetricsLimits()) -> None:
         self._s3, self._bucket, self._metrics, self._clock_ms, self._limits = s3, bucket, metrics, clock_ms, limits
 
+    @property
+    def definitions(self) -> MetricSet:
+        """The metrics served and their lateness settings."""
+        return self._metrics
+
     def list_metrics(self) -> dict[str, Any]:
         return {"metrics": [describe_metric(m) for m in self._metrics.metrics]}
 

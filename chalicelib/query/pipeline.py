@@ -16,7 +16,8 @@ from dataclasses import asdict
 from typing import Any, Callable, Mapping, Sequence
 
 from chalicelib.api.errors import BadRequest
-from chalicelib.lake.progress import count_bad_rows, count_dead_letters, last_finalization_ms
+from chalicelib.lake import layout
+from chalicelib.lake.progress import count_bad_rows, count_dead_letters, finalized_hours
 from chalicelib.query.metrics import MetricsService, single_values
 from chalicelib.query.stream_lag import StreamLag
 from chalicelib.stream.instants import iso_date, ms_to_iso, parse_instant, InvalidInstant
@@ -86,10 +87,16 @@ class PipelineService:
             reasons.get(TOO_LATE, 0) for reasons in own_bad.by_consumer.values())
         body: dict[str, Any] = {
             "app_id": app_id, "operator": operator, "generated_at": ms_to_iso(now), "generated_at_ms": now,
-            "range": window, "app": app, "finalization": self._finalization(app_id, window, now), "stream": None}
+            "range": window, "app": app, "lateness": self._lateness(),
+            "finalization": self._finalization(app_id, window, now), "stream": None}
         if operator:
             body["stream"] = self._stream(days)
         return body
+
+    def _lateness(self) -> dict[str, float]:
+        """The rules behind ``late_events`` (metrics.yaml ``settings``), for the reader of the figures."""
+        settings = self._metrics.definitions.settings
+        return {"allowed_s": settings.allowed_lateness_ms / 1000, "max_s": settings.max_lateness_ms / 1000}
 
     def _accepted(self, app_id: str, window: dict[str, str]) -> dict[str, Any]:
         try:
@@ -101,14 +108,20 @@ class PipelineService:
                 "late_count": sum(r.get("late_count") or 0 for r in rows), "accepted_truncated": result["truncated"]}
 
     def _finalization(self, app_id: str, window: dict[str, str], now: int) -> list[dict[str, Any]]:
-        names = [m["name"] for m in self._metrics.list_metrics()["metrics"]]
-        last = last_finalization_ms(self._s3, self._bucket, names)
+        """Per metric: ``finalized_until`` as the metrics API answers it (windows before it are final:
+        compacted, or without events of the app), and from the finalizer's manifests of the current
+        definition when it last wrote one and up to which hour it compacted (both None until then)."""
+        definitions = self._metrics.definitions.metrics
+        done = finalized_hours(self._s3, self._bucket,
+                               {m.name: layout.rollup_prefix(m, "final") for m in definitions})
         out = []
-        for name in names:
-            until = self._metrics.query(app_id, name, {**window, "limit": "1"})["finalized_until"]
+        for metric in definitions:
+            until = self._metrics.query(app_id, metric.name, {**window, "limit": "1"})["finalized_until"]
             until_ms = parse_instant(until, "finalized_until")
-            out.append({"metric": name, "finalized_until": until, "lag_s": max(0, now - until_ms) / 1000,
-                        "last_finalized_at": ms_to_iso(last[name]) if last[name] is not None else None})
+            hours = done[metric.name]
+            out.append({"metric": metric.name, "finalized_until": until, "lag_s": max(0, now - until_ms) / 1000,
+                        "last_finalized_at": None if hours.last_ms is None else ms_to_iso(hours.last_ms),
+                        "compacted_until": None if hours.until_ms is None else ms_to_iso(hours.until_ms)})
         return out
 
     def _stream(self, days: list[str]) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 Generated events are sent while the Pipeline view is open; then every metric panel's plotted
 points are compared with the API's rows, a known event is found and paged to, the pipeline's
-lag reaches zero, and every request the browser made went to 127.0.0.1. With
-EVENTPIPE_SCREENSHOTS=1 each view is saved to docs/screenshots/ (the README shows them).
+lag reaches zero, and every request the browser made went to 127.0.0.1. A second app whose events
+all fall in one minute, long after the watermark, checks the axes, the late-events explanation and
+the finalization columns. With EVENTPIPE_SCREENSHOTS=1 each view is saved to docs/screenshots/ (the
+README shows them; EVENTPIPE_SCREENSHOTS_DIR saves them elsewhere).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import math
 import os
 import shutil
 import time
+from datetime import datetime
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -21,6 +25,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from chalicelib.api.keys import AppStore
+from chalicelib.runtime.clients import Clients
 from eventpipe.generate import generate_events, write_ndjson
 from eventpipe.sender import send_file
 from tests.conftest import ROOT
@@ -28,7 +34,9 @@ from tests.conftest import ROOT
 EVENTS = 3000
 SEED = 1010
 KEY = "demo-key"
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = Path(os.environ.get("EVENTPIPE_SCREENSHOTS_DIR") or ROOT / "docs" / "screenshots")
+MINUTE_APP, MINUTE_KEY, MINUTE_EVENTS = "one-minute", "one-minute-key", 40
+TOP = 8  # series drawn per panel at most, besides "other" (views.js)
 
 
 def _browser_binaries() -> tuple[str, str]:
@@ -77,8 +85,8 @@ def wait_for(driver, script: str, timeout_s: float = 30.0, what: str = ""):
         time.sleep(0.25)
 
 
-def api(stack, path, **params):
-    response = requests.get(f"{stack.api_url}/{path}", params=params, headers={"x-api-key": KEY}, timeout=30)
+def api(stack, path, key=KEY, **params):
+    response = requests.get(f"{stack.api_url}/{path}", params=params, headers={"x-api-key": key}, timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -106,6 +114,37 @@ def sent(stack, browser, tmp_path_factory):
     summary = send_file(str(path), stack.api_url, KEY, batch_size=100, use_gzip=True, concurrency=2, progress=False)
     assert (summary.accepted, summary.rejected) == (EVENTS, 0)
     return {"events": events, "before": before, "sent_ms": int(time.time() * 1000)}
+
+
+@pytest.fixture(scope="module")
+def minute_app(stack, sent, tmp_path_factory):
+    """A second app whose events all fall in one minute, 40 minutes back, sent once the demo app's
+    events (up to 5 minutes back) have moved every shard's watermark past that minute: all late."""
+    deadline = time.monotonic() + 90
+    while not api(stack, "v1/pipeline")["stream"]["caught_up"]:
+        assert time.monotonic() < deadline, "the runner never caught up with the demo app's events"
+        time.sleep(0.5)
+    AppStore(Clients(stack.settings).dynamodb, stack.settings.apps_table).create_key(MINUTE_APP, MINUTE_KEY)
+    start_ms = (int(time.time()) // 60 - 40) * 60_000
+    events = list(generate_events(MINUTE_EVENTS, seed=7, start_ms=start_ms, duration_ms=50_000))
+    path = tmp_path_factory.mktemp("minute") / "events.ndjson"
+    write_ndjson(str(path), iter(events))
+    summary = send_file(str(path), stack.api_url, MINUTE_KEY, batch_size=10, use_gzip=False, concurrency=1,
+                        progress=False)
+    assert (summary.accepted, summary.rejected) == (MINUTE_EVENTS, 0)
+    window = {"from": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_ms / 1000 - 600)), "limit": "10000"}
+    deadline = time.monotonic() + 60
+    while sum(r["count"] for r in api(stack, "v1/metrics/event_counts", key=MINUTE_KEY, **window)["rows"]) \
+            < MINUTE_EVENTS:
+        assert time.monotonic() < deadline, "the one-minute app's events were never aggregated"
+        time.sleep(0.5)
+    return {"events": events, "start_ms": start_ms}
+
+
+def open_dashboard(stack, browser, key: str, view: str) -> None:
+    """A fresh page load with ``key`` (the link `make run` prints)."""
+    browser.get("about:blank")
+    browser.get(f"{stack.api_url}/dashboard#key={key}&view={view}")
 
 
 def test_the_key_from_the_link_is_kept_in_session_storage_and_out_of_the_address_bar(stack, browser, sent):
@@ -138,6 +177,10 @@ def test_the_pipeline_view_shows_lag_going_to_zero_once_the_runner_has_caught_up
     screenshot(browser, "pipeline")
 
 
+def epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def plotted_points(panel: dict) -> dict[tuple[float, str], float]:
     """(window start, series) -> value of every point drawn (finalized and open series)."""
     xs, out = panel["data"][0], {}
@@ -150,15 +193,26 @@ def plotted_points(panel: dict) -> dict[tuple[float, str], float]:
     return out
 
 
-def api_points(rows: list[dict], keys: list[str], measure: str) -> dict[tuple[float, str], float]:
-    def label(row):
-        return " / ".join("(none)" if row[k] is None else str(row[k]) for k in keys) if keys else "all"
+def series_label(row: dict, keys: list[str]) -> str:
+    return " / ".join("(none)" if row[k] is None else str(row[k]) for k in keys) if keys else "all"
 
-    def epoch(text):
-        from datetime import datetime
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
-    return {(epoch(r["window_start"]), label(r)): r[measure] for r in rows if r[measure] is not None}
+def api_points(rows: list[dict], panel: dict, measure: str | None = None) -> dict[tuple[float, str], float]:
+    """What the panel should draw from the API's rows: a series per label, the labels it left out
+    summed per window into its "other" series (or not drawn when it has none)."""
+    measure = measure or panel["measure"]
+    hidden, other, out = set(panel["hidden"]), panel["other"], {}
+    for r in rows:
+        if r[measure] is None:
+            continue
+        label = series_label(r, panel["keys"])
+        if label in hidden:
+            if other is not None:
+                point = (epoch(r["window_start"]), other)
+                out[point] = out.get(point, 0) + r[measure]
+            continue
+        out[(epoch(r["window_start"]), label)] = r[measure]
+    return out
 
 
 def test_every_metric_panel_plots_exactly_the_api_rows(stack, browser, sent):
@@ -173,7 +227,7 @@ def test_every_metric_panel_plots_exactly_the_api_rows(stack, browser, sent):
             panel = panels[name]
             assert "error" not in panel, f"{name}: the panel shows an error {panel}"
             body = api(stack, f"v1/metrics/{name}", **{"from": panel["from"], "to": panel["to"], "limit": "10000"})
-            expected = api_points(body["rows"], panel["keys"], panel["measure"])
+            expected = api_points(body["rows"], panel)
             drawn = plotted_points(panel)
             if drawn.keys() != expected.keys() or any(not math.isclose(drawn[k], expected[k], rel_tol=1e-9)
                                                       for k in expected):
@@ -196,7 +250,45 @@ def test_a_measure_switch_replots_the_panel_from_the_same_rows(stack, browser, s
     panel = browser.execute_script("return window.__panels.class_activity")
     assert panel["measure"] == "value_sum"
     body = api(stack, "v1/metrics/class_activity", **{"from": panel["from"], "to": panel["to"], "limit": "10000"})
-    assert plotted_points(panel).keys() == api_points(body["rows"], panel["keys"], "value_sum").keys()
+    assert plotted_points(panel).keys() == api_points(body["rows"], panel, "value_sum").keys()
+
+
+def test_each_drawn_series_has_exactly_one_legend_entry(stack, browser, sent):
+    """The legend names each series once (its finalized and open parts are one entry), and only those drawn."""
+    show(browser, "metrics")
+    panels = browser.execute_script("return window.__panels")
+    assert panels, "no metric panels"
+    for name, panel in panels.items():
+        if not panel["rows"]:
+            continue
+        entries = browser.execute_script(
+            "const p = document.querySelector(`.panel[data-metric='${arguments[0]}']`);"
+            "return [...p.querySelectorAll('.u-legend .u-series .u-label, .legend .item .label')]"
+            ".map(e => e.textContent.trim())", name)
+        assert len(entries) == len(set(entries)), f"{name}: duplicate legend entries {entries}"
+        assert entries == panel["labels"], f"{name}: legend {entries}, series {panel['labels']}"
+
+
+def test_region_activity_draws_its_largest_cells_plus_other_and_points_to_the_regions_tab(stack, browser, sent):
+    """At most TOP series per panel: the largest over the range, the rest summed into "other"."""
+    panel = browser.execute_script("return window.__panels.region_activity")
+    body = api(stack, "v1/metrics/region_activity", **{"from": panel["from"], "to": panel["to"], "limit": "10000"})
+    totals: dict[str, int] = {}
+    for row in body["rows"]:
+        label = series_label(row, panel["keys"])
+        totals[label] = totals.get(label, 0) + row[panel["measure"]]
+    assert len(totals) > TOP + 1, f"only {len(totals)} cells: the cap is not exercised"
+    assert panel["other"] and panel["labels"] == [*panel["labels"][:TOP], panel["other"]]
+    shown = panel["labels"][:TOP]
+    assert set(shown) | set(panel["hidden"]) == set(totals) and not set(shown) & set(panel["hidden"])
+    assert min(totals[label] for label in shown) >= max(totals[label] for label in panel["hidden"])
+    note = browser.execute_script(  # in one call: the 5 s refresh redraws the note
+        "const note = document.querySelector('.panel[data-metric=region_activity] .legend-note.cap');"
+        "const link = note.querySelector('a'); const out = [note.checkVisibility(), note.textContent, link.textContent];"
+        "link.click(); return out;")
+    assert note[0] and f"the other {len(panel['hidden'])} summed" in note[1], note
+    assert note[2] == "Every cell on a map: the Regions tab"
+    assert browser.find_element(By.ID, "view-regions").is_displayed()
 
 
 def test_the_regions_view_draws_a_cell_per_geohash_of_region_activity(stack, browser, sent):
@@ -211,6 +303,38 @@ def test_the_regions_view_draws_a_cell_per_geohash_of_region_activity(stack, bro
     rects = browser.find_elements(By.CSS_SELECTOR, "#region-map rect[data-geohash]")
     assert len(rects) == len(totals)
     screenshot(browser, "regions")
+
+
+def test_the_regions_map_draws_coastlines_and_borders_from_the_bundled_atlas_as_wide_as_the_window(stack, browser, sent):
+    """Land (coastlines) and borders are SVG paths under the cells, from the atlas the API serves itself;
+    the map takes the width of the page."""
+    show(browser, "regions")
+    wait_for(browser, "return window.__regions && window.__regions.cells.length", what="the heat map")
+    paths = browser.execute_script(
+        "return [...document.querySelectorAll('#region-map svg path')].map(p => [p.dataset.layer, p.getAttribute('d')])")
+    layers = {layer: d for layer, d in paths}
+    assert {"land", "borders"} <= set(layers), f"layers drawn: {sorted(layers, key=str)}"
+    assert layers["land"].count("M") >= 3 and layers["borders"].count("M") >= 1
+    order = browser.execute_script(  # under the cells
+        "const svg = document.querySelector('#region-map svg'); const kids = [...svg.children];"
+        "return [kids.indexOf(svg.querySelector('path[data-layer=land]')),"
+        " kids.indexOf(svg.querySelector('rect.cell'))]")
+    assert 0 <= order[0] < order[1]
+    atlas = requests.get(f"{stack.api_url}/dashboard/countries-50m.json", timeout=30)
+    assert atlas.status_code == 200 and {"land", "countries"} <= set(atlas.json()["objects"])
+    svg_width, page_width = browser.execute_script(
+        "return [document.querySelector('#region-map svg').getBoundingClientRect().width,"
+        " document.querySelector('main').clientWidth]")
+    assert svg_width >= 0.9 * (page_width - 32), f"map {svg_width}px wide on a {page_width}px page"
+    browser.set_window_size(1000, 1000)  # a narrower window: the map is redrawn to its width
+    try:
+        narrow = wait_for(browser, "const svg = document.querySelector('#region-map svg');"
+                                   "return svg && svg.getBoundingClientRect().width < %d && "
+                                   "[svg.getBoundingClientRect().width, document.querySelector('main').clientWidth]"
+                          % (svg_width - 100), what="the map redrawn narrower")
+        assert narrow[0] >= 0.9 * (narrow[1] - 32) and narrow[0] <= narrow[1]
+    finally:
+        browser.set_window_size(1400, 1000)
 
 
 def test_discover_finds_a_known_event_and_pages_with_the_cursor(stack, browser, sent):
@@ -251,21 +375,78 @@ def test_a_wrong_key_shows_the_401_state(stack, browser, sent):
     browser.execute_script("sessionStorage.setItem('eventpipe.apiKey', arguments[0])", KEY)
 
 
+def test_the_time_axis_is_the_selected_range_for_an_app_whose_events_fall_in_one_minute(stack, browser, minute_app):
+    """Every chart's x-axis spans the range chosen in the header, not the data (one minute here)."""
+    open_dashboard(stack, browser, MINUTE_KEY, "metrics")
+    wait_for(browser, "const p = window.__panels || {}; return p.event_counts && p.event_counts.rows", what="the panel")
+    browser.execute_script(  # record every chart drawn from now on, then redraw
+        "const U = window.uPlot; window.__plots = [];"
+        "window.uPlot = new Proxy(U, {construct(target, args) { const plot = new target(...args);"
+        " window.__plots.push(plot); return plot; }});"
+        "document.getElementById('range').dispatchEvent(new Event('change'));")
+    scale = wait_for(browser, "const plot = (window.__plots || [])"
+                              ".find(p => p.root.closest('[data-metric=event_counts]'));"
+                              "return plot && [plot.scales.x.min, plot.scales.x.max]", what="event_counts redrawn")
+    panel = browser.execute_script("return window.__panels.event_counts")
+    xs = panel["data"][0]
+    assert xs and max(xs) - min(xs) <= 60 and min(xs) >= minute_app["start_ms"] / 1000
+    assert scale == [pytest.approx(epoch(panel["from"]), abs=1), pytest.approx(epoch(panel["to"]), abs=1)]
+    screenshot(browser, "metrics-one-minute")
+
+
+def test_the_pipeline_tab_says_why_events_are_late(stack, browser, minute_app):
+    """The late count comes with what late means and why demo data sent after the fact is late."""
+    open_dashboard(stack, browser, MINUTE_KEY, "pipeline")
+    body = wait_for(browser, "return window.__pipeline && window.__pipeline.app_id === %s && window.__pipeline"
+                    % json.dumps(MINUTE_APP), what="the pipeline view of the one-minute app")
+    app = body["app"]
+    assert app["late_events"] == MINUTE_EVENTS == app["accepted"], app
+    note = browser.find_element(By.ID, "late-note")
+    assert note.is_displayed()
+    assert f"{MINUTE_EVENTS} of {MINUTE_EVENTS} events (100 %)" in note.text
+    assert "after the watermark had passed the end of its window" in note.text and "late by design" in note.text
+
+
+def test_the_finalization_columns_agree_with_each_other_and_are_explained(stack, browser, minute_app):
+    """What the finalizer did (compacted until, last run) comes from one source and says "not yet" in
+    both columns until it has run; "windows final until" is explained beside it."""
+    body = browser.execute_script("return window.__pipeline")
+    rows = browser.execute_script("return [...document.querySelectorAll('#finalization tbody tr')]"
+                                  ".map(tr => [...tr.cells].map(c => c.textContent))")
+    expected = {f["metric"]: f for f in body["finalization"]}
+    assert [r[0] for r in rows] == list(expected) and expected
+    for metric, final_until, _lag, compacted, last_run in rows:
+        f = expected[metric]
+        assert (f["compacted_until"] is None) == (f["last_finalized_at"] is None), f
+        assert (compacted == "not yet") == (f["compacted_until"] is None) == (last_run == "not yet"), \
+            (metric, compacted, last_run)
+        assert final_until.startswith(f["finalized_until"][:16].replace("T", " "))
+    assert "never" not in browser.find_element(By.ID, "pipeline").text
+    note = browser.find_element(By.ID, "finalization-note")
+    assert note.is_displayed() and "Windows final until" in note.text and "not yet" in note.text
+    screenshot(browser, "pipeline-late")
+
+
 def test_no_request_leaves_127_0_0_1(stack, browser, sent):
     urls = requested_urls(browser)
     assert any(u.endswith("/dashboard/uplot.js") for u in urls)
+    assert any(u.endswith("/dashboard/countries-50m.json") for u in urls)
     assert any("/v1/pipeline" in u for u in urls) and any("/v1/search" in u for u in urls)
     outside = sorted({u for u in urls if not u.startswith("data:") and urlparse(u).hostname != "127.0.0.1"})
     assert not outside, f"requests to other hosts: {outside[:10]}"
 
 
 def test_the_page_is_light(stack):
-    """HTML + JavaScript + CSS as served, raw and gzipped (the number in the README)."""
+    """HTML + JavaScript + CSS as served, raw and gzipped (the number in the README); the map's atlas,
+    fetched when the Regions tab opens, apart."""
     import gzip
 
     raw = zipped = 0
-    for name in ("", "/app.js", "/views.js", "/app.css", "/uplot.js", "/uplot.css"):
+    for name in ("", "/app.js", "/views.js", "/regions.js", "/pipeline.js", "/app.css", "/uplot.js", "/uplot.css",
+                 "/topojson.js"):
         body = requests.get(f"{stack.api_url}/dashboard{name}", timeout=10).content
         raw, zipped = raw + len(body), zipped + len(gzip.compress(body, 9))
-    print(f"dashboard transfer size: {raw} bytes raw, {zipped} bytes gzipped")
+    atlas = requests.get(f"{stack.api_url}/dashboard/countries-50m.json", timeout=30).content
+    print(f"dashboard transfer size: {raw} bytes raw, {zipped} bytes gzipped; "
+          f"Regions atlas {len(atlas)} bytes raw, {len(gzip.compress(atlas, 9))} gzipped")
     assert zipped < 60_000

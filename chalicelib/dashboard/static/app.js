@@ -28,6 +28,7 @@
   takeKeyFromHash();
 
   const Dash = {
+    base: BASE,
     views: {},
     current: null,
     inflight: 0,
@@ -98,6 +99,11 @@
       if (value === null || value === undefined) return "–";
       if (typeof value === "number") return Number.isInteger(value) ? value.toLocaleString("en") : value.toFixed(2);
       return String(value);
+    },
+
+    // An API instant (ISO-8601, UTC) as "2026-12-07 13:38:00 UTC".
+    when(iso) {
+      return iso ? String(iso).replace("T", " ").replace(/(:\d\d)(\.\d+)?Z$/, "$1 UTC") : "–";
     },
 
     ago(ms) {

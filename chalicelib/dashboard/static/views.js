@@ -1,6 +1,6 @@
-// eventpipe dashboard: the four views. Each registers {refresh, reset} on Dash.views.
-// What each chart plots is also kept on window.__panels / __regions / __discover / __pipeline
-// (the browser test compares it with the API's answers).
+// eventpipe dashboard: the Metrics and Discover views (Regions: regions.js, Pipeline: pipeline.js).
+// Each view registers {refresh, reset} on Dash.views. What each chart plots is also kept on
+// window.__panels / __discover (the browser test compares it with the API's answers).
 "use strict";
 (function () {
   const D = window.Dash;
@@ -13,8 +13,12 @@
 
   // ------------------------------------------------------------------------------------ Metrics
   // One panel per metric of GET /v1/metrics; a series per key value; finalized windows solid,
-  // windows still open dashed with points.
+  // windows still open dashed with points. The x-axis is the selected range, whatever the data.
+  // At most TOP series are drawn (the largest over the range); the others are summed into one
+  // "other" series when the measure adds up (count, sum), else left out; the note says which.
   const metrics = { specs: null, panels: {} };
+  const TOP = 8;
+  const ADDITIVE = /^(count|sum\()/;
 
   function seriesLabel(row, keys) {
     return keys.length ? keys.map((k) => (row[k] === null || row[k] === undefined ? "(none)" : String(row[k]))).join(" / ") : "all";
@@ -25,50 +29,120 @@
     for (const m of spec.measures) measure.append(D.el("option", { value: m.name, text: m.name + " = " + m.aggregate }));
     const status = D.el("span", { class: "status", text: "loading…" });
     const chart = D.el("div", { class: "plot" });
+    const legend = D.el("div", { class: "legend" });
+    const note = D.el("p", { class: "legend-note cap", hidden: "" });
     const node = D.el("div", { class: "panel", "data-metric": spec.name }, [
       D.el("h2", { text: spec.name }), D.el("p", { class: "desc", text: spec.description || "" }),
-      D.el("div", { class: "bar" }, [D.el("span", { text: "measure" }), measure, status]), chart,
+      D.el("div", { class: "bar" }, [D.el("span", { text: "measure" }), measure, status]), chart, legend, note,
       D.el("div", { class: "legend-note", text: "solid: finalized windows · dashed with dots: windows still open" })]);
-    const panel = { spec, node, measure, status, chart, plot: null, rows: [], body: null };
+    const panel = { spec, node, measure, status, chart, legend, note, plot: null, rows: [], body: null };
     measure.addEventListener("change", () => draw(panel));
     return panel;
   }
 
+  // Which series are drawn: labels ranked by their total of the measure over the range.
+  function chooseSeries(rows, keys, measure, additive) {
+    const totals = new Map();
+    for (const r of rows) {
+      const label = seriesLabel(r, keys);
+      totals.set(label, (totals.get(label) || 0) + (r[measure] || 0));
+    }
+    const ranked = [...totals.keys()].sort((a, b) => totals.get(b) - totals.get(a) || (a < b ? -1 : 1));
+    if (ranked.length <= TOP + 1) return { shown: ranked.sort(), hidden: [], other: null };
+    const hidden = ranked.slice(TOP);
+    return { shown: ranked.slice(0, TOP), hidden, other: additive ? `other (${hidden.length} series)` : null };
+  }
+
+  function capNote(panel, chosen, total, measure) {
+    const { note, spec } = panel;
+    note.replaceChildren();
+    note.hidden = !chosen.hidden.length;
+    if (!chosen.hidden.length) return;
+    note.append(`${total} series: the ${TOP} largest by ${measure} over the range are drawn` + (chosen.other
+      ? `, the other ${chosen.hidden.length} summed as "other".` : `; ${chosen.hidden.length} more are not drawn (${measure} does not add up).`));
+    if (spec.name === "region_activity") {
+      const link = D.el("a", { href: "#view=regions", text: "Every cell on a map: the Regions tab" });
+      link.addEventListener("click", (event) => { event.preventDefault(); D.show("regions"); });
+      note.append(" ", link);
+    }
+  }
+
+  // One legend entry per series (its finalized and open parts together); click: hide/show it.
+  function drawLegend(panel, labels, colors, columns) {
+    const items = labels.map((label, i) => {
+      const swatch = D.el("i"); swatch.style.background = colors[i];
+      const item = D.el("span", { class: "item", "data-label": label, title: "click: hide or show" },
+        [swatch, D.el("span", { class: "label", text: label }), D.el("b", { class: "value" })]);
+      item.addEventListener("click", () => {
+        const show = item.classList.toggle("off") === false;
+        panel.plot.setSeries(1 + 2 * i, { show }); panel.plot.setSeries(2 + 2 * i, { show });
+      });
+      return item;
+    });
+    const when = D.el("span", { class: "when" });
+    panel.legend.replaceChildren(when, ...items);
+    return (u) => { // the values under the cursor
+      const idx = u.cursor.idx;
+      when.textContent = idx === null || idx === undefined ? "" : new Date(u.data[0][idx] * 1000).toISOString().slice(11, 16) + " UTC";
+      items.forEach((item, i) => {
+        const [fin, open] = columns[i];
+        const value = idx === null || idx === undefined ? null : (fin[idx] !== null ? fin[idx] : open[idx]);
+        item.lastChild.textContent = value === null || value === undefined ? "" : D.fmt(value);
+      });
+    };
+  }
+
   function draw(panel) {
-    const { spec, rows, body } = panel;
+    const { spec, rows, body, range } = panel;
     const keys = spec.key.filter((k) => k !== "app_id");
     const measure = panel.measure.value;
+    const aggregate = (spec.measures.find((m) => m.name === measure) || {}).aggregate || "";
     const finalizedUntil = epoch(body.finalized_until);
     const xs = [...new Set(rows.map((r) => epoch(r.window_start)))].sort((a, b) => a - b);
     const index = new Map(xs.map((x, i) => [x, i]));
-    const labels = [...new Set(rows.map((r) => seriesLabel(r, keys)))].sort();
-    const data = [xs];
+    const chosen = chooseSeries(rows, keys, measure, ADDITIVE.test(aggregate));
+    const labels = chosen.other ? [...chosen.shown, chosen.other] : chosen.shown;
+    const hidden = new Set(chosen.hidden);
+    const columns = labels.map(() => [new Array(xs.length).fill(null), new Array(xs.length).fill(null)]);
+    const column = new Map(labels.map((label, i) => [label, columns[i]]));
+    for (const r of rows) {
+      let label = seriesLabel(r, keys);
+      if (hidden.has(label)) {
+        if (!chosen.other) continue;
+        label = chosen.other;
+      }
+      const value = r[measure], x = epoch(r.window_start), i = index.get(x);
+      const target = column.get(label)[x < finalizedUntil ? 0 : 1];
+      target[i] = label === chosen.other ? (value === null || value === undefined ? target[i] : (target[i] || 0) + value) : value;
+    }
+    const colors = labels.map((label, i) => (label === chosen.other ? "#868e96" : COLORS[i % COLORS.length]));
+    const data = [xs, ...columns.flat()];
     const series = [{}];
     labels.forEach((label, i) => {
-      const fin = new Array(xs.length).fill(null), open = new Array(xs.length).fill(null);
-      for (const r of rows) {
-        if (seriesLabel(r, keys) !== label) continue;
-        const x = epoch(r.window_start);
-        (x < finalizedUntil ? fin : open)[index.get(x)] = r[measure];
-      }
-      const color = COLORS[i % COLORS.length];
-      data.push(fin, open);
-      series.push({ label: label, stroke: color, width: 1.5, points: { show: false } },
-        { label: label + " (open)", stroke: color, width: 1.5, dash: [5, 4], points: { show: true, size: 5 } });
+      series.push({ label, stroke: colors[i], width: 1.5, points: { show: false } },
+        { label: label + " (open)", stroke: colors[i], width: 1.5, dash: [5, 4], points: { show: true, size: 5 } });
     });
-    window.__panels[spec.name] = { from: panel.range.from, to: panel.range.to, measure, keys, labels,
-      finalized_until: body.finalized_until, data, rows: rows.length };
+    const state = { from: range.from, to: range.to, measure, keys, labels, hidden: chosen.hidden, other: chosen.other,
+      finalized_until: body.finalized_until, data, rows: rows.length, x_scale: null };
+    window.__panels[spec.name] = state;
     if (panel.plot) { panel.plot.destroy(); panel.plot = null; }
     panel.chart.replaceChildren();
+    panel.legend.replaceChildren();
+    capNote(panel, chosen, chosen.shown.length + chosen.hidden.length, measure);
     if (!rows.length) {
       D.setStatus(panel.status, "no rows in this range", "empty");
       return;
     }
-    D.setStatus(panel.status, rows.length + " row(s), " + labels.length + " series; finalized until " +
-      body.finalized_until.replace("T", " ").replace("Z", " UTC") + (body.truncated ? " (truncated)" : ""));
+    D.setStatus(panel.status, rows.length + " row(s), " + (chosen.shown.length + chosen.hidden.length) + " series; finalized until " +
+      D.when(body.finalized_until) + (body.truncated ? " (truncated)" : ""));
     const width = Math.max(300, panel.node.clientWidth - 22);
-    panel.plot = new uPlot({ width, height: 220, tzDate: utc, series, legend: { show: labels.length <= 8 },
-      scales: { x: { time: true } }, axes: [{}, { size: 56 }] }, data, panel.chart);
+    const onCursor = drawLegend(panel, labels, colors, columns);
+    let zoomed = false; // a drag-selection zooms in until the next refresh; otherwise the axis is the range
+    panel.plot = new uPlot({ width, height: 220, tzDate: utc, series, legend: { show: false },
+      scales: { x: { time: true, range: (u, min, max) => (zoomed ? [min, max] : [epoch(range.from), epoch(range.to)]) } },
+      axes: [{}, { size: 56 }], cursor: { bind: { dblclick: (u, target, handler) => (e) => { zoomed = false; return handler(e); } } },
+      hooks: { setCursor: [onCursor], setSelect: [() => { zoomed = true; }] } }, data, panel.chart);
+    state.x_scale = [panel.plot.scales.x.min, panel.plot.scales.x.max];
   }
 
   async function refreshPanel(panel) {
@@ -101,81 +175,6 @@
   metrics.reset = () => { metrics.specs = null; metrics.panels = {}; window.__panels = {}; };
   D.views.metrics = metrics;
 
-  // ------------------------------------------------------------------------------------ Regions
-  // region_activity summed per geohash cell over the range; each cell drawn from its bounds.
-  const BASE32 = "0123456789bcdefghjkmnpqrstuvwxyz";
-  function geohashBounds(hash) {
-    let even = true; const lat = [-90, 90], lon = [-180, 180];
-    for (const c of hash) {
-      const bits = BASE32.indexOf(c);
-      for (let b = 4; b >= 0; b--) {
-        const range = even ? lon : lat, mid = (range[0] + range[1]) / 2;
-        if ((bits >> b) & 1) range[0] = mid; else range[1] = mid;
-        even = !even;
-      }
-    }
-    return { south: lat[0], north: lat[1], west: lon[0], east: lon[1] };
-  }
-
-  const regions = {};
-  regions.refresh = async function () {
-    const status = $("#region-status"), select = $("#region-measure"), host = $("#region-map");
-    const spec = (metrics.specs || (await D.api("v1/metrics")).metrics).find((m) => m.name === "region_activity");
-    if (!spec) { D.setStatus(status, "no region_activity metric in metrics.yaml", "empty"); return; }
-    if (!select.options.length) {
-      for (const m of spec.measures) select.append(D.el("option", { value: m.name, text: m.name }));
-      select.addEventListener("change", () => regions.refresh());
-    }
-    const cellKey = spec.key.find((k) => k !== "app_id");
-    const range = D.range();
-    const body = await D.api("v1/metrics/region_activity", { ...range, limit: "10000" });
-    const measure = select.value;
-    const totals = new Map();
-    for (const r of body.rows) if (r[cellKey]) totals.set(r[cellKey], (totals.get(r[cellKey]) || 0) + (r[measure] || 0));
-    const cells = [...totals].map(([hash, value]) => ({ hash, value, ...geohashBounds(hash) }));
-    window.__regions = { from: range.from, to: range.to, measure, cells };
-    host.replaceChildren();
-    if (!cells.length) { D.setStatus(status, "no GPS pings in this range", "empty"); return; }
-    const max = Math.max(...cells.map((c) => c.value));
-    const pad = 0.2;
-    const west = Math.min(...cells.map((c) => c.west)) - pad, east = Math.max(...cells.map((c) => c.east)) + pad;
-    const south = Math.min(...cells.map((c) => c.south)) - pad, north = Math.max(...cells.map((c) => c.north)) + pad;
-    const aspect = (north - south) / (east - west) / Math.cos((north + south) / 2 * Math.PI / 180);
-    const H = Math.round(Math.min(640, 900 * aspect)), W = Math.round(H / aspect);
-    const x = (lon) => (lon - west) / (east - west) * W, y = (lat) => (north - lat) / (north - south) * H;
-    const NS = "http://www.w3.org/2000/svg";
-    const svg = document.createElementNS(NS, "svg");
-    svg.setAttribute("viewBox", `0 0 ${W} ${H}`); svg.setAttribute("width", W); svg.setAttribute("height", H);
-    for (let lat = Math.ceil(south); lat <= north; lat++) {
-      const line = document.createElementNS(NS, "line");
-      Object.entries({ x1: 0, x2: W, y1: y(lat), y2: y(lat), stroke: "#e1e5eb" }).forEach(([k, v]) => line.setAttribute(k, v));
-      const label = document.createElementNS(NS, "text");
-      Object.entries({ x: 4, y: y(lat) - 3, fill: "#8892a3", "font-size": 11 }).forEach(([k, v]) => label.setAttribute(k, v));
-      label.textContent = lat + "°N"; svg.append(line, label);
-    }
-    for (let lon = Math.ceil(west); lon <= east; lon++) {
-      const line = document.createElementNS(NS, "line");
-      Object.entries({ x1: x(lon), x2: x(lon), y1: 0, y2: H, stroke: "#e1e5eb" }).forEach(([k, v]) => line.setAttribute(k, v));
-      const label = document.createElementNS(NS, "text");
-      Object.entries({ x: x(lon) + 3, y: H - 4, fill: "#8892a3", "font-size": 11 }).forEach(([k, v]) => label.setAttribute(k, v));
-      label.textContent = lon + "°E"; svg.append(line, label);
-    }
-    for (const c of cells) {
-      const rect = document.createElementNS(NS, "rect");
-      const t = c.value / max;
-      Object.entries({ x: x(c.west), y: y(c.north), width: Math.max(2, x(c.east) - x(c.west)),
-        height: Math.max(2, y(c.south) - y(c.north)), fill: `hsl(${Math.round(50 - 50 * t)},90%,${Math.round(70 - 30 * t)}%)`,
-        stroke: "#7a2e0e", "stroke-width": 0.3, "data-geohash": c.hash, "data-value": c.value })
-        .forEach(([k, v]) => rect.setAttribute(k, v));
-      const title = document.createElementNS(NS, "title");
-      title.textContent = `${c.hash}: ${measure} ${D.fmt(c.value)}`;
-      rect.append(title); svg.append(rect);
-    }
-    host.append(svg);
-    D.setStatus(status, `${cells.length} cell(s), max ${measure} ${D.fmt(max)} per cell over the range`);
-  };
-  D.views.regions = regions;
-
   // ----------------------------------------------------------------------------------- Discover
   const discover = { cursors: [null], page: 0, plot: null, searched: false, seq: 0 };
   function filters() {
@@ -188,7 +187,7 @@
     // The matching events per bucket: `total` of one size=1 search per bucket (the API's own answer).
     const from = Date.parse(base.from), to = Date.parse(base.to), n = 30, step = (to - from) / n;
     const xs = [], counts = [];
-    for (let i = 0; i < n; i++) xs.push((from + i * step) / 1000);
+    for (let i = 0; i < n; i++) xs.push((from + (i + 0.5) * step) / 1000); // each bar at its bucket's middle
     await Promise.all(xs.map(async (x, i) => {
       const body = await D.api("v1/search", { ...base, from: new Date(from + i * step).toISOString(),
         to: new Date(i === n - 1 ? to : from + (i + 1) * step).toISOString(), size: "1" });
@@ -200,7 +199,7 @@
     const host = $("#histogram"); host.replaceChildren();
     discover.plot = new uPlot({ width: Math.max(300, host.clientWidth - 2), height: 140, tzDate: utc, legend: { show: false },
       series: [{}, { label: "events", fill: "#2f6fdb88", stroke: "#2f6fdb", paths: uPlot.paths.bars({ size: [0.9] }) }],
-      scales: { x: { time: true } } }, [xs, counts], host);
+      scales: { x: { time: true, range: [from / 1000, to / 1000] } } }, [xs, counts], host);
   }
 
   async function runSearch(page) {
@@ -240,67 +239,4 @@
   $("#prev").addEventListener("click", () => runSearch(Math.max(0, discover.page - 1)));
   D.views.discover = discover;
 
-  // ----------------------------------------------------------------------------------- Pipeline
-  const pipeline = { previous: null };
-  const card = (label, value, kind) => D.el("div", { class: "card" + (kind ? " " + kind : "") }, [D.el("b", { text: value }), D.el("span", { text: label })]);
-  function table(headers, rows) {
-    return D.el("table", { class: "grid" }, [D.el("thead", {}, [D.el("tr", {}, headers.map((h) => D.el("th", { text: h })))]),
-      D.el("tbody", {}, rows.map((r) => D.el("tr", {}, r.map((c) => D.el("td", { class: typeof c === "number" ? "num" : "", text: D.fmt(c) })))))]);
-  }
-  function reasons(byConsumer) {
-    const rows = [];
-    for (const [consumer, counts] of Object.entries(byConsumer)) for (const [reason, n] of Object.entries(counts)) rows.push([consumer, reason, n]);
-    return rows.length ? table(["consumer", "reason", "rows"], rows) : D.el("p", { class: "status", text: "no bad rows in this range" });
-  }
-
-  pipeline.refresh = async function () {
-    const host = $("#pipeline");
-    let body;
-    try {
-      body = await D.api("v1/pipeline", D.range());
-    } catch (err) {
-      host.replaceChildren(D.el("p", { class: "error-text", text: "error: " + err.message }));
-      throw err;
-    }
-    const prev = pipeline.previous;
-    const dt = prev ? (body.generated_at_ms - prev.generated_at_ms) / 1000 : null;
-    const before = new Map(((prev && prev.stream && prev.stream.consumers) || []).map((r) => [r.consumer + "|" + r.shard_id, r]));
-    const a = body.app;
-    const parts = [D.el("h3", { text: `app ${body.app_id}${body.operator ? " (operator)" : ""}: ${body.range.from} – ${body.range.to}` }),
-      D.el("div", { class: "cards" }, [card("events accepted (in windows)", D.fmt(a.accepted)), card("rejected (bad rows)", D.fmt(a.rejected)),
-        card("late events", D.fmt(a.late_events))]),
-      D.el("h3", { text: "bad rows by reason" }), reasons(a.bad_rows),
-      D.el("h3", { text: "finalization" }),
-      table(["metric", "finalized_until", "lag", "last finalization"], body.finalization.map((f) =>
-        [f.metric, f.finalized_until, D.ago(f.lag_s * 1000), f.last_finalized_at || "never"]))];
-    const s = body.stream;
-    if (s) {
-      const rows = s.consumers.map((r) => {
-        const old = before.get(r.consumer + "|" + r.shard_id);
-        const rate = (now, then) => (dt && old && now !== null && then !== null ? Math.max(0, (now - then) / dt) : null);
-        const seen = (x) => (x.delivered === null || x.behind === null ? null : x.delivered + x.behind);
-        return [r.consumer, r.shard_id, r.behind, D.ago(r.oldest_unprocessed_age_ms),
-          rate(seen(r), old && seen(old)), rate(r.delivered, old && old.delivered), r.delivered, r.retries, r.dead_lettered,
-          r.watermark_ms ? new Date(r.watermark_ms).toISOString() : "–"];
-      });
-      const behind = s.consumers.reduce((n, r) => n + (r.behind || 0), 0);
-      parts.splice(2, 0, D.el("div", { class: "cards" }, [
-        card("records behind the tip", D.fmt(s.source === "checkpoints" ? behind : null), behind === 0 ? "ok" : "warn"),
-        card("records to the on-failure destination", D.fmt(s.dead_letters.records), s.dead_letters.records ? "warn" : "ok"),
-        card("shards", String(s.shards.length)),
-        card("records in / s (stream)", D.fmt(s.incoming_records_per_s))]));
-      parts.push(D.el("h3", { text: `consumers × shards (${s.source}; rates between two refreshes)` }),
-        table(["consumer", "shard", "records behind", "oldest unprocessed", "records in/s", "records out/s", "delivered", "retries", "dead-lettered", "watermark (event time)"], rows),
-        D.el("h3", { text: "bad rows, every app" }), reasons(s.bad_rows),
-        D.el("p", { class: "status", text: `${s.bad_rows_unattributed} bad row(s) without an app (undecodable records, lines that were not events)` }));
-    } else {
-      parts.push(D.el("p", { class: "status", text: "Stream-wide figures (shards, lag, retries, dead letters) need an operator key (eventpipe apps create NAME --operator)." }));
-    }
-    host.replaceChildren(...parts);
-    host.dataset.behind = s && s.source === "checkpoints" ? String(s.consumers.reduce((n, r) => n + (r.behind || 0), 0)) : "";
-    window.__pipeline = body;
-    pipeline.previous = body;
-  };
-  pipeline.reset = () => { pipeline.previous = null; };
-  D.views.pipeline = pipeline;
 })();

@@ -10,11 +10,12 @@ from datetime import datetime, timezone
 import pytest
 from botocore.stub import Stubber
 
-from chalicelib.api.dashboard import ASSETS, DashboardAssets
+from chalicelib.api.dashboard import ASSETS, FETCHED, STATIC_DIR, DashboardAssets
 from chalicelib.query.pipeline import PipelineService
 from chalicelib.query.stream_lag import CheckpointLag, CloudWatchLag
 from chalicelib.stream.badrows import BadRow, INVALID_EVENT, TOO_LATE
 from chalicelib.stream.records import RecordRef
+from chalicelib.lake import layout
 from chalicelib.lake.badrows import S3BadRowsSink
 from eventpipe.local.runner import CheckpointStore
 from eventpipe.ops import failures
@@ -50,12 +51,17 @@ def put_records(container, n: int) -> list[dict]:
 
 
 def test_the_page_and_every_file_it_references_are_served_with_their_content_type(client):
+    """Every listed file is named by the page (or, for FETCHED ones, by one of its scripts) and served."""
     page = client.http.get("/dashboard")
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "connect-src 'self'" in page.headers["Content-Security-Policy"]
     referenced = re.findall(r'(?:src|href)="dashboard/([^"]+)"', page.body.decode())
-    assert set(referenced) == set(ASSETS) - {"index.html"}
-    for name in referenced:
+    assert set(referenced) == set(ASSETS) - {"index.html"} - FETCHED
+    scripts = "".join((STATIC_DIR / ASSETS[name][0]).read_text() for name in referenced if name.endswith(".js")
+                      and not ASSETS[name][0].startswith("vendor/"))
+    fetched = set(re.findall(r'"dashboard/([^"]+)"', scripts))
+    assert fetched == FETCHED
+    for name in [*referenced, *fetched]:
         response = client.http.get(f"/dashboard/{name}")
         assert response.status_code == 200, name
         assert response.headers["Content-Type"] == ASSETS[name][1]
@@ -136,6 +142,30 @@ def test_on_failure_records_are_counted_per_consumer_and_shard(client, container
     rows = {(r["consumer"], r["shard_id"]): r["dead_lettered"] for r in stream["consumers"]}
     assert stream["dead_letters"] == {"batches": 1, "records": 3, "truncated": False}
     assert rows[("aggregate_events", "shardId-000000000001")] == 0  # the checkpoint source counts its own
+
+
+def test_finalization_reports_the_finalizer_manifests_of_the_current_definition_only(client, container, pipeline):
+    """compacted_until and last_finalized_at both come from the current definition's manifests: None together
+    until the finalizer compacted an hour; a manifest left by an older definition counts for nothing."""
+    s3, bucket = container.clients.s3, container.settings.bucket
+    metric = next(m for m in container.metrics.metrics if m.name == "event_counts")
+    s3.put_object(Bucket=bucket, Key=f"rollups/{metric.name}/def=0ld/stage=final/dt=2026-12-06/hour=23/_manifest.json",
+                  Body=b"{}")
+    before = {f["metric"]: f for f in get(client, "/v1/pipeline")[1]["finalization"]}
+    assert (before["event_counts"]["compacted_until"], before["event_counts"]["last_finalized_at"]) == (None, None)
+    s3.put_object(Bucket=bucket, Key=layout.rollup_prefix(metric, "final", "2026-12-07", "09") + "_manifest.json",
+                  Body=b"{}")
+    s3.put_object(Bucket=bucket, Key=layout.rollup_prefix(metric, "final", "2026-12-07", "08") + "_manifest.json",
+                  Body=b"{}")
+    status, body = get(client, "/v1/pipeline")
+    rows = {f["metric"]: f for f in body["finalization"]}
+    assert status == 200 and rows["event_counts"]["compacted_until"] == "2026-12-07T10:00:00.000Z"
+    written = datetime.fromisoformat(rows["event_counts"]["last_finalized_at"].replace("Z", "+00:00")).timestamp()
+    assert abs(written - time.time()) < 300
+    assert all((f["compacted_until"], f["last_finalized_at"]) == (None, None) for name, f in rows.items()
+               if name != "event_counts")
+    assert body["lateness"] == {"allowed_s": container.metrics.settings.allowed_lateness_ms / 1000,
+                                "max_s": container.metrics.settings.max_lateness_ms / 1000}
 
 
 def test_bad_parameters_are_refused(client, pipeline):
