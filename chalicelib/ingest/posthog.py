@@ -19,11 +19,19 @@ One event is one event:
 * ``properties`` -> the top level of ``attributes`` (``$``-prefixed ones included,
   the project key ``token`` removed); the rest of the event (its name, ids,
   timestamps) under ``attributes.posthog``.
+
+posthog-js also calls, on every page load, ``GET /array/<key>/config.js`` (a script) or
+``/array/<key>/config`` (JSON) for its remote configuration, and ``POST /flags/?v=2``
+(older versions ``/decide/``) for feature flags. They are answered as a PostHog host that
+serves capture only would: no flags, every remote feature off (session recording, surveys,
+heatmaps, exception and performance capture, site apps), the compressions capture accepts.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
+
+import orjson
 
 from chalicelib.api.errors import BadRequest
 from chalicelib.ingest.body import media_type
@@ -40,7 +48,22 @@ META_KEY = "posthog"
 BODY_LIMIT_BYTES = 20 * 1024 * 1024
 EVENT_LIMIT_BYTES = 1024 * 1024
 PATHS = ("/batch", "/capture", "/e", "/i/v0/e")
+#: posthog-js's remote configuration (JSON, and the script its module build loads first).
+CONFIG_PATHS = ("/array/{key}/config", "/array/{key}/config.js")
+#: Feature flags: ``/flags/`` (posthog-js since 1.2xx, posthog-node), ``/decide/`` (older clients).
+FLAGS_PATHS = ("/flags", "/decide")
 _KEY_FIELDS = ("api_key", "token")
+#: The remote configuration of every project: capture only, with the compressions capture inflates.
+REMOTE_CONFIG: dict[str, Any] = {
+    "supportedCompression": ["gzip", "gzip-js"], "hasFeatureFlags": False, "sessionRecording": False,
+    "heatmaps": False, "surveys": False, "autocaptureExceptions": False, "capturePerformance": False,
+    "captureDeadClicks": False, "siteApps": []}
+#: The config as posthog-js's script loader reads it (``window._POSTHOG_REMOTE_CONFIG[token]``). The token
+#: is read from the script's own URL, so the answer is the same for every key and never echoes one.
+_CONFIG_SCRIPT = (
+    "(function(){var s=document.currentScript,m=s&&/\\/array\\/([^\\/?#]+)\\/config\\.js/.exec(s.src);"
+    "if(!m)return;var c=window._POSTHOG_REMOTE_CONFIG=window._POSTHOG_REMOTE_CONFIG||{};"
+    "c[decodeURIComponent(m[1])]={config:%s,siteApps:[]};})();\n")
 
 
 def _event_key(event: Any) -> str | None:
@@ -148,3 +171,28 @@ class PostHogProtocol:
 
 
 POSTHOG = PostHogProtocol()
+
+
+def remote_config() -> dict[str, Any]:
+    """``GET /array/<key>/config``: capture only, no flags (a new dict each call)."""
+    return orjson.loads(orjson.dumps(REMOTE_CONFIG))
+
+
+def remote_config_script() -> str:
+    """``GET /array/<key>/config.js``: the same configuration, as the script posthog-js loads."""
+    return _CONFIG_SCRIPT % orjson.dumps(REMOTE_CONFIG).decode()
+
+
+def flags_answer() -> dict[str, Any]:
+    """``POST /flags/`` and ``/decide/``: no flag for anyone, in the shapes of both versions (``flags``: v2;
+    ``featureFlags``, ``featureFlagPayloads``: v1 and ``/decide/``), with the remote configuration older
+    clients read from ``/decide/``."""
+    return {"flags": {}, "featureFlags": {}, "featureFlagPayloads": {}, "errorsWhileComputingFlags": False,
+            **remote_config()}
+
+
+def flags_key(doc: Any) -> str | None:
+    """The project key of a flags request's body (``token``; ``api_key`` from server SDKs)."""
+    if not isinstance(doc, dict):
+        raise BadRequest("a flags request's body must be a JSON object")
+    return string_key(doc.get("token")) or string_key(doc.get("api_key"))
