@@ -54,10 +54,12 @@ CONFIG_PATHS = ("/array/{key}/config", "/array/{key}/config.js")
 FLAGS_PATHS = ("/flags", "/decide")
 _KEY_FIELDS = ("api_key", "token")
 #: The remote configuration of every project: capture only, with the compressions capture inflates.
+#: ``surveys`` is left out on purpose: posthog-js 1.449 loads its surveys bundle (from this host's
+#: ``/static/``) when the key is present, even as ``false``.
 REMOTE_CONFIG: dict[str, Any] = {
     "supportedCompression": ["gzip", "gzip-js"], "hasFeatureFlags": False, "sessionRecording": False,
-    "heatmaps": False, "surveys": False, "autocaptureExceptions": False, "capturePerformance": False,
-    "captureDeadClicks": False, "siteApps": []}
+    "heatmaps": False, "autocaptureExceptions": False, "capturePerformance": False, "captureDeadClicks": False,
+    "siteApps": []}
 #: The config as posthog-js's script loader reads it (``window._POSTHOG_REMOTE_CONFIG[token]``). The token
 #: is read from the script's own URL, so the answer is the same for every key and never echoes one.
 _CONFIG_SCRIPT = (
