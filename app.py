@@ -52,6 +52,17 @@ def posthog_ingest(call):
     return container.sdk_ingest.posthog(call)
 
 
+# posthog-js's calls on load: remote configuration and feature flags (capture only, no flags), with CORS.
+@routes.sdk(POSTHOG, "/array/{key}/config", "/array/{key}/config.js", methods=("GET",))
+def posthog_config(call, key):
+    return container.sdk_ingest.posthog_config(call, key)
+
+
+@routes.sdk(POSTHOG, "/flags", "/decide")
+def posthog_flags(call):
+    return container.sdk_ingest.posthog_flags(call)
+
+
 @routes.public("/v1/health")
 def health(request):
     report = container.health.report()

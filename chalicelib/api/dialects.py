@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from chalicelib.api.errors import RequestError
 
@@ -120,3 +120,11 @@ class SdkCall:
     content_encoding: str | None
     query: Mapping[str, Any]
     authenticate: Callable[[str | None], str]
+
+
+@dataclass(frozen=True)
+class Script:
+    """An SDK route's answer that is JavaScript rather than JSON (posthog-js loads its remote config as a script)."""
+
+    CONTENT_TYPE: ClassVar[str] = "application/javascript"
+    text: str

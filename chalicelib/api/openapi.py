@@ -43,7 +43,9 @@ class ContractFacts:
         max_events, max_bytes: ``POST /v1/events`` caps (events per request, decompressed bytes).
         segment_paths: Segment route -> the message type its body is (None: a batch).
         segment_batch_bytes, segment_message_bytes: Segment's limits.
-        posthog_paths: the PostHog routes.
+        posthog_paths: the PostHog capture routes.
+        posthog_config_paths, posthog_flags_paths: posthog-js's remote configuration (JSON, script) and
+            feature-flag routes.
         posthog_body_bytes, posthog_event_bytes: PostHog's limits.
         sdk_max_messages: most messages per SDK request.
         metrics_params, metrics_max_limit, metrics_max_range_h: ``GET /v1/metrics/{name}``.
@@ -70,6 +72,8 @@ class ContractFacts:
     search_max_query_chars: int
     pipeline_params: tuple[str, ...]
     pipeline_max_range_h: int
+    posthog_config_paths: tuple[str, ...] = ()
+    posthog_flags_paths: tuple[str, ...] = ()
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -174,6 +178,39 @@ def _posthog(facts: ContractFacts) -> dict[str, Any]:
     return out
 
 
+def _posthog_config(facts: ContractFacts) -> dict[str, Any]:
+    """posthog-js's calls on load: remote configuration and feature flags (capture only, no flags)."""
+    security = [{"ApiKey": []}, {}]  # {}: the project key in the path (config) or the body (flags)
+    key = {"name": "key", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+           "description": "the project API key (an app key)"}
+    out: dict[str, Any] = {}
+    for path in facts.posthog_config_paths:
+        script = path.endswith(".js")
+        ok = ({"200": {"description": "the configuration as the script posthog-js loads",
+                       "content": {"application/javascript": {"schema": {"type": "string"}}}}} if script else
+              _ok("PostHogRemoteConfig", "the remote configuration: capture only"))
+        out[path] = {"get": {"summary": "PostHog remote configuration" + (" (script)" if script else ""),
+                             "tags": ["posthog"], "security": security, "parameters": [key],
+                             "operationId": "posthog_config_js" if script else "posthog_config",
+                             "responses": {**ok, **_errors(_AUTHENTICATED, "PostHogError")}}}
+    form = {"application/x-www-form-urlencoded": {"schema": _ref("PostHogForm")}}
+    for path in facts.posthog_flags_paths:
+        out[path] = {"post": {
+            "summary": "PostHog feature flags (none)", "tags": ["posthog"], "security": security,
+            "operationId": f"posthog_{path.strip('/')}",
+            "description": "No flag is served: every project evaluates to no flags. The key is `token` (or "
+                           "`api_key`) in the body; bodies are read as on the capture routes.",
+            "parameters": [_query("compression", "gzip-js (or gzip): the body is gzip; base64",
+                                  {"type": "string", "enum": ["gzip-js", "gzip", "base64"]}),
+                           _query("v", "the flags API version the client reads (both shapes are answered)")],
+            "requestBody": {"required": True, "content": {_JSON: {"schema": _ref("PostHogFlagsRequest")},
+                                                          "text/plain": {"schema": _ref("PostHogFlagsRequest")},
+                                                          **form}},
+            "responses": {**_ok("PostHogFlags", "no flags"),
+                          **_errors((400, 401, 413, 415, 429, 503), "PostHogError")}}}
+    return out
+
+
 def _metrics(facts: ContractFacts) -> dict[str, Any]:
     names = [m.name for m in facts.metrics.metrics]
     keys = sorted({k.name for m in facts.metrics.metrics for k in m.keys})
@@ -238,6 +275,7 @@ def build_spec(facts: ContractFacts) -> dict[str, Any]:
         "/v1/events": _events(facts),
         **_segment(facts),
         **_posthog(facts),
+        **_posthog_config(facts),
         **_metrics(facts),
         **_search(facts),
         "/v1/pipeline": _native_get("the pipeline's figures (Flink's job view)", "Pipeline", pipeline,

@@ -150,6 +150,18 @@ def schemas(metrics: MetricSet, max_events: int) -> dict[str, Any]:
         "PostHogForm": {"type": "object", "required": ["data"], "properties": {
             "data": {"type": "string", "description": "the JSON body, base64-encoded (posthog-js)"}}},
         "PostHogResult": _counts("uuid", {"status": {"const": 1}}),
+        "PostHogRemoteConfig": {"type": "object", "required": ["supportedCompression", "hasFeatureFlags"],
+                                "properties": {"supportedCompression": {"type": "array", "items": {"type": "string"}},
+                                               "hasFeatureFlags": {"type": "boolean"}},
+                                "description": "every remote feature (recording, surveys, heatmaps...) is off"},
+        "PostHogFlagsRequest": {"type": "object", "properties": {
+            "token": {"type": "string", "description": "the project API key"}, "api_key": {"type": "string"},
+            "distinct_id": {"type": "string"}}},
+        "PostHogFlags": {"type": "object", "required": ["flags", "featureFlags", "featureFlagPayloads",
+                                                        "errorsWhileComputingFlags"], "properties": {
+            "flags": {"type": "object", "maxProperties": 0}, "featureFlags": {"type": "object", "maxProperties": 0},
+            "featureFlagPayloads": {"type": "object", "maxProperties": 0},
+            "errorsWhileComputingFlags": {"const": False}}},
         "Metric": {"type": "object", "required": ["name", "description", "window", "key", "measures"], "properties": {
             "name": {"type": "string", "enum": names}, "description": {"type": "string"}, "window": window,
             "key": {"type": "array", "items": {"type": "string"}},

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import orjson
 from chalice import Chalice, Response
 
-from chalicelib.api.dialects import KEY_HEADER, NATIVE, POSTHOG, SEGMENT, Dialect, SdkCall, find_key
+from chalicelib.api.dialects import KEY_HEADER, NATIVE, POSTHOG, SEGMENT, Dialect, Script, SdkCall, find_key
 from chalicelib.api.errors import RequestError, Unauthorized
 
 __all__ = ["KEY_HEADER", "NATIVE", "POSTHOG", "SEGMENT", "Routes", "SdkCall", "error_response", "json_response",
@@ -74,9 +74,9 @@ class Routes:
 
         self._app.route(path, methods=methods, **options)(view)
 
-    def _register_sdk(self, path: str, handler: Callable, dialect: Dialect) -> None:
+    def _register_sdk(self, path: str, handler: Callable, dialect: Dialect, methods: list[str]) -> None:
         @functools.wraps(handler)
-        def view() -> Response:
+        def view(**url_params: Any) -> Response:
             request = self._app.current_request
 
             def authenticate(body_key: str | None) -> str:
@@ -88,13 +88,15 @@ class Routes:
             try:
                 result = handler(SdkCall(path, request.raw_body or b"", request.headers.get("content-type"),
                                          request.headers.get("content-encoding"), query_params(request),
-                                         authenticate))
+                                         authenticate), **url_params)
             except RequestError as exc:
                 return error_response(exc, dialect)
+            if isinstance(result, Script):
+                return Response(body=result.text, status_code=200, headers={"Content-Type": Script.CONTENT_TYPE})
             return result if isinstance(result, Response) else json_response(result)
 
-        # Any content type (browsers send JSON as text/plain), and CORS: browser SDKs post cross-origin.
-        self._app.route(path, methods=["POST"], content_types=["*/*"], cors=True)(view)
+        # Any content type (browsers send JSON as text/plain), and CORS: browser SDKs call cross-origin.
+        self._app.route(path, methods=methods, content_types=["*/*"], cors=True)(view)
 
     def public(self, path: str, methods: tuple[str, ...] = ("GET",), **options: Any) -> Callable:
         """A route without a key: ``handler(request, **url_params)``."""
@@ -103,15 +105,16 @@ class Routes:
             return handler
         return register
 
-    def sdk(self, dialect: Dialect, *paths: str) -> Callable:
-        """POST routes of an SDK-compatible ingestion API: ``handler(call: SdkCall)``.
+    def sdk(self, dialect: Dialect, *paths: str, methods: tuple[str, ...] = ("POST",)) -> Callable:
+        """Routes of an SDK-compatible API (POST unless told): ``handler(call: SdkCall, **url_params)``.
 
         The handler's service decodes the body and calls ``call.authenticate(body_key)``
-        (401 without a key, in the dialect's error shape, like every other error).
+        (401 without a key, in the dialect's error shape, like every other error). Every answer
+        carries CORS headers; a :class:`~chalicelib.api.dialects.Script` is answered as JavaScript.
         """
         def register(handler: Callable) -> Callable:
             for path in paths:
-                self._register_sdk(path, handler, dialect)
+                self._register_sdk(path, handler, dialect, list(methods))
             return handler
         return register
 

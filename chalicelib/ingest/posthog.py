@@ -18,19 +18,29 @@ One event is one event:
   the receive time;
 * ``properties`` -> the top level of ``attributes`` (``$``-prefixed ones included,
   the project key ``token`` removed); the rest of the event (its name, ids,
-  timestamps) under ``attributes.posthog``.
+  timestamps) under ``attributes.posthog``;
+* ``$set_once`` then ``$set`` (of the event, then of its properties; a later one wins a
+  key) -> the user's traits, ``attributes.traits`` (``sdk_protocol.TRAITS``).
+
+posthog-js also calls, on every page load, ``GET /array/<key>/config.js`` (a script) or
+``/array/<key>/config`` (JSON) for its remote configuration, and ``POST /flags/?v=2``
+(older versions ``/decide/``) for feature flags. They are answered as a PostHog host that
+serves capture only would: no flags, every remote feature off (session recording, surveys,
+heatmaps, exception and performance capture, site apps), the compressions capture accepts.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
+import orjson
+
 from chalicelib.api.errors import BadRequest
 from chalicelib.ingest.body import media_type
 from chalicelib.ingest.names import event_type_for
 from chalicelib.ingest.sdk_protocol import (FORM_TYPE, SdkBatch, attributes_with, check_size, event_id_for,
                                             form_data, id_string, inflate, optional_object, parse_json,
-                                            refuse_compression, string_key)
+                                            refuse_compression, string_key, user_traits)
 from chalicelib.ingest.validation import InvalidEvent
 
 NAME = "posthog"
@@ -40,7 +50,26 @@ META_KEY = "posthog"
 BODY_LIMIT_BYTES = 20 * 1024 * 1024
 EVENT_LIMIT_BYTES = 1024 * 1024
 PATHS = ("/batch", "/capture", "/e", "/i/v0/e")
+#: posthog-js's remote configuration (JSON, and the script its module build loads first).
+CONFIG_PATHS = ("/array/{key}/config", "/array/{key}/config.js")
+#: Feature flags: ``/flags/`` (posthog-js since 1.2xx, posthog-node), ``/decide/`` (older clients).
+FLAGS_PATHS = ("/flags", "/decide")
 _KEY_FIELDS = ("api_key", "token")
+#: Person properties: the user's traits (``$set`` wins over ``$set_once``).
+_TRAIT_FIELDS = ("$set_once", "$set")
+#: The remote configuration of every project: capture only, with the compressions capture inflates.
+#: ``surveys`` is left out on purpose: posthog-js 1.449 loads its surveys bundle (from this host's
+#: ``/static/``) when the key is present, even as ``false``.
+REMOTE_CONFIG: dict[str, Any] = {
+    "supportedCompression": ["gzip", "gzip-js"], "hasFeatureFlags": False, "sessionRecording": False,
+    "heatmaps": False, "autocaptureExceptions": False, "capturePerformance": False, "captureDeadClicks": False,
+    "siteApps": []}
+#: The config as posthog-js's script loader reads it (``window._POSTHOG_REMOTE_CONFIG[token]``). The token
+#: is read from the script's own URL, so the answer is the same for every key and never echoes one.
+_CONFIG_SCRIPT = (
+    "(function(){var s=document.currentScript,m=s&&/\\/array\\/([^\\/?#]+)\\/config\\.js/.exec(s.src);"
+    "if(!m)return;var c=window._POSTHOG_REMOTE_CONFIG=window._POSTHOG_REMOTE_CONFIG||{};"
+    "c[decodeURIComponent(m[1])]={config:%s,siteApps:[]};})();\n")
 
 
 def _event_key(event: Any) -> str | None:
@@ -100,7 +129,10 @@ class PostHogProtocol:
         name = event.get("event")
         if not isinstance(name, str) or not name:
             raise InvalidEvent("event, the event's name, must be a non-empty string")
-        properties = {k: v for k, v in optional_object(event, "properties").items() if k not in _KEY_FIELDS}
+        sent = optional_object(event, "properties")
+        traits = user_traits(*((where, doc.get(f)) for f in _TRAIT_FIELDS
+                               for where, doc in ((f, event), (f"properties.{f}", sent))))
+        properties = {k: v for k, v in sent.items() if k not in _KEY_FIELDS and k not in _TRAIT_FIELDS}
         distinct_id = event.get("distinct_id")
         if distinct_id is None:
             distinct_id = properties.get("distinct_id")
@@ -109,14 +141,14 @@ class PostHogProtocol:
             raise InvalidEvent("distinct_id is required")
 
         shared = batch.shared or {}
-        meta = {k: v for k, v in event.items() if k != "properties" and k not in _KEY_FIELDS}
+        meta = {k: v for k, v in event.items() if k != "properties" and k not in _KEY_FIELDS and k not in _TRAIT_FIELDS}
         sent_at = event.get("sent_at", shared.get("sent_at"))
         if sent_at is not None:
             meta["sent_at"] = sent_at
         raw: dict[str, Any] = {"event_type": event_type_for(name),
                                "event_id": event_id_for(id_string(event.get("uuid"), "uuid")),
                                "user_id": distinct_id,
-                               "attributes": attributes_with(properties, META_KEY, meta)}
+                               "attributes": attributes_with(properties, META_KEY, meta, traits)}
         timestamp = event.get("timestamp")
         offset = event.get("offset")
         if timestamp is not None:
@@ -148,3 +180,28 @@ class PostHogProtocol:
 
 
 POSTHOG = PostHogProtocol()
+
+
+def remote_config() -> dict[str, Any]:
+    """``GET /array/<key>/config``: capture only, no flags (a new dict each call)."""
+    return orjson.loads(orjson.dumps(REMOTE_CONFIG))
+
+
+def remote_config_script() -> str:
+    """``GET /array/<key>/config.js``: the same configuration, as the script posthog-js loads."""
+    return _CONFIG_SCRIPT % orjson.dumps(REMOTE_CONFIG).decode()
+
+
+def flags_answer() -> dict[str, Any]:
+    """``POST /flags/`` and ``/decide/``: no flag for anyone, in the shapes of both versions (``flags``: v2;
+    ``featureFlags``, ``featureFlagPayloads``: v1 and ``/decide/``), with the remote configuration older
+    clients read from ``/decide/``."""
+    return {"flags": {}, "featureFlags": {}, "featureFlagPayloads": {}, "errorsWhileComputingFlags": False,
+            **remote_config()}
+
+
+def flags_key(doc: Any) -> str | None:
+    """The project key of a flags request's body (``token``; ``api_key`` from server SDKs)."""
+    if not isinstance(doc, dict):
+        raise BadRequest("a flags request's body must be a JSON object")
+    return string_key(doc.get("token")) or string_key(doc.get("api_key"))

@@ -28,9 +28,10 @@ from typing import Any, Callable, Mapping
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.api.dialects import SdkCall
+from chalicelib.api.dialects import Script, SdkCall
 from chalicelib.api.errors import PayloadTooLarge, ServiceUnavailable, TooManyRequests
 from chalicelib.ingest.kinesis_writer import PutOutcome
+from chalicelib.ingest import posthog as posthog_protocol
 from chalicelib.ingest.posthog import POSTHOG
 from chalicelib.ingest.sdk_protocol import SdkBatch, SdkProtocol
 from chalicelib.ingest.segment import SEGMENT
@@ -95,6 +96,31 @@ class SdkIngestService:
     def posthog(self, call: SdkCall) -> dict[str, Any]:
         """``POST /batch/``, ``/capture/``, ``/e/``, ``/i/v0/e/``."""
         return self.ingest(POSTHOG, call)
+
+    def posthog_config(self, call: SdkCall, key: str) -> dict[str, Any] | Script:
+        """``GET /array/<key>/config`` (JSON) and ``/config.js`` (script): the remote configuration.
+
+        Raises:
+            RequestError: 401 for an unknown key, 429 over the app's rate limit (a request of no events).
+        """
+        self._admit_request(call.authenticate(key))
+        if call.path.endswith(".js"):
+            return Script(posthog_protocol.remote_config_script())
+        return posthog_protocol.remote_config()
+
+    def posthog_flags(self, call: SdkCall) -> dict[str, Any]:
+        """``POST /flags/`` and ``/decide/``: no flags (the key comes in the body, as on capture).
+
+        Raises:
+            RequestError: 400 for the body, 401 for the key, 429 over the app's rate limit.
+        """
+        doc = POSTHOG.decode(call.body, call.content_type, call.content_encoding, call.query, call.path)
+        self._admit_request(call.authenticate(posthog_protocol.flags_key(doc)))
+        return posthog_protocol.flags_answer()
+
+    def _admit_request(self, app_id: str) -> None:
+        if self._admit is not None:
+            self._admit(app_id, 0)
 
     def ingest(self, protocol: SdkProtocol, call: SdkCall) -> dict[str, Any]:
         """Decode, authenticate, validate, store the rejects, write; returns the 200 body.

@@ -27,6 +27,10 @@ from chalicelib.ingest.validation import InvalidEvent
 from chalicelib.stream.envelope import MAX_EVENT_ID_CHARS
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: Where a stored event carries the user's traits, whatever the protocol sent them as: Segment's ``traits``
+#: of an identify and ``context.traits`` of any call (RudderStack's Python SDK sends only the latter),
+#: PostHog's ``$set_once`` and ``$set``. Always an object when present; only ever the user's traits.
+TRAITS = "traits"
 FORM_TYPE = "application/x-www-form-urlencoded"
 #: Prefix of an event id derived from a message id longer than the envelope allows.
 HASHED_ID_PREFIX = "sha256:"
@@ -160,16 +164,38 @@ def check_size(message: Any, limit: int, what: str = "message") -> None:
         raise InvalidEvent(f"{what} is {size} bytes; the limit is {limit} bytes")
 
 
-def attributes_with(fields: Mapping[str, Any], meta_key: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """The event's attributes: the message's properties at the top, its metadata under ``meta_key``.
+def user_traits(*sources: tuple[str, Any]) -> dict[str, Any]:
+    """The user's traits, merged from ``(name, value)`` sources in rising precedence (a later one wins a key).
+
+    Raises:
+        InvalidEvent: a source that is neither absent (None) nor a JSON object.
+    """
+    traits: dict[str, Any] = {}
+    for name, value in sources:
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise InvalidEvent(f"{name} must be a JSON object, got {type(value).__name__}")
+        traits.update(value)
+    return traits
+
+
+def attributes_with(fields: Mapping[str, Any], meta_key: str, meta: dict[str, Any],
+                    traits: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The event's attributes: the message's properties at the top, the user's traits under ``traits``
+    (:data:`TRAITS`, when it carries any), its metadata under ``meta_key``.
 
     Properties stay at the top level so metrics and queries keyed on ``attributes.X`` see
-    them as they would a native event's. A property that is itself named ``meta_key``
-    is kept, inside the metadata, as ``shadowed_property``.
+    them as they would a native event's. A property that is itself named ``meta_key`` or
+    ``traits`` is kept, inside the metadata, as ``shadowed_property`` or ``shadowed_traits``.
     """
     attributes = dict(fields)
     if meta_key in attributes:
         meta = {**meta, "shadowed_property": attributes[meta_key]}
+    if TRAITS in attributes:
+        meta = {**meta, "shadowed_traits": attributes.pop(TRAITS)}
+    if traits:
+        attributes[TRAITS] = dict(traits)
     attributes[meta_key] = meta
     return attributes
 

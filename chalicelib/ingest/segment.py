@@ -16,10 +16,14 @@ One message is one event (the table is in the README, "Send from your app"):
 * ``track``: ``event`` -> ``event_type`` by ``names.event_type_for``; the other
   calls are events of their own type: ``identify``, ``page``, ``screen``, ``group``,
   ``alias`` (the page or screen name stays in the metadata);
-* ``properties`` (track, page, screen) or ``traits`` (identify, group) -> the top
-  level of ``attributes``; everything else the message carries (type, event, name,
-  ids, timestamps, context with the batch's context merged in, integrations...)
-  under ``attributes.segment``, except the write key.
+* ``properties`` (track, page, screen) or the group's ``traits`` (group) -> the top
+  level of ``attributes``;
+* the user's traits -> ``attributes.traits`` (``sdk_protocol.TRAITS``): ``context.traits``
+  of any call (the batch's context merged in; RudderStack's Python SDK sends an
+  identify's traits only there) with an identify's own ``traits`` winning;
+* everything else the message carries (type, event, name, ids, timestamps, context
+  with the batch's context merged in, without its traits, integrations...) under
+  ``attributes.segment``, except the write key.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from typing import Any, Mapping
 
 from chalicelib.api.errors import BadRequest
 from chalicelib.ingest.names import event_type_for
-from chalicelib.ingest.sdk_protocol import (SdkBatch, attributes_with, check_size, event_id_for, id_string, inflate,
-                                            optional_object, parse_json, string_key)
+from chalicelib.ingest.sdk_protocol import (TRAITS, SdkBatch, attributes_with, check_size, event_id_for, id_string,
+                                            inflate, optional_object, parse_json, string_key, user_traits)
 from chalicelib.ingest.validation import InvalidEvent
 
 NAME = "segment"
@@ -41,9 +45,10 @@ TYPES = ("track", "identify", "page", "screen", "group", "alias")
 #: Route -> the type its body is (None: a batch).
 PATH_TYPES: dict[str, str | None] = {"/v1/batch": None, "/v1/b": None,
                                      **{f"/v1/{t}": t for t in TYPES}, **{f"/v1/{t[0]}": t for t in TYPES}}
-#: Which object of a message holds its properties (the top level of attributes).
+#: Which object of a message holds its properties (the top level of attributes); an identify's ``traits``
+#: are the user's (``attributes.traits``), a group's are the group's.
 FIELDS_OF = {"track": "properties", "page": "properties", "screen": "properties",
-             "identify": "traits", "group": "traits", "alias": None}
+             "identify": None, "group": "traits", "alias": None}
 _KEY_FIELD = "writeKey"
 
 
@@ -104,10 +109,13 @@ class SegmentProtocol:
         fields = optional_object(message, fields_name) if fields_name else {}
 
         shared = batch.shared or {}
-        meta = {k: v for k, v in message.items() if k != fields_name and k != _KEY_FIELD}
-        context = optional_object(message, "context")
-        if shared.get("context"):
-            meta["context"] = {**shared["context"], **context}
+        moved = (fields_name, _KEY_FIELD, TRAITS if kind == "identify" else None)
+        meta = {k: v for k, v in message.items() if k not in moved}
+        context = {**(shared.get("context") or {}), **optional_object(message, "context")}
+        traits = user_traits(("context.traits", context.pop(TRAITS, None)),
+                             ("traits", message.get(TRAITS) if kind == "identify" else None))
+        if context or "context" in message:
+            meta["context"] = context
         sent_at = message.get("sentAt", shared.get("sentAt"))
         if sent_at is not None:
             meta["sentAt"] = sent_at
@@ -118,7 +126,7 @@ class SegmentProtocol:
         raw: dict[str, Any] = {"event_type": event_type,
                                "event_id": event_id_for(id_string(message.get("messageId"), "messageId")),
                                "user_id": user_id or anonymous_id,
-                               "attributes": attributes_with(fields, META_KEY, meta)}
+                               "attributes": attributes_with(fields, META_KEY, meta, traits)}
         if client_time is None:
             raw["event_time"] = received_at
         else:

@@ -124,7 +124,8 @@ class Container:
             metrics_max_range_h=limits.max_range_ms // 3_600_000, search_params=PARAMS,
             search_max_size=search.max_size, search_max_range_days=search.max_range_days,
             search_max_query_chars=search.max_query_chars, pipeline_params=pipeline.PARAMS,
-            pipeline_max_range_h=pipeline.MAX_RANGE_MS // 3_600_000))
+            pipeline_max_range_h=pipeline.MAX_RANGE_MS // 3_600_000,
+            posthog_config_paths=posthog.CONFIG_PATHS, posthog_flags_paths=posthog.FLAGS_PATHS))
 
     # ------------------------------------------------------------- consumers
     @functools.cached_property

@@ -1,6 +1,10 @@
 """Segment's and PostHog's own Python clients (from PyPI, pinned), pointed at the running local stack
 with ``host=``: the metrics API, search and ``eventpipe query`` then show exactly the events sent, once,
-although each client had to retry a whole batch the API had already stored."""
+although each client had to retry a whole batch the API had already stored.
+
+Beside them, RudderStack's Python SDK (PyPI) and the server-side JavaScript SDKs (@segment/analytics-node,
+posthog-node; npm, scripts/js-sdks): every event each sent arrives exactly once in the lake, and an identify's
+traits are in ``attributes.traits`` whichever SDK sent them."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import orjson
 import posthog
 import pytest
 import requests
+from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics import Client as SegmentClient
 
 from chalicelib.api.keys import AppStore
@@ -29,6 +34,7 @@ from chalicelib.processing import load_metrics
 from chalicelib.runtime.clients import Clients
 from chalicelib.stream.instants import ms_to_iso
 from tests.conftest import ROOT
+from tests.e2e.sdk_support import JS_SDKS, by_type, install_js_sdks, new_app, search_hits, wait_for_lake
 
 TRACKS = 400           # Segment track calls (flushed in batches of 100, gzip on)
 PAGEVIEWS, SIGNUPS = 150, 50   # PostHog captures
@@ -220,3 +226,64 @@ def test_the_message_the_envelope_refused_is_a_bad_row_of_the_app(stack, sent):
     assert [(r["consumer"], r["reason"]) for r in rows] == [("ingest", "invalid_event")]
     assert "more than 24 h in the future" in rows[0]["detail"]
     assert orjson.loads(rows[0]["raw_line"])["event"] == "Clock Skewed"
+
+
+# ------------------------------------------------- RudderStack's Python SDK and the server-side JavaScript SDKs
+def wire_ids(proxy: LostAnswerProxy) -> dict[str, list[str]]:
+    """Every event id each protocol carried on the wire (Segment: messageId; PostHog: uuid), in answered batches."""
+    out: dict[str, list[str]] = {"segment": [], "posthog": []}
+    for r in proxy.requests:
+        assert r["api_status"] == 200, r
+        protocol, field = ("segment", "messageId") if r["path"].startswith("/v1/") else ("posthog", "uuid")
+        out[protocol] += _ids(r["body"], field)
+    return out
+
+
+@pytest.fixture(scope="module")
+def more_sent(stack):
+    """rudder-sdk-python, posthog-python's set, analytics-node and posthog-node, each to an app of its own run,
+    through a proxy that records what went over the wire (and loses nothing)."""
+    install_js_sdks()
+    app_id, key = new_app(stack, "sdk-more")
+    proxy = LostAnswerProxy(stack.api_url, set())
+    errors: list = []
+    rudder = RudderClient(key, host=proxy.url, on_error=lambda exc, batch: errors.append(exc), max_retries=3)
+    rudder.track("rudder-user", "Rudder Order Completed", {"value": 5})
+    rudder.identify("rudder-user", {"plan": "pro"})
+    rudder.flush()
+    rudder.join()
+    ph = posthog.Posthog(key, host=proxy.url, flush_interval=0.2, on_error=lambda exc, batch: errors.append(exc))
+    ph.set(distinct_id="python-user", properties={"plan": "pro"})
+    ph.flush()
+    ph.shutdown()
+    node = subprocess.run(["node", "server-sdks.cjs"], cwd=JS_SDKS, capture_output=True, text=True, timeout=120,
+                          env={**stack.env, "API": proxy.url, "KEY": key})
+    proxy.close()
+    assert errors == [] and node.returncode == 0, (errors, node.stdout[-2000:], node.stderr[-2000:])
+    ids = wire_ids(proxy)
+    expected = set(ids["segment"]) | set(ids["posthog"])
+    return {"app_id": app_id, "key": key, "ids": ids, "copies": wait_for_lake(stack, key, expected),
+            "hits": search_hits(stack, key, len(expected))}
+
+
+def test_rudderstack_analytics_node_and_posthog_node_events_each_arrive_exactly_once(more_sent):
+    sent = more_sent["ids"]["segment"] + more_sent["ids"]["posthog"]
+    assert len(sent) == len(set(sent)) == 7  # rudder 2, analytics-node 2; posthog-python 1, posthog-node 2
+    assert dict(more_sent["copies"]) == {event_id: 1 for event_id in sent}
+    types = {t: len(hits) for t, hits in by_type(more_sent["hits"]).items()}
+    assert types == {"rudder_order_completed": 1, "node_order_completed": 1, "node_signed_up": 1, "set": 1,
+                     "identify": 3}
+
+
+def test_identify_traits_are_in_attributes_traits_whichever_sdk_sent_them(stack, sent, more_sent):
+    """RudderStack sends them in context.traits, analytics-node and analytics-python at the top level,
+    posthog-node and posthog-python as $set: each identify (and PostHog's $set) carries {"plan": "pro"}."""
+    hits = by_type(more_sent["hits"])
+    python_segment = by_type(search_hits(stack, sent["key"], 1, event_type="identify"))["identify"]
+    for hit in hits["identify"] + hits["set"] + python_segment:
+        assert hit["attributes"]["traits"] == {"plan": "pro"}, hit["attributes"]
+        assert "$set" not in hit["attributes"] and "traits" not in hit["attributes"].get("segment", {}).get(
+            "context", {})
+    senders = sorted(h["attributes"]["segment"]["context"]["library"]["name"] if "segment" in h["attributes"]
+                     else h["attributes"]["$lib"] for h in hits["identify"])
+    assert senders == ["@segment/analytics-node", "analytics-python", "posthog-node"], senders

@@ -14,7 +14,8 @@ from chalicelib.stream.envelope import ENVELOPE, EVENT_TYPE_PATTERN
 from tests.contract import spec_of
 
 SPEC = spec_of(app_module)
-SDK_PATHS = set(segment.PATH_TYPES) | set(posthog.PATHS)
+POSTHOG_PATHS = set(posthog.PATHS) | set(posthog.CONFIG_PATHS) | set(posthog.FLAGS_PATHS)
+SDK_PATHS = set(segment.PATH_TYPES) | POSTHOG_PATHS
 
 
 def app_routes() -> dict[str, set[str]]:
@@ -41,7 +42,7 @@ def test_native_routes_need_the_key_header_and_sdk_routes_also_take_their_own_ke
             security = operation["security"]
             if path in segment.PATH_TYPES:
                 assert security == [{"ApiKey": []}, {"SegmentWriteKey": []}, {}]
-            elif path in posthog.PATHS:
+            elif path in POSTHOG_PATHS:
                 assert security == [{"ApiKey": []}, {}]
             elif path.startswith("/dashboard") or path in ("/v1/health", "/v1/openapi.json"):
                 assert security == []
@@ -66,6 +67,10 @@ def test_every_route_with_a_key_documents_401_and_429_with_retry_after():
     ("/v1/events", {"200", "400", "401", "413", "415", "429", "503"}),
     ("/v1/batch", {"200", "400", "401", "413", "415", "429", "503"}),
     ("/batch", {"200", "400", "401", "413", "415", "429", "503"}),
+    ("/array/{key}/config", {"200", "401", "429", "503"}),
+    ("/array/{key}/config.js", {"200", "401", "429", "503"}),
+    ("/flags", {"200", "400", "401", "413", "415", "429", "503"}),
+    ("/decide", {"200", "400", "401", "413", "415", "429", "503"}),
     ("/v1/metrics", {"200", "401", "429", "503"}),
     ("/v1/metrics/{name}", {"200", "400", "401", "404", "429", "503"}),
     ("/v1/search", {"200", "400", "401", "429", "503"}),
@@ -87,7 +92,7 @@ def test_error_bodies_are_each_route_familys_shape():
                     continue
                 ref = response["content"]["application/json"]["schema"]["$ref"]
                 expected = ("SegmentError" if path in segment.PATH_TYPES else
-                            "PostHogError" if path in posthog.PATHS else "Error")
+                            "PostHogError" if path in POSTHOG_PATHS else "Error")
                 assert ref == f"#/components/schemas/{expected}", (path, status)
 
 

@@ -83,6 +83,29 @@ def test_invalid_events_are_refused_with_the_reason(event, reason):
         POSTHOG.to_raw_event(event, batch, RECEIVED)
 
 
+# Rule: PostHog's person properties ($set_once, then $set winning) are the user's traits, in attributes.traits.
+def test_set_and_set_once_are_the_traits_and_leave_the_properties():
+    event = canonical(capture(event="$identify", properties={
+        "$set": {"plan": "pro"}, "$set_once": {"plan": "free", "first_seen": "today"}, "$anon_distinct_id": "a"}))
+    assert event["event_type"] == "identify"
+    assert event["attributes"]["traits"] == {"plan": "pro", "first_seen": "today"}
+    assert "$set" not in event["attributes"] and "$set_once" not in event["attributes"]
+    assert event["attributes"]["$anon_distinct_id"] == "a" and "$set" not in event["attributes"]["posthog"]
+
+
+def test_set_at_the_event_level_counts_and_the_properties_win_a_key():
+    event = canonical(capture(event="$set", **{"$set": {"plan": "free", "seats": 2}},
+                              properties={"$set": {"plan": "pro"}}))
+    assert event["attributes"]["traits"] == {"plan": "pro", "seats": 2}
+    assert "traits" not in canonical(capture())["attributes"]
+
+
+def test_a_set_that_is_not_an_object_is_refused():
+    batch = POSTHOG.read({"batch": []}, "/batch")
+    with pytest.raises(InvalidEvent, match=r"properties.\$set must be a JSON object"):
+        POSTHOG.to_raw_event(capture(properties={"$set": "pro"}), batch, RECEIVED)
+
+
 def body_of(events):
     return orjson.dumps(events)
 

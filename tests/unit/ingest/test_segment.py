@@ -87,8 +87,7 @@ def test_properties_are_the_top_level_attributes_and_the_rest_goes_under_segment
 
 
 @pytest.mark.parametrize("kind, extra, fields", [
-    ("identify", {"traits": {"plan": "pro"}}, "traits"),
-    ("group", {"groupId": "g1", "traits": {"seats": 5}}, "traits"),
+    ("group", {"groupId": "g1", "traits": {"seats": 5}}, "traits"),  # the group's traits, not the user's
     ("page", {"name": "Pricing", "properties": {"path": "/pricing"}}, "properties"),
     ("screen", {"name": "Home", "properties": {"tab": 2}}, "properties"),
     ("alias", {"previousId": "anon-3"}, None),
@@ -112,6 +111,44 @@ def test_single_call_routes_take_the_type_from_the_path(path, kind):
     assert batch.key == "k" and batch.messages[0]["type"] == kind
     assert SEGMENT.body_limit(path) == MESSAGE_LIMIT_BYTES
     assert SEGMENT.body_limit("/v1/batch") == SEGMENT.body_limit("/v1/b") == BATCH_LIMIT_BYTES
+
+
+# Rule: the user's traits are in attributes.traits whichever way a Segment-protocol client sent them.
+@pytest.mark.parametrize("message, batch_context", [
+    ({"type": "identify", "userId": "u1", "traits": {"plan": "pro"}}, None),  # analytics.js, analytics-python
+    ({"type": "identify", "userId": "u1", "context": {"traits": {"plan": "pro"}, "locale": "fr"}}, None),  # Rudder
+    ({"type": "identify", "userId": "u1"}, {"traits": {"plan": "pro"}, "locale": "fr"}),  # in the batch's context
+])
+def test_identify_traits_are_in_attributes_traits_whether_top_level_or_in_context(message, batch_context):
+    event = canonical(message, context=batch_context)
+    assert event["event_type"] == "identify" and event["attributes"]["traits"] == {"plan": "pro"}
+    assert set(event["attributes"]) == {"traits", "segment"}
+    assert "traits" not in event["attributes"]["segment"] and "traits" not in event["attributes"]["segment"].get(
+        "context", {})
+
+
+def test_the_identify_s_own_traits_win_over_context_traits_and_any_call_carries_context_traits():
+    event = canonical({"type": "identify", "userId": "u1", "traits": {"plan": "pro"},
+                       "context": {"traits": {"plan": "free", "email": "a@example.com"}}})
+    assert event["attributes"]["traits"] == {"plan": "pro", "email": "a@example.com"}
+    tracked = canonical(track(context={"traits": {"plan": "pro"}, "locale": "fr"}))
+    assert tracked["attributes"]["traits"] == {"plan": "pro"} and tracked["attributes"]["revenue"] == 9.5
+    assert tracked["attributes"]["segment"]["context"] == {"locale": "fr"}
+    assert "traits" not in canonical(track())["attributes"]
+
+
+def test_group_traits_stay_the_group_s_attributes_and_user_traits_come_from_the_context():
+    event = canonical({"type": "group", "userId": "u1", "groupId": "g1", "traits": {"seats": 5},
+                       "context": {"traits": {"plan": "pro"}}})
+    assert event["attributes"]["seats"] == 5 and event["attributes"]["traits"] == {"plan": "pro"}
+
+
+def test_a_property_named_traits_is_kept_in_the_metadata_and_bad_traits_are_refused():
+    event = canonical(track(properties={"traits": "listed"}))
+    assert "traits" not in event["attributes"] and event["attributes"]["segment"]["shadowed_traits"] == "listed"
+    batch = SEGMENT.read({"batch": []}, "/v1/batch")
+    with pytest.raises(InvalidEvent, match="context.traits must be a JSON object"):
+        SEGMENT.to_raw_event({"type": "identify", "userId": "u", "context": {"traits": [1]}}, batch, RECEIVED)
 
 
 def test_the_batch_context_is_merged_into_each_message_context_which_wins():
