@@ -98,7 +98,7 @@ class QueryService:
             filesystem = s3_filesystem(self.settings.aws_endpoint_url, self.settings.region,
                                        frozen.access_key if frozen else None, frozen.secret_key if frozen else None)
             engine = LocalAthena(self.clients.glue, self.settings.glue_database, filesystem, self.threads,
-                                 app_id=app_id)
+                                 app_id=app_id, s3=self.clients.s3)
             engine.create_views(view_files(self.sql_root))
             self._engines[app_id] = engine
         return self._engines[app_id]
