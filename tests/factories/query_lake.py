@@ -11,6 +11,8 @@ Timeline (T0 = 2026-01-01 12:00 UTC):
 * gamma: many users in three minutes, delivered late in many batches: 12:10 (5,000 users, hour 12
   is finalized: exact from the final row), 13:05 (5,000 users: partials above 4,096 users, an
   HLL estimate) and 13:06 (3,000 users: the partials' exact sets, united);
+* the raw events table (Apache Iceberg in Glue, ``events``) gets every archived line in three
+  commits: the alpha/beta stream, then gamma + the too-old and late events, then the stragglers;
 * the finalizer runs at 14:03: hour 12 is final, hour 13 stays partial (so its windows still
   count retried events twice); then two stragglers of alpha arrive after finalization: both are
   in the raw archive and in partials of hour 12; views prefer the final rows of the 12:45 window
@@ -23,12 +25,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from chalicelib.stream import codec
 from chalicelib.ingest.validation import ms_to_iso, validate_event
 from chalicelib.lake.finalizer import Finalizer
 from chalicelib.lake.badrows import S3BadRowsSink
 from chalicelib.lake.consumers import AggregationService, ArchiveService
+from chalicelib.lake.iceberg_io import BotoGlueCatalog
+from chalicelib.lake.raw_table import RawTable, arrow_table_schema
 from chalicelib.lake.state import StateStore
 from chalicelib.processing import load_metrics
 from tests.conftest import kinesis_record
@@ -62,6 +68,35 @@ def _event(app_id: str, event_id: str, event_time: int, received_at: int, event_
     return validate_event(raw, app_id, received_at=received_at).line
 
 
+def raw_table(clients) -> RawTable:
+    """The Iceberg raw events table of the lake (a Hive ``events`` definition is replaced first)."""
+    s = clients.settings
+    try:
+        found = clients.glue.get_table(DatabaseName=s.glue_database, Name="events")["Table"]
+        if found.get("Parameters", {}).get("table_type", "").lower() != "iceberg":
+            clients.glue.delete_table(DatabaseName=s.glue_database, Name="events")
+    except clients.glue.exceptions.EntityNotFoundException:
+        pass
+    return RawTable(BotoGlueCatalog(clients.glue, clients.s3), s.glue_database, s.bucket)
+
+
+def table_rows(events: list[dict]) -> pa.Table:
+    """Canonical events (instants in epoch ms) as rows of the raw table, made here with pyarrow alone."""
+    schema = arrow_table_schema()
+    columns = {}
+    for f in schema:
+        if f.name in ("dt", "hour"):
+            continue
+        values = [e[f.name] for e in events]
+        if pa.types.is_timestamp(f.type):
+            columns[f.name] = pa.array(values, pa.int64()).cast(pa.timestamp("ms", tz="UTC")).cast(f.type)
+        else:
+            columns[f.name] = pa.array(values, pa.string())
+    columns["dt"] = pc.strftime(columns["event_time"], format="%Y-%m-%d")
+    columns["hour"] = pc.strftime(columns["event_time"], format="%H")
+    return pa.table(columns).cast(schema)
+
+
 @dataclass
 class LakeData:
     #: every valid line handed to the archive (duplicates included), in delivery order
@@ -88,6 +123,13 @@ def build_lake(clients) -> LakeData:
     archive = ArchiveService(clients.s3, s.bucket, state, S3BadRowsSink(clients.s3, s.bucket, "archive"))
     aggregation = AggregationService(clients.s3, s.bucket, state, metrics, S3BadRowsSink(clients.s3, s.bucket, "aggregate"))
     data = LakeData()
+    raw = raw_table(clients)
+    committed = 0
+
+    def commit() -> None:  # what the archive took since the last commit, in one Iceberg commit
+        nonlocal committed
+        raw.table().append(table_rows(data.events(data.archived[committed:])))
+        committed = len(data.archived)
 
     def deliver(batch, lines=None, after_final=False):
         assert archive.handle(batch) == {"batchItemFailures": []}
@@ -107,6 +149,7 @@ def build_lake(clients) -> LakeData:
         deliver(batch)
     data.archived.extend(lines)
     data.aggregated_before_final.extend(lines)
+    commit()
 
     gamma = []
     for minute, n in ((10, 5000), (65, 5000), (66, 3000)):
@@ -138,6 +181,7 @@ def build_lake(clients) -> LakeData:
                    {"lat": 37.5665, "lon": 126.978, "speed_kmh": 3.0})]
     deliver([kinesis_record(codec.pack(late)[0].data, "shardId-000000000001", 10_000)], late)
     data.late_ids = {"late-1", "late-2"}
+    commit()
 
     clock.now_ms = FINALIZE_AT
     reports = Finalizer(clients.s3, s.bucket, state, metrics, clock, grace_ms=15 * MINUTE).run()
@@ -152,6 +196,7 @@ def build_lake(clients) -> LakeData:
                         {"character_class": "rogue", "level": 4, "value": 3})]
     deliver([kinesis_record(codec.pack(straggler)[0].data, "shardId-000000000001", 11_000)], straggler,
             after_final=True)
+    commit()
     return data
 
 
