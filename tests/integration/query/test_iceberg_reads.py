@@ -194,13 +194,15 @@ def test_trino_and_duckdb_reads_after_each_commit_step_are_equal_and_true(lake, 
 
 def test_a_tenant_session_reads_no_data_file_of_another_app(lake):
     """Rule: a DuckDB session scoped to an app plans with pyiceberg's row filter on app_id, so no
-    GetObject of the session touches a data file of another app (counted by a botocore hook)."""
+    GetObject of the session touches a data file of another app (counted by a botocore hook); and a
+    filter on the partition columns skips the other partitions' files without opening them."""
     steps = make_steps(lake, "tenant")
     for _, step in STEPS:
         step(steps)
     files = steps.raw.table().inspect.files().to_pylist()
     bucket = steps.clients.settings.bucket
-    data_keys = {f["file_path"].removeprefix(f"s3://{bucket}/"): f["partition"]["app_id"] for f in files}
+    partitions = {f["file_path"].removeprefix(f"s3://{bucket}/"): f["partition"] for f in files}
+    data_keys = {key: partition["app_id"] for key, partition in partitions.items()}
     assert set(data_keys.values()) == {"alpha", "beta"}
     s3 = steps.clients.client("s3")
     read: list[str] = []
@@ -214,3 +216,8 @@ def test_a_tenant_session_reads_no_data_file_of_another_app(lake):
         touched = {key for key in read if key in data_keys}
         assert touched == {key for key, owner in data_keys.items() if owner == app}, app
         assert {data_keys[key] for key in touched} == {app}
+        read.clear()
+        noon = session.query("SELECT count(*) AS n FROM events WHERE dt = '2026-01-01' AND hour = '12'").to_pylist()
+        assert noon == [{"n": len([r for r in rows if r["hour"] == "12"])}] and noon[0]["n"] > 0
+        touched = {key for key in read if key in data_keys}
+        assert touched == {key for key, p in partitions.items() if (p["app_id"], p["hour"]) == (app, "12")}, app
