@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from chalicelib.stream import codec
 from chalicelib.ingest.validation import ms_to_iso, validate_event
@@ -34,7 +33,8 @@ from chalicelib.lake.finalizer import Finalizer
 from chalicelib.lake.badrows import S3BadRowsSink
 from chalicelib.lake.consumers import AggregationService, ArchiveService
 from chalicelib.lake.iceberg_io import BotoGlueCatalog
-from chalicelib.lake.raw_table import RawTable, arrow_table_schema
+from chalicelib.lake.raw_table import RawTable, to_table_rows
+from chalicelib.stream import envelope
 from chalicelib.lake.state import StateStore
 from chalicelib.processing import load_metrics
 from tests.conftest import kinesis_record
@@ -81,20 +81,8 @@ def raw_table(clients) -> RawTable:
 
 
 def table_rows(events: list[dict]) -> pa.Table:
-    """Canonical events (instants in epoch ms) as rows of the raw table, made here with pyarrow alone."""
-    schema = arrow_table_schema()
-    columns = {}
-    for f in schema:
-        if f.name in ("dt", "hour"):
-            continue
-        values = [e[f.name] for e in events]
-        if pa.types.is_timestamp(f.type):
-            columns[f.name] = pa.array(values, pa.int64()).cast(pa.timestamp("ms", tz="UTC")).cast(f.type)
-        else:
-            columns[f.name] = pa.array(values, pa.string())
-    columns["dt"] = pc.strftime(columns["event_time"], format="%Y-%m-%d")
-    columns["hour"] = pc.strftime(columns["event_time"], format="%H")
-    return pa.table(columns).cast(schema)
+    """Archived events (instants in epoch ms) as rows of the raw table."""
+    return to_table_rows(pa.Table.from_pylist(events, schema=envelope.arrow_schema()))
 
 
 @dataclass

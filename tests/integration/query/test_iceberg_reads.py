@@ -21,11 +21,10 @@ import pyarrow.compute as pc
 import pytest
 
 from chalicelib.lake.iceberg_io import BotoGlueCatalog
-from chalicelib.lake.raw_table import RawTable
+from chalicelib.lake.raw_table import RawTable, arrow_table_schema
 from chalicelib.runtime.clients import Clients
 from eventpipe.query.local_engine import LocalAthena, s3_filesystem
 from eventpipe.query.named import SQL_ROOT, bind_query, parse_query
-from tests.factories.query_lake import table_rows
 
 TRINO_URL = os.environ.get("TRINO_URL")
 T0 = 1_767_268_800_000  # 2026-01-01 12:00 UTC
@@ -57,6 +56,23 @@ def events(app: str, ids: range, received_at: int, prefix: str | None = None) ->
              "received_at": received_at, "app_id": app, "user_id": f"{app}-u{i % 7}",
              "client_event_time": None if i % 3 else T0 + i * MINUTE - 5, "attributes": f'{{"n": {i}}}'}
             for i in ids]
+
+
+def table_rows(events: list[dict]) -> pa.Table:
+    """Events (instants in epoch ms) as rows of the raw table, made here with pyarrow alone."""
+    schema = arrow_table_schema()
+    columns = {}
+    for f in schema:
+        if f.name in ("dt", "hour"):
+            continue
+        values = [e[f.name] for e in events]
+        if pa.types.is_timestamp(f.type):
+            columns[f.name] = pa.array(values, pa.int64()).cast(pa.timestamp("ms", tz="UTC")).cast(f.type)
+        else:
+            columns[f.name] = pa.array(values, pa.string())
+    columns["dt"] = pc.strftime(columns["event_time"], format="%Y-%m-%d")
+    columns["hour"] = pc.strftime(columns["event_time"], format="%H")
+    return pa.table(columns).cast(schema)
 
 
 # ------------------------------------------------------------------ the truth (pyarrow only)
@@ -126,7 +142,6 @@ def make_steps(lake, name: str) -> Steps:
     clients.glue.create_database(DatabaseInput={"Name": settings.glue_database})
     raw = RawTable(BotoGlueCatalog(clients.glue, clients.s3), settings.glue_database, settings.bucket)
     raw.create()
-    from chalicelib.lake.raw_table import arrow_table_schema
     return Steps(clients, raw, arrow_table_schema().empty_table())
 
 
