@@ -111,7 +111,7 @@ def main() -> None:
         for _ in range(5):
             started = time.perf_counter()
             engine = LocalAthena(clients.glue, settings.glue_database,
-                                 s3_filesystem(settings.aws_endpoint_url, settings.region))
+                                 s3_filesystem(settings.aws_endpoint_url, settings.region), s3=clients.s3)
             result = engine.query(sql)
             in_process.append((time.perf_counter() - started) * 1000)
         print(f"(b) Athena SQL on DuckDB over a day of raw events ({sum(result['events'].to_pylist())} events): "

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Run a real single-node Trino (the engine behind Athena v3) on 127.0.0.1 for the SQL tests and
 # `eventpipe query --engine trino`.
-#   scripts/trino-node.sh start|launch|wait|stop|status|java
+#   scripts/trino-node.sh start|launch|wait|stop|status|java|fetch
 # start = launch + wait (prints the URL). `java` prints the Java 24+ home it would use, or why none
-# (exit 3). Trino comes from Maven Central through `mvn`: io.trino:trino-server-core (tar.gz) and
-# the Hive connector io.trino:trino-hive (zip), assembled once into the cache (~620 MB unpacked).
+# (exit 3). Trino comes from Maven Central through `mvn`: io.trino:trino-server-core (tar.gz), the
+# Hive connector io.trino:trino-hive (zip) and the Iceberg connector io.trino:trino-iceberg (zip),
+# assembled once into the cache (~1 GB unpacked); a cache assembled before a connector was added
+# gets only that connector fetched.
 # No catalog is configured: catalogs are created at run time (`CREATE CATALOG`, dynamic catalog
 # management), see chalicelib/query/trino_engine.py.
 # Env: TRINO_PORT (8081), TRINO_VERSION (476), TRINO_HEAP (2G), TRINO_JAVA_HOME (Java 24+),
@@ -18,6 +20,8 @@ CACHE=${EVENTPIPE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/eventpipe}/trino
 RUN=${TRINO_RUN_DIR:-${TMPDIR:-/tmp}/eventpipe-trino-$PORT}
 PIDFILE=$RUN/data/var/run/launcher.pid
 TIMEOUT=${TRINO_START_TIMEOUT:-120}
+#: The connectors installed beside the server: Hive (the rollup tables) and Iceberg (the raw events).
+PLUGINS="hive iceberg"
 
 log() { echo "trino-node: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -42,29 +46,52 @@ find_java() { # Java 24+ (Trino 476 needs it); prints the home, or why there is 
   return 3
 }
 
-fetch() { # prints the home of the assembled server in the cache
-  local home=$CACHE/trino-server-$VERSION tmp repo
-  [[ -f $home/.complete ]] && { echo "$home"; return; }
+mvn_copy() { # artifact dest-dir: one artifact from Maven Central into dest-dir
+  if ! mvn -q -B dependency:copy -Dartifact="$1" -DoutputDirectory="$2" -Dmaven.repo.local="$CACHE/.m2" >&2; then
+    rm -rf "$2"
+    die "DOWNLOAD FAILED: could not fetch $1 from Maven Central (see mvn's output above)"
+  fi
+}
+
+unpack_plugin() { # name zip server-home: the connector zip unpacked as <server-home>/plugin/<name>
+  local tmp
+  tmp=$(mktemp -d "$CACHE/.unpack.XXXXXX")
+  if command -v unzip >/dev/null; then unzip -q "$2" -d "$tmp"
+  else python3 -m zipfile -e "$2" "$tmp"; fi
+  rm -rf "$3/plugin/$1" && mv "$tmp/trino-$1-$VERSION" "$3/plugin/$1"
+  rm -rf "$tmp"
+}
+
+fetch() { # prints the home of the assembled server in the cache (plugins missing from it are added)
+  local home=$CACHE/trino-server-$VERSION tmp plugin missing=()
+  if [[ -f $home/.complete ]]; then
+    for plugin in $PLUGINS; do [[ -d $home/plugin/$plugin ]] || missing+=("$plugin"); done
+    [[ ${#missing[@]} -eq 0 ]] && { echo "$home"; return; }
+  fi
   command -v mvn >/dev/null || die "mvn is not installed: cannot fetch Trino from Maven Central"
   mkdir -p "$CACHE" && rm -rf "$CACHE"/.unpack.* "$CACHE"/.download
-  repo=$CACHE/.m2 # Maven's own plugins are cached here; the Trino artifacts are removed once unpacked
-  log "fetching io.trino:trino-server-core:$VERSION:tar.gz and io.trino:trino-hive:$VERSION:zip (~450 MB) with mvn"
-  for artifact in "io.trino:trino-server-core:$VERSION:tar.gz" "io.trino:trino-hive:$VERSION:zip"; do
-    if ! mvn -q -B dependency:copy -Dartifact="$artifact" -DoutputDirectory="$CACHE/.download" \
-        -Dmaven.repo.local="$repo" >&2; then
-      rm -rf "$CACHE/.download"
-      die "DOWNLOAD FAILED: could not fetch $artifact from Maven Central (see mvn's output above)"
-    fi
-  done
-  tmp=$(mktemp -d "$CACHE/.unpack.XXXXXX")
-  tar -xzf "$CACHE/.download/trino-server-core-$VERSION.tar.gz" -C "$tmp"
-  if command -v unzip >/dev/null; then unzip -q "$CACHE/.download/trino-hive-$VERSION.zip" -d "$tmp/plugin-hive"
-  else python3 -m zipfile -e "$CACHE/.download/trino-hive-$VERSION.zip" "$tmp/plugin-hive"; fi
-  mv "$tmp/plugin-hive/trino-hive-$VERSION" "$tmp/trino-server-core-$VERSION/plugin/hive"
-  chmod +x "$tmp/trino-server-core-$VERSION"/bin/launcher "$tmp/trino-server-core-$VERSION"/bin/*/launcher
-  echo "$VERSION" >"$tmp/trino-server-core-$VERSION/.complete"
-  rm -rf "$home" && mv "$tmp/trino-server-core-$VERSION" "$home"
-  rm -rf "$tmp" "$CACHE/.download" "$repo/io/trino"
+  # Maven's own plugins are cached in $CACHE/.m2; the Trino artifacts are removed once unpacked.
+  if [[ -f $home/.complete ]]; then # an existing server: add the connectors it lacks
+    for plugin in "${missing[@]}"; do
+      log "adding io.trino:trino-$plugin:$VERSION:zip to $home with mvn"
+      mvn_copy "io.trino:trino-$plugin:$VERSION:zip" "$CACHE/.download"
+      unpack_plugin "$plugin" "$CACHE/.download/trino-$plugin-$VERSION.zip" "$home"
+    done
+  else
+    log "fetching io.trino:trino-server-core:$VERSION:tar.gz and the connectors ($PLUGINS; ~780 MB) with mvn"
+    mvn_copy "io.trino:trino-server-core:$VERSION:tar.gz" "$CACHE/.download"
+    for plugin in $PLUGINS; do mvn_copy "io.trino:trino-$plugin:$VERSION:zip" "$CACHE/.download"; done
+    tmp=$(mktemp -d "$CACHE/.unpack.XXXXXX")
+    tar -xzf "$CACHE/.download/trino-server-core-$VERSION.tar.gz" -C "$tmp"
+    for plugin in $PLUGINS; do
+      unpack_plugin "$plugin" "$CACHE/.download/trino-$plugin-$VERSION.zip" "$tmp/trino-server-core-$VERSION"
+    done
+    chmod +x "$tmp/trino-server-core-$VERSION"/bin/launcher "$tmp/trino-server-core-$VERSION"/bin/*/launcher
+    echo "$VERSION" >"$tmp/trino-server-core-$VERSION/.complete"
+    rm -rf "$home" && mv "$tmp/trino-server-core-$VERSION" "$home"
+    rm -rf "$tmp"
+  fi
+  rm -rf "$CACHE/.download" "$CACHE/.m2/io/trino"
   echo "$home"
 }
 
@@ -124,10 +151,11 @@ status() {
 }
 
 case ${1:-} in
+  fetch) fetch ;;
   start) launch && wait_healthy ;;
   launch) launch ;;
   wait) wait_healthy ;;
   stop | status) "$1" ;;
   java) find_java ;;
-  *) echo "usage: $0 start|launch|wait|stop|status|java" >&2; exit 2 ;;
+  *) echo "usage: $0 start|launch|wait|stop|status|java|fetch" >&2; exit 2 ;;
 esac

@@ -19,6 +19,7 @@ import pyarrow.json as pajson
 from pyarrow import fs as pafs
 
 from eventpipe.query.errors import QueryError
+from eventpipe.query.iceberg_tables import is_iceberg
 
 
 _SIMPLE_TYPES = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "double": pa.float64(),
@@ -62,6 +63,9 @@ class TableDef:
     serde_parameters: dict = field(default_factory=dict, compare=False)
     #: ``storage.location.template`` (partition projection), if any.
     location_template: str | None = None
+    #: An Iceberg table (``table_type=ICEBERG``): its files and columns come from the table's
+    #: metadata (:mod:`eventpipe.query.iceberg_tables`); ``schema`` is empty until then.
+    iceberg: bool = False
 
     @property
     def is_json(self) -> bool:
@@ -73,6 +77,10 @@ def table_defs(glue, database: str) -> list[TableDef]:
     for page in glue.get_paginator("get_tables").paginate(DatabaseName=database):
         for table in page["TableList"]:
             if table.get("TableType") == "VIRTUAL_VIEW":
+                continue
+            if is_iceberg(table.get("Parameters")):
+                defs.append(TableDef(table["Name"], table["StorageDescriptor"]["Location"], pa.schema([]),
+                                     pa.schema([]), iceberg=True))
                 continue
             storage = table["StorageDescriptor"]
             columns = [pa.field(c["Name"], arrow_type(c["Type"])) for c in storage["Columns"]]

@@ -2,7 +2,10 @@
 
 Tables are resolved from the Glue catalog (location, columns, partition
 keys) and exposed to DuckDB as pyarrow datasets read straight from S3, so the
-same files Athena would read are read here. DuckDB's httpfs extension cannot
+same files Athena would read are read here. Iceberg tables (``table_type=ICEBERG``,
+the raw ``events``) are planned by pyiceberg and read lazily through the boto3 S3
+client (:mod:`eventpipe.query.iceberg_tables`); a tenant-scoped session plans only
+its app's partitions. DuckDB's httpfs extension cannot
 be downloaded on this machine (see the platform notes), which is why S3 is
 read through pyarrow rather than by DuckDB itself. Athena (Trino) SQL is
 translated with sqlglot; queries run with the session time zone set to UTC,
@@ -24,6 +27,7 @@ app's rows.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from pathlib import Path
@@ -42,6 +46,13 @@ from eventpipe.query.catalog_tables import (VIEW_NAME, TableDef, arrow_type, coe
                                             json_table_for, parse_ndjson, partition_matcher, s3_filesystem,
                                             scope_filter, table_defs)
 from eventpipe.query.errors import QueryError  # noqa: F401 - re-exported
+from eventpipe.query.iceberg_tables import IcebergSource
+
+
+def _s3_client_like(glue):
+    """An S3 client on the Glue client's endpoint and region (when the caller gave none)."""
+    import boto3
+    return boto3.client("s3", endpoint_url=glue.meta.endpoint_url, region_name=glue.meta.region_name)
 
 def translate(sql: str) -> str:
     """Athena (Trino) SQL -> DuckDB SQL (no column types: see :meth:`LocalAthena.translate`)."""
@@ -136,6 +147,8 @@ class LocalAthena:
     """A DuckDB connection with the Glue database's tables registered.
 
     ``app_id``: a tenant-scoped session (see the module docstring).
+    ``s3``: the boto3 S3 client Iceberg tables are planned and read with (default: one made like
+    the Glue client: same endpoint and region); ``filesystem`` reads the other tables.
 
     SQL is translated *with the column types* of the tables and views
     (sqlglot ``qualify`` + ``annotate_types``), so Athena's semantics survive
@@ -147,7 +160,7 @@ class LocalAthena:
     """
 
     def __init__(self, glue, database: str, filesystem: pafs.FileSystem, threads: int = 2,
-                 app_id: str | None = None) -> None:
+                 app_id: str | None = None, s3=None) -> None:
         self.database = database
         self.app_id = app_id
         self.tables: list[str] = []
@@ -158,8 +171,14 @@ class LocalAthena:
         self.connection.execute(f"SET threads={threads}")
         self.connection.execute("SET TimeZone='UTC'")
         self.connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{database}"')
+        iceberg = None
         for table in table_defs(glue, database):
-            source = json_table_for(table, filesystem) if table.is_json else dataset_for(table, filesystem)
+            if table.iceberg:  # planned by pyiceberg; a scoped session plans only its app's partitions
+                iceberg = iceberg or IcebergSource(glue, s3 if s3 is not None else _s3_client_like(glue), database)
+                source = iceberg.dataset(table.name, app_id)
+                table = dataclasses.replace(table, schema=source.schema)
+            else:
+                source = json_table_for(table, filesystem) if table.is_json else dataset_for(table, filesystem)
             if app_id is not None:
                 column = scope_filter(table)
                 if column is None:

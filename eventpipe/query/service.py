@@ -84,6 +84,10 @@ class QueryService:
         except Unauthorized as exc:
             raise QueryRefused(str(exc)) from None
 
+    def _credentials(self):
+        credentials = self.clients.session.get_credentials()
+        return credentials.get_frozen_credentials() if credentials else None
+
     # -- local engine
     def local_engine(self, app_id: str | None = None) -> LocalAthena:
         """A DuckDB session over the lake with the views created (scoped to ``app_id`` if given).
@@ -93,12 +97,11 @@ class QueryService:
         newer data.
         """
         if app_id not in self._engines:
-            credentials = self.clients.session.get_credentials()
-            frozen = credentials.get_frozen_credentials() if credentials else None
+            frozen = self._credentials()
             filesystem = s3_filesystem(self.settings.aws_endpoint_url, self.settings.region,
                                        frozen.access_key if frozen else None, frozen.secret_key if frozen else None)
             engine = LocalAthena(self.clients.glue, self.settings.glue_database, filesystem, self.threads,
-                                 app_id=app_id)
+                                 app_id=app_id, s3=self.clients.s3)
             engine.create_views(view_files(self.sql_root))
             self._engines[app_id] = engine
         return self._engines[app_id]
@@ -108,10 +111,16 @@ class QueryService:
         """A Trino catalog over a mirror of the lake with the views created (cached per service)."""
         if "trino" not in self._engines:
             from eventpipe.query.trino_client import TrinoClient
-            from eventpipe.query.trino_engine import TrinoAthena, default_catalog, default_root, default_url
+            from eventpipe.query.trino_engine import (TrinoAthena, default_catalog, default_root, default_url,
+                                                      iceberg_catalog_properties)
             catalog = self.trino_catalog or default_catalog()
+            frozen = self._credentials()
+            iceberg = iceberg_catalog_properties(self.settings.aws_endpoint_url, self.settings.region,
+                                                 frozen.access_key if frozen else None,
+                                                 frozen.secret_key if frozen else None)
             engine = TrinoAthena(TrinoClient(self.trino_url or default_url()), self.clients.glue, self.clients.s3,
-                                 self.settings.glue_database, self.trino_root or default_root(catalog), catalog)
+                                 self.settings.glue_database, self.trino_root or default_root(catalog), catalog,
+                                 iceberg_properties=iceberg)
             engine.create_views(view_files(self.sql_root))
             self._engines["trino"] = engine
         return self._engines["trino"]

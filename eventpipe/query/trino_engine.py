@@ -28,6 +28,17 @@ Hive connector:
 * ``hive.ignore-absent-partitions=true``: a projected partition without files
   is empty, as on S3 (a missing local directory is an error otherwise).
 
+* Iceberg tables (``table_type=ICEBERG`` in Glue: the raw ``events``) are read by Trino's
+  Iceberg connector from the Glue catalog itself and S3 itself (moto on the local stack), in a
+  second catalog ``<catalog>_iceberg`` (:func:`iceberg_catalog_properties`:
+  ``iceberg.catalog.type=glue`` + ``hive.metastore.glue.endpoint-url``, native S3 with
+  ``s3.endpoint`` and path-style access), so every query sees the table's current snapshot
+  (commits and compactions land atomically) and nothing is mirrored. To keep the SQL unmodified
+  (one database holding Hive and Iceberg tables, as in Athena), the Hive catalog redirects them:
+  ``hive.iceberg-catalog-name=<catalog>_iceberg``, and each Iceberg table has a stub in the file
+  metastore whose only meaning is ``table_type=ICEBERG`` (Trino's table redirection then sends
+  every reference to ``events`` - in a query or inside a view - to the Iceberg catalog).
+
 Views (``sql/views``) are created with their Athena text, in the catalog and
 schema of the session, as Athena stores them (Trino views).
 """
@@ -43,6 +54,7 @@ from typing import Callable, Iterable
 
 import orjson
 
+from eventpipe.query.iceberg_tables import is_iceberg
 from eventpipe.query.local_engine import VIEW_NAME, QueryError, view_parts
 from eventpipe.query.trino_client import TrinoClient, TrinoError
 
@@ -206,13 +218,30 @@ def glue_tables(glue, database: str) -> list[dict]:
     return tables
 
 
+def iceberg_catalog_properties(endpoint_url: str | None, region: str, access_key: str | None = None,
+                               secret_key: str | None = None) -> dict[str, str]:
+    """Trino Iceberg catalog properties reading the Glue catalog and S3 (``endpoint_url``: moto's)."""
+    properties = {"iceberg.catalog.type": "glue", "hive.metastore.glue.region": region,
+                  "fs.native-s3.enabled": "true", "s3.region": region}
+    if endpoint_url:
+        properties.update({"hive.metastore.glue.endpoint-url": endpoint_url, "s3.endpoint": endpoint_url,
+                           "s3.path-style-access": "true"})
+    if access_key and secret_key:
+        properties.update({"hive.metastore.glue.aws-access-key": access_key,
+                           "hive.metastore.glue.aws-secret-key": secret_key,
+                           "s3.aws-access-key": access_key, "s3.aws-secret-key": secret_key})
+    return properties
+
+
 # ------------------------------------------------------------------ the lake mirror
-def mirror_buckets(s3, buckets: Iterable[str], root: Path) -> int:
+def mirror_buckets(s3, buckets: Iterable[str], root: Path, skip: Iterable[str] = ()) -> int:
     """Copy every object of the buckets to ``root/<bucket>/<key>``; returns how many were copied.
 
     Objects already there with the same size and ETag (``root/.mirror.json``) are
-    skipped; files of objects that no longer exist are removed.
+    skipped; files of objects that no longer exist are removed. ``skip``: ``bucket/prefix``
+    strings whose objects are not mirrored (the Iceberg tables, read from S3 itself).
     """
+    skip = tuple(skip)
     root.mkdir(parents=True, exist_ok=True)
     manifest_path = root / ".mirror.json"
     old = orjson.loads(manifest_path.read_bytes()) if manifest_path.exists() else {}
@@ -222,7 +251,7 @@ def mirror_buckets(s3, buckets: Iterable[str], root: Path) -> int:
             for obj in page.get("Contents", []):
                 key = f"{bucket}/{obj['Key']}"
                 target = root / key
-                if obj["Key"].endswith("/") or ".." in Path(obj["Key"]).parts:
+                if obj["Key"].endswith("/") or ".." in Path(obj["Key"]).parts or key.startswith(skip):
                     continue
                 stamp = f"{obj['Size']}:{obj.get('ETag', '')}"
                 new[key] = stamp
@@ -269,10 +298,13 @@ class TrinoAthena:
         database: The Glue database; the Trino schema has the same name.
         root: A directory the Trino node can read: the mirror and the metastore.
         catalog: The Trino catalog to (re)create; its previous tables and views are dropped.
+        iceberg_properties: The Iceberg catalog's access to Glue and S3
+            (:func:`iceberg_catalog_properties`); needed when the database has Iceberg tables.
     """
 
     def __init__(self, client: TrinoClient, glue, s3, database: str, root: Path, catalog: str = "eventpipe",
-                 catalog_properties: dict[str, str] | None = None) -> None:
+                 catalog_properties: dict[str, str] | None = None,
+                 iceberg_properties: dict[str, str] | None = None) -> None:
         if not (_IDENT.fullmatch(catalog) and _IDENT.fullmatch(database)):
             raise QueryError("catalog and database names must be identifiers")
         self.database, self.catalog, self.root = database, catalog, Path(root).resolve()
@@ -280,12 +312,22 @@ class TrinoAthena:
         self.client = client.with_session(catalog, database)
         self.views: list[str] = []
         self.definitions = glue_tables(glue, database)
+        iceberg = [t for t in self.definitions if is_iceberg(t.get("Parameters"))]
+        self.iceberg_catalog = f"{catalog}_iceberg" if iceberg else None
+        if iceberg and iceberg_properties is None:
+            raise CatalogError(f"tables {', '.join(t['Name'] for t in iceberg)} are Iceberg tables: "
+                               "give iceberg_properties (Trino's access to Glue and S3)")
         self.copied = mirror_buckets(s3, {_bucket_of(t["StorageDescriptor"]["Location"]) for t in self.definitions},
-                                     self.root / "lake")
-        self._create_catalog()
+                                     self.root / "lake",
+                                     skip=[t["StorageDescriptor"]["Location"].removeprefix("s3://").rstrip("/") + "/"
+                                           for t in iceberg])
+        self._create_catalog(iceberg_properties)
         self.tables = [t["Name"] for t in self.definitions]
         for table in self.definitions:
-            self.execute(create_table_sql(table, self.qualified(table["Name"]), self.location))
+            if is_iceberg(table.get("Parameters")):
+                self._redirect_to_iceberg(table["Name"])
+            else:
+                self.execute(create_table_sql(table, self.qualified(table["Name"]), self.location))
 
     def location(self, s3_location: str) -> str:
         """``s3://bucket/key`` -> the mirror's ``local:///lake/bucket/key``."""
@@ -295,17 +337,34 @@ class TrinoAthena:
     def qualified(self, name: str) -> str:
         return f"{quote(self.catalog)}.{quote(self.database)}.{quote(name)}"
 
-    def _create_catalog(self) -> None:
+    def _create_catalog(self, iceberg_properties: dict[str, str] | None) -> None:
         metastore = self.root / "metastore"
         self.execute(f"DROP CATALOG IF EXISTS {quote(self.catalog)}")
+        self.execute(f"DROP CATALOG IF EXISTS {quote(self.catalog + '_iceberg')}")
         shutil.rmtree(metastore, ignore_errors=True)
         (metastore / self.database).mkdir(parents=True)
         properties = {"hive.metastore": "file", "hive.metastore.catalog.dir": "local:///metastore",
                       "fs.native-local.enabled": "true", "local.location": str(self.root),
                       "hive.ignore-absent-partitions": "true", **TUNING, **self.catalog_properties}
+        if self.iceberg_catalog:
+            self.execute(f"CREATE CATALOG {quote(self.iceberg_catalog)} USING iceberg WITH ("
+                         + ", ".join(f"{quote(k)} = {literal(v)}" for k, v in (iceberg_properties or {}).items()) + ")")
+            properties["hive.iceberg-catalog-name"] = self.iceberg_catalog
         self.execute(f"CREATE CATALOG {quote(self.catalog)} USING hive WITH ("
                      + ", ".join(f"{quote(k)} = {literal(v)}" for k, v in properties.items()) + ")")
         self.execute(f"CREATE SCHEMA {quote(self.catalog)}.{quote(self.database)}")
+
+    def _redirect_to_iceberg(self, name: str) -> None:
+        """A stub of an Iceberg table in the file metastore: its ``table_type=ICEBERG`` makes the Hive
+        connector redirect every reference to the Iceberg catalog's table of the same name (which
+        reads Glue and S3); the stub's column and (empty) location are never read."""
+        if not _IDENT.fullmatch(name):
+            raise CatalogError(f"table name {name[:64]!r} is not an identifier")
+        stub = self.root / "iceberg-redirects" / name
+        stub.mkdir(parents=True, exist_ok=True)
+        self.execute(f"CREATE TABLE {self.qualified(name)} (redirected varchar) WITH ("
+                     f"format = 'PARQUET', external_location = {literal('local:///iceberg-redirects/' + name)}, "
+                     "extra_properties = MAP(ARRAY['table_type'], ARRAY['ICEBERG']))")
 
     def execute(self, sql: str):
         return self.client.execute(sql)
@@ -330,8 +389,9 @@ class TrinoAthena:
         return self.client.query(athena_sql)
 
     def drop(self) -> None:
-        """Drop the catalog (the mirror stays for the next session)."""
-        try:
-            self.execute(f"DROP CATALOG IF EXISTS {quote(self.catalog)}")
-        except TrinoError as exc:
-            log.warning("could not drop catalog %s: %s", self.catalog, exc)
+        """Drop the catalogs (the mirror stays for the next session)."""
+        for catalog in filter(None, (self.catalog, self.iceberg_catalog)):
+            try:
+                self.execute(f"DROP CATALOG IF EXISTS {quote(catalog)}")
+            except TrinoError as exc:
+                log.warning("could not drop catalog %s: %s", catalog, exc)

@@ -14,7 +14,8 @@ from chalicelib.lake.glue import raw_table_input, rollup_table_input
 from chalicelib.lake.legacy_archive import RAW_SCHEMA
 from chalicelib.lake.glue import bad_rows_table_input
 from eventpipe.query.trino_client import TrinoClient, TrinoResult, TrinoUnavailable, arrow_type, arrow_value
-from eventpipe.query.trino_engine import CatalogError, create_table_sql, mirror_buckets, trino_type
+from eventpipe.query.trino_engine import (CatalogError, create_table_sql, iceberg_catalog_properties, mirror_buckets,
+                                          trino_type)
 
 LOCAL = lambda location: location.replace("s3://", "local:///lake/")  # noqa: E731
 
@@ -83,6 +84,32 @@ def test_mirror_copies_new_and_changed_objects_and_drops_deleted_ones(tmp_path):
     assert mirror_buckets(s3, ["lake"], tmp_path) == 1
     assert (tmp_path / "lake/events/a.parquet").read_bytes() == b"changed"
     assert not (tmp_path / "lake/events/b.parquet").exists()
+
+
+@mock_aws
+def test_mirror_skips_the_iceberg_tables_trino_reads_from_s3(tmp_path):
+    """The Iceberg table's files are read by Trino from S3 itself: mirroring them would only cost time."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="lake")
+    for key in ("rollups/x.parquet", "tables/events/data/a.parquet", "tables/events/metadata/v1.json",
+                "tables/events-other/b.parquet"):
+        s3.put_object(Bucket="lake", Key=key, Body=b"1")
+    assert mirror_buckets(s3, ["lake"], tmp_path, skip=["lake/tables/events/"]) == 2
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.*") if p.is_file()
+                  and p.name != ".mirror.json") == ["lake/rollups/x.parquet", "lake/tables/events-other/b.parquet"]
+
+
+def test_iceberg_catalog_reads_glue_and_s3_of_the_endpoint_path_style():
+    local = iceberg_catalog_properties("http://127.0.0.1:5000", "us-east-1", "k", "s")
+    assert local == {"iceberg.catalog.type": "glue", "hive.metastore.glue.region": "us-east-1",
+                     "hive.metastore.glue.endpoint-url": "http://127.0.0.1:5000", "fs.native-s3.enabled": "true",
+                     "s3.endpoint": "http://127.0.0.1:5000", "s3.path-style-access": "true", "s3.region": "us-east-1",
+                     "hive.metastore.glue.aws-access-key": "k", "hive.metastore.glue.aws-secret-key": "s",
+                     "s3.aws-access-key": "k", "s3.aws-secret-key": "s"}
+    # On AWS: no endpoints, Trino's own credential chain.
+    assert iceberg_catalog_properties(None, "eu-west-1") == {
+        "iceberg.catalog.type": "glue", "hive.metastore.glue.region": "eu-west-1", "fs.native-s3.enabled": "true",
+        "s3.region": "eu-west-1"}
 
 
 def signature(raw: str, *args) -> dict:
