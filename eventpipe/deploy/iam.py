@@ -12,8 +12,8 @@ Which calls each function makes (from chalicelib):
 * api_handler: apps GetItem (authenticate, an app's limits) and DescribeTable (health); UpdateItem
   of the rate-limit buckets only (items ``bucket#<app_id>`` of the apps table); PutRecords and
   DescribeStreamSummary (ingest, health); HeadBucket/ListBucket and rollups/ reads
-  (metrics API); OpenSearch reads only (:data:`API_SEARCH_CALLS`): the query of GET /v1/search on
-  the daily indices and the cluster health of GET /v1/health, never a write or the index template.
+  (metrics API); OpenSearch reads only: ``POST /<daily indices>/_search`` (GET /v1/search) and
+  ``GET /_cluster/health`` (GET /v1/health), never a write or the index template.
 * archive_events / aggregate_events: Kinesis mapping reads; Parquet and bad rows to S3;
   state table watermarks and progress.
 * index_events: Kinesis mapping reads; OpenSearch bulk; search bad rows to S3.
@@ -124,7 +124,9 @@ def search_statements(function: str, names: StageNames) -> list[dict]:
     if function not in n.SEARCH_FUNCTIONS:
         return []
     if function == "api_handler":  # reads only: the calls tests/deploy/test_search_permissions.py records
-        return [_allow("SearchRead", ["es:ESHttpGet", "es:ESHttpPost"], [domain_arn(names, f"/{index_pattern()}")]),
+        # POST, not GET: opensearch-py sends a search with a body as POST; on the index pattern alone
+        # ESHttpPost would also allow POST /<index>/_doc (writes), so only the _search path.
+        return [_allow("SearchRead", ["es:ESHttpPost"], [domain_arn(names, f"/{index_pattern()}/_search")]),
                 _allow("SearchHealth", ["es:ESHttpGet"], [domain_arn(names, "/_cluster/health")])]
     actions = SEARCH_READ_WRITE + (["es:ESHttpDelete"] if function == "search_retention" else [])
     return [_allow("Search", actions, [domain_arn(names)])]
