@@ -129,7 +129,8 @@ def function_override(config: PipelineConfig) -> dict:
     """SnapStart properties of the API function (empty when ``[api] snapstart`` is off)."""
     if not config.api.snapstart:
         return {}
-    return {"AutoPublishAlias": ALIAS, "AutoPublishAliasAllProperties": True,
+    # A replaced version is deleted once the alias has moved: each cached snapshot is billed.
+    return {"AutoPublishAlias": ALIAS, "AutoPublishAliasAllProperties": True, "VersionDeletionPolicy": "Delete",
             "SnapStart": {"ApplyOn": "PublishedVersions"}}
 
 

@@ -153,6 +153,7 @@ def test_api_function_runs_with_snapstart_behind_its_alias(stage_template):
     assert alias["Properties"]["Name"] == api_stage.ALIAS and alias["Properties"]["FunctionName"] == {"Ref": API}
     version_id = alias["Properties"]["FunctionVersion"]["Fn::GetAtt"][0]
     assert resources[version_id]["Type"] == "AWS::Lambda::Version"
+    assert resources[version_id]["DeletionPolicy"] == "Delete"  # no cached snapshot of a replaced version
     body = resources["RestAPI"]["Properties"]["Body"]
     uris = [op["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"] for methods in body["paths"].values()
             for op in methods.values() if op.get("x-amazon-apigateway-integration", {}).get("type") == "aws_proxy"]
