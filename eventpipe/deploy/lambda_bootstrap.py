@@ -104,6 +104,8 @@ def snapshot_and_restore(hooks: types.ModuleType, response: dict) -> bool:
     if not _run_hooks(list(reversed(hooks.before)), response, "before_snapshot"):
         return True
     response["hooks"] = {"before": len(hooks.before), "after": len(hooks.after)}
+    sys.stdout.flush()
+    sys.stderr.flush()  # else both processes would write what is buffered
     pid = os.fork()
     if pid:
         os.waitpid(pid, 0)
