@@ -15,12 +15,14 @@ from chalicelib.api.routes import POSTHOG, SEGMENT, Routes, json_response, query
 from chalicelib.runtime.container import Container
 from chalicelib.runtime.pipeline_config import load_pipeline_config
 from chalicelib.runtime.settings import Settings
+from chalicelib.runtime.snapstart import register as register_snapstart_hooks
 
 app = Chalice(app_name="eventpipe")
 app.log.setLevel(logging.INFO)
 container = Container(Settings.from_env())
 routes = Routes(app, lambda key: container.apps.authenticate(key),
                 lambda app_id, events: container.limiter.admit(app_id, events))
+register_snapstart_hooks(container)  # Lambda SnapStart (API function): warm before the snapshot, renew after
 #: chalicelib/pipeline.toml: each consumer's event source mapping, per stage (the runner and the template read it too).
 pipeline = load_pipeline_config(container.settings.stage)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import boto3
+import botocore.session
 from botocore.config import Config
 
 from chalicelib.runtime.settings import Settings
@@ -18,9 +19,18 @@ _BOTO_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"max_attempts
 class Clients:
     """Lazily created boto3 clients (creating one costs ~50 ms)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, loader=None) -> None:
         self.settings = settings
-        self.session = boto3.session.Session(region_name=settings.region)
+        core = botocore.session.get_session()
+        if loader is not None:  # botocore's parsed service models, shared with an earlier session
+            core.register_component("data_loader", loader)
+        self._core = core
+        self.session = boto3.session.Session(region_name=settings.region, botocore_session=core)
+
+    def renewed(self) -> "Clients":
+        """The same settings in a new session: credentials are resolved again, no connection is reused;
+        the service models already loaded are kept."""
+        return Clients(self.settings, self._core.get_component("data_loader"))
 
     def client(self, service: str):
         """A new client for any other service (QuickSight, STS, Athena...)."""

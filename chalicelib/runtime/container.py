@@ -25,9 +25,21 @@ def clock_ms() -> int:
 
 
 class Container:
+    #: Built from packaged files only (no client, credential, connection or clock): kept by renew().
+    PURE = frozenset({"metrics", "openapi", "dashboard"})
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.clients = Clients(settings)
+
+    def renew(self) -> None:
+        """New AWS session and clients, and no service built with the old ones (SnapStart restore:
+        nothing holding credentials or connections survives from before the snapshot). The loaded
+        botocore models are kept: they are the same files."""
+        self.clients = self.clients.renewed()
+        for name, value in vars(type(self)).items():
+            if isinstance(value, functools.cached_property) and name not in self.PURE:
+                self.__dict__.pop(name, None)
 
     # ------------------------------------------------------------------ API
     @functools.cached_property
@@ -64,7 +76,7 @@ class Container:
     def health(self):
         from chalicelib.api.health import HealthService
         return HealthService(self.clients, self.settings,
-                             (lambda: self.search_client) if self.settings.opensearch_url else None)
+                             (lambda: self.search_reader) if self.settings.opensearch_url else None)
 
     @functools.cached_property
     def metrics_service(self):
@@ -77,7 +89,7 @@ class Container:
     def search(self):
         from chalicelib.search.facade import SearchService
         from chalicelib.search.query import SearchSettings
-        return SearchService(lambda: self.search_client, SearchSettings(prefix=self.settings.search_index_prefix),
+        return SearchService(lambda: self.search_reader, SearchSettings(prefix=self.settings.search_index_prefix),
                              clock_ms)
 
     @functools.cached_property
@@ -199,23 +211,33 @@ class Container:
         return RetentionService(lambda: self.search_client, s.search_retention_days, s.search_index_prefix, clock_ms)
 
     # ---------------------------------------------------------------- search
-    @functools.cached_property
-    def search_client(self):
-        """OpenSearch client; the index template is applied once per process."""
-        from opensearchpy.exceptions import OpenSearchException
-
-        from chalicelib.search import (SearchUnavailableError, TemplateError, client_for_aws, client_for_url,
-                                       ensure_template)
-        from chalicelib.search.template import TemplateSettings
+    def _search_connection(self):
+        from chalicelib.search import SearchUnavailableError, client_for_aws, client_for_url
 
         s = self.settings
         if not s.opensearch_url:
             raise SearchUnavailableError("search is not configured (OPENSEARCH_URL)")
         if s.opensearch_sigv4_service:
             credentials = self.clients.session.get_credentials()
-            client = client_for_aws(s.opensearch_url, s.region, credentials, service=s.opensearch_sigv4_service)
-        else:
-            client = client_for_url(s.opensearch_url)
+            return client_for_aws(s.opensearch_url, s.region, credentials, service=s.opensearch_sigv4_service)
+        return client_for_url(s.opensearch_url)
+
+    @functools.cached_property
+    def search_reader(self):
+        """The API's OpenSearch client: searches and cluster health only (its role may not write; the
+        consumers apply the index template)."""
+        return self._search_connection()
+
+    @functools.cached_property
+    def search_client(self):
+        """OpenSearch client of the consumers; the index template is applied once per process."""
+        from opensearchpy.exceptions import OpenSearchException
+
+        from chalicelib.search import SearchUnavailableError, TemplateError, ensure_template
+        from chalicelib.search.template import TemplateSettings
+
+        s = self.settings
+        client = self._search_connection()
         try:
             ensure_template(client, TemplateSettings(prefix=s.search_index_prefix, replicas=s.search_replicas,
                                                      refresh_interval=s.search_refresh_interval))

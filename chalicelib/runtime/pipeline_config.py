@@ -71,6 +71,18 @@ class DeployConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """The HTTP API's deployment: API Gateway stage throttling and Lambda SnapStart."""
+
+    #: Steady requests per second the stage admits across all callers (API Gateway answers 429 above).
+    throttling_rate_limit: int
+    #: Requests the stage admits at once above the steady rate.
+    throttling_burst_limit: int
+    #: Lambda SnapStart on the API function (python3.12+): API Gateway invokes a published alias.
+    snapstart: bool
+
+
+@dataclass(frozen=True)
 class StreamConfig:
     mode: str
     shards: int
@@ -121,6 +133,7 @@ class PipelineConfig:
 
     stage: str
     deploy: DeployConfig
+    api: ApiConfig
     consumers: tuple[ConsumerConfig, ...]
     functions: tuple[FunctionConfig, ...]
     stream: StreamConfig
@@ -178,7 +191,7 @@ def parse_pipeline_config(text: str, stage: str) -> PipelineConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PipelineConfigError(f"pipeline configuration is not valid TOML: {exc}") from exc
-    unknown = sorted(set(data) - {"deploy", "consumers", "functions", "stream", "lifecycle", "search", "alarms",
+    unknown = sorted(set(data) - {"deploy", "api", "consumers", "functions", "stream", "lifecycle", "search", "alarms",
                                   "stages"})
     if unknown:
         raise PipelineConfigError(f"unknown section(s) {', '.join(unknown)}")
@@ -186,7 +199,7 @@ def parse_pipeline_config(text: str, stage: str) -> PipelineConfig:
     if stage not in stages:
         raise PipelineConfigError(f"unknown stage {stage!r} (known: {', '.join(stages)})")
     overrides = _table(stages, stage, "stages")
-    bad = sorted(set(overrides) - {"consumers", "functions", "stream", "lifecycle", "search", "alarms"})
+    bad = sorted(set(overrides) - {"api", "consumers", "functions", "stream", "lifecycle", "search", "alarms"})
     if bad:
         raise PipelineConfigError(f"stages.{stage}: unknown section(s) {', '.join(bad)}")
 
@@ -215,11 +228,14 @@ def parse_pipeline_config(text: str, stage: str) -> PipelineConfig:
         return _build(cls, key, {**_table(data, key, ""), **_table(overrides, key, f"stages.{stage}")})
 
     config = PipelineConfig(stage=stage, deploy=_build(DeployConfig, "deploy", _table(data, "deploy", "")),
+                            api=section(ApiConfig, "api"),
                             consumers=tuple(consumers), functions=functions, stream=section(StreamConfig, "stream"),
                             lifecycle=section(LifecycleConfig, "lifecycle"), search=section(SearchConfig, "search"),
                             alarms=section(AlarmConfig, "alarms"))
     if config.stream.mode not in STREAM_MODES:
         raise PipelineConfigError(f"stream.mode must be one of {STREAM_MODES}, got {config.stream.mode!r}")
+    _in_range("api", "throttling_rate_limit", config.api.throttling_rate_limit, 1, 10_000)
+    _in_range("api", "throttling_burst_limit", config.api.throttling_burst_limit, 1, 5_000)
     _in_range("stream", "shards", config.stream.shards, 1, 10_000)
     _in_range("stream", "retention_hours", config.stream.retention_hours, 24, 8760)
     for function in functions:

@@ -10,8 +10,9 @@
   announced on the topic by an S3 event notification (storage.bucket): immediate and free,
   where an alarm on S3 request metrics would cost a metrics filter and lag by minutes.
 
-The topic is not KMS-encrypted: CloudWatch and S3 cannot publish to a topic under the AWS
-managed SNS key, and alarm messages carry no event data.
+The topic is KMS-encrypted only with the optional customer managed key (``KmsKeyArn``, see
+storage.py): CloudWatch and S3 cannot publish to a topic under the AWS managed SNS key, and
+alarm messages carry no event data.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 from chalicelib.runtime.pipeline_config import PipelineConfig
 from eventpipe.deploy import naming as n
 from eventpipe.deploy.naming import StageNames
+from eventpipe.deploy.storage import KMS_KEY_PARAMETER, with_kms_key
 
 PERIOD_S = 300
 
@@ -44,7 +46,8 @@ def _alarm(description: str, namespace: str, metric: str, dimensions: dict, thre
 def topic(config: PipelineConfig, names: StageNames) -> dict:
     """The alarm topic, its policy (S3 may publish dead-letter notices) and an optional e-mail."""
     resources = {
-        n.ALARM_TOPIC: {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": names.alarm_topic}},
+        n.ALARM_TOPIC: {"Type": "AWS::SNS::Topic", "Properties": {
+            "TopicName": names.alarm_topic, "KmsMasterKeyId": with_kms_key({"Ref": KMS_KEY_PARAMETER})}},
         n.ALARM_TOPIC_POLICY: {
             "Type": "AWS::SNS::TopicPolicy",
             "Properties": {"Topics": [{"Ref": n.ALARM_TOPIC}], "PolicyDocument": {

@@ -23,6 +23,7 @@ from typing import Callable
 from botocore.exceptions import ClientError, WaiterError
 
 from chalicelib.runtime.pipeline_config import load_pipeline_config
+from eventpipe.deploy import api_stage
 from eventpipe.deploy import naming as n
 from eventpipe.deploy.artifacts import ArtifactFiles, file_sha256
 from eventpipe.deploy.naming import StageNames
@@ -145,12 +146,16 @@ def deploy(stage: str, clients: DeployClients, project_dir: Path, artifacts: Art
         out = build_dir or Path(tmp)
         layers = dict(artifacts.function_layers) if artifacts else {}
         package = chalice_package(config, project_dir, out, layers=layers, region=clients.region)
-        template = expand_sam(package.template(), region=clients.region)
+        code = artifacts.code if artifacts else {function: package.code_zip for function in n.FUNCTIONS}
+        sam = package.template()
+        if config.api.snapstart:  # a new zip publishes a new version of the API function and moves its alias
+            zips = [*code.values(), *(artifacts.layers.values() if artifacts else [])]
+            api_stage.pin_version(sam, ",".join(sorted(file_sha256(Path(path)) for path in zips)))
+        template = expand_sam(sam, region=clients.region)
         if template_filter:
             template = template_filter(template)
         ensure_deployment_bucket(clients.s3, bucket, clients.region)
         prefix = f"{names.prefix}/"
-        code = artifacts.code if artifacts else {function: package.code_zip for function in n.FUNCTIONS}
         code_keys = {function: upload_file(clients.s3, bucket, prefix, Path(path)) for function, path in code.items()}
         layer_keys = {layer: upload_file(clients.s3, bucket, prefix, Path(path))
                       for layer, path in (artifacts.layers.items() if artifacts else [])}

@@ -12,7 +12,8 @@ Which calls each function makes (from chalicelib):
 * api_handler: apps GetItem (authenticate, an app's limits) and DescribeTable (health); UpdateItem
   of the rate-limit buckets only (items ``bucket#<app_id>`` of the apps table); PutRecords and
   DescribeStreamSummary (ingest, health); HeadBucket/ListBucket and rollups/ reads
-  (metrics API); OpenSearch search, template put (``ensure_template``).
+  (metrics API); OpenSearch reads only: ``POST /<daily indices>/_search`` (GET /v1/search) and
+  ``GET /_cluster/health`` (GET /v1/health), never a write or the index template.
 * archive_events / aggregate_events: Kinesis mapping reads; Parquet and bad rows to S3;
   state table watermarks and progress.
 * index_events: Kinesis mapping reads; OpenSearch bulk; search bad rows to S3.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from chalicelib.api.ratelimit_store import BUCKET_PREFIX
 from chalicelib.runtime.pipeline_config import PipelineConfig
+from chalicelib.search.naming import index_pattern
 from eventpipe.deploy import naming as n
 from eventpipe.deploy.naming import StageNames
 from eventpipe.deploy.storage import bucket_arn
@@ -112,10 +114,22 @@ def statements(function: str, names: StageNames) -> list[dict]:
             _allow("ReadEvents", ["s3:GetObject"], _objects("events/")),
             _allow("Rollups", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], _objects("rollups/")),
         ]
-    if function in n.SEARCH_FUNCTIONS:
-        actions = SEARCH_READ_WRITE + (["es:ESHttpDelete"] if function == "search_retention" else [])
-        result.append(_allow("Search", actions, [domain_arn(names)]))
+    result += search_statements(function, names)
     return _merge_sids(result)
+
+
+def search_statements(function: str, names: StageNames) -> list[dict]:
+    """A function's OpenSearch permissions: the same statements in its role and in the domain's policy
+    (within one account either policy alone grants access, so both must be this narrow)."""
+    if function not in n.SEARCH_FUNCTIONS:
+        return []
+    if function == "api_handler":  # reads only: the calls tests/deploy/test_search_permissions.py records
+        # POST, not GET: opensearch-py sends a search with a body as POST; on the index pattern alone
+        # ESHttpPost would also allow POST /<index>/_doc (writes), so only the _search path.
+        return [_allow("SearchRead", ["es:ESHttpPost"], [domain_arn(names, f"/{index_pattern()}/_search")]),
+                _allow("SearchHealth", ["es:ESHttpGet"], [domain_arn(names, "/_cluster/health")])]
+    actions = SEARCH_READ_WRITE + (["es:ESHttpDelete"] if function == "search_retention" else [])
+    return [_allow("Search", actions, [domain_arn(names)])]
 
 
 def _merge_sids(items: list[dict]) -> list[dict]:
@@ -149,10 +163,11 @@ def roles(config: PipelineConfig, names: StageNames) -> dict:
 
 
 def search_access_policy(names: StageNames) -> dict:
-    """The domain's resource policy: only the search functions' roles, only HTTP verbs they use."""
-    principals = [{"Fn::GetAtt": [role_logical_id(f), "Arn"]} for f in n.SEARCH_FUNCTIONS]
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{"Sid": "LambdaRolesOnly", "Effect": "Allow", "Principal": {"AWS": principals},
-                       "Action": SEARCH_READ_WRITE + ["es:ESHttpDelete"], "Resource": domain_arn(names)}],
-    }
+    """The domain's resource policy: only the search functions' roles, each with its own statements."""
+    statements = []
+    for function in n.SEARCH_FUNCTIONS:
+        principal = {"AWS": [{"Fn::GetAtt": [role_logical_id(function), "Arn"]}]}
+        for statement in search_statements(function, names):
+            sid = f"{n.FUNCTIONS[function]}{statement['Sid']}"
+            statements.append({**statement, "Sid": sid, "Principal": principal})
+    return {"Version": "2012-10-17", "Statement": statements}

@@ -4,6 +4,11 @@ Chalice runs pip for ``requirements.txt`` and would silently drop wheels it cann
 its runtime (pyarrow, numpy, duckdb: see shared/platform-notes.md). The dependencies come
 from the layers instead, so chalice packages a copy of the project whose requirements.txt
 is empty: only app.py, chalicelib/ and .chalice/config.json are copied.
+
+With SnapStart on the API (``[api] snapstart``), the packaged SAM template is then rewritten
+where the merge template cannot reach: each API integration invokes the function's alias, and
+the published version is named after the artifacts and the function's properties
+(eventpipe/deploy/api_stage.py).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Mapping
 
 from chalicelib.runtime.pipeline_config import PipelineConfig
+from eventpipe.deploy import api_stage
 from eventpipe.deploy.template import DEFAULT_LAYERS, merge_template
 
 PROJECT_FILES = ("app.py", "chalicelib", ".chalice/config.json")
@@ -68,6 +74,9 @@ def chalice_package(config: PipelineConfig, project_dir: Path, out_dir: Path,
         out_dir: receives merge-template.json, sam.json and deployment.zip.
         layers: function -> the layer names the template attaches to it.
         region: chalice needs one to build ARNs; nothing is called.
+
+    With SnapStart the version is pinned to the function's properties only: a deployment re-pins
+    it to the zips it uploads (``api_stage.pin_version``).
     """
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,8 +92,13 @@ def chalice_package(config: PipelineConfig, project_dir: Path, out_dir: Path,
                               capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise PackageError(f"chalice package failed ({done.returncode}): {done.stderr.strip() or done.stdout}")
-        for name in ("sam.json", "deployment.zip"):
-            shutil.copy2(work / "out" / name, out_dir / name)
+        shutil.copy2(work / "out" / "deployment.zip", out_dir / "deployment.zip")
+        template = json.loads((work / "out" / "sam.json").read_text())
+    if config.api.snapstart:
+        if not api_stage.route_to_alias(template):
+            raise PackageError("chalice emitted no Lambda proxy integration to route to the API alias")
+        api_stage.pin_version(template, "")
+    (out_dir / "sam.json").write_text(json.dumps(template, indent=2))
     return Package(out_dir / "sam.json", out_dir / "deployment.zip")
 
 

@@ -166,15 +166,21 @@ class Sandbox:
             "AWS_SESSION_TOKEN": "testing", **self.env,
         }
 
-    def run(self, function: str, events: Sequence[dict], timeout_s: float = 180) -> FunctionRun:
-        """A fresh interpreter (a cold start) that imports the handler and invokes it with each event."""
+    def run(self, function: str, events: Sequence[dict], timeout_s: float = 180,
+            snapstart: bool = False) -> FunctionRun:
+        """A fresh interpreter (a cold start) that imports the handler and invokes it with each event.
+
+        With ``snapstart`` the invocations run in a fork of the initialized process after the
+        SnapStart hooks (see lambda_bootstrap.py): a restore from a snapshot, as closely as a
+        process can play one.
+        """
         task, opt = self.dirs(function)
         with tempfile.TemporaryDirectory(prefix=f"sandbox-{function}-") as tmp:
             request, response = Path(tmp, "request.json"), Path(tmp, "response.json")
             request.write_text(json.dumps({
                 "task": str(task), "opt": str(opt), "runtime": str(self.runtime_dir), "function": function,
                 "handler": self.artifacts.functions[function].handler, "events": list(events),
-                "timeout_s": timeout_s, "response": str(response)}))
+                "timeout_s": timeout_s, "response": str(response), "snapstart": snapstart}))
             began = time.perf_counter()
             done = subprocess.run([self.python, "-I", "-S", "-B", str(BOOTSTRAP), str(request)], cwd=task,
                                   env=self.function_env(function, task, opt), capture_output=True, text=True,

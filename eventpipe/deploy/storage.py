@@ -1,4 +1,12 @@
-"""Stream, lake bucket, DynamoDB tables and log groups of one stage (CloudFormation resources)."""
+"""Stream, lake bucket, DynamoDB tables and log groups of one stage (CloudFormation resources).
+
+The optional ``KmsKeyArn`` parameter (empty by default) encrypts the DynamoDB tables and the alarm
+topic (alarms.topic) with a customer managed key; without it they use AWS owned keys. The key
+stays the customer's: its key policy must let DynamoDB use it for this account
+(``kms:ViaService dynamodb.<region>.amazonaws.com``), let CloudWatch (``cloudwatch.amazonaws.com``)
+and S3 (``s3.amazonaws.com``) call ``kms:GenerateDataKey*`` and ``kms:Decrypt`` to publish to the
+topic, and the deploying principal needs ``kms:CreateGrant`` and ``kms:DescribeKey``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +15,26 @@ from eventpipe.deploy import naming as n
 from eventpipe.deploy.naming import StageNames
 
 #: Valid CloudWatch Logs retention values (days).
+KMS_KEY_PARAMETER = "KmsKeyArn"
+HAS_KMS_KEY = "HasKmsKey"
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
                       2922, 3288, 3653)
+
+
+def kms_parameters() -> dict:
+    return {KMS_KEY_PARAMETER: {
+        "Type": "String", "Default": "",
+        "Description": "ARN of a customer managed KMS key for the DynamoDB tables and the alarm topic "
+                       "(empty: AWS owned keys); see eventpipe/deploy/storage.py for its key policy"}}
+
+
+def kms_conditions() -> dict:
+    return {HAS_KMS_KEY: {"Fn::Not": [{"Fn::Equals": [{"Ref": KMS_KEY_PARAMETER}, ""]}]}}
+
+
+def with_kms_key(value) -> dict:
+    """``value`` when the KmsKeyArn parameter is set, else no property at all."""
+    return {"Fn::If": [HAS_KMS_KEY, value, {"Ref": "AWS::NoValue"}]}
 
 
 def bucket_arn(suffix: str = "") -> dict:
@@ -113,6 +139,8 @@ def _table(name: str, key: str, config: PipelineConfig) -> dict:
             "KeySchema": [{"AttributeName": key, "KeyType": "HASH"}],
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "DeletionProtectionEnabled": config.lifecycle.retain_data,
+            "SSESpecification": with_kms_key({"SSEEnabled": True, "SSEType": "KMS",
+                                              "KMSMasterKeyId": {"Ref": KMS_KEY_PARAMETER}}),
         },
         **_data_policies(config),
     }

@@ -5,7 +5,12 @@ position only) and the REST API. This template adds every other resource of a st
 overrides, per function: runtime, name, code location, layers, its own role, environment and
 reserved concurrency; per mapping: the stream, ReportBatchItemFailures, bisection, retries,
 record age, parallelization, batching and the on-failure destination, all from
-``chalicelib/pipeline.toml``; on the API: its name and binary media types.
+``chalicelib/pipeline.toml``; on the API: its name, binary media types, stage throttling and
+access logs, and SnapStart with the alias API Gateway invokes (api_stage.py).
+
+Optional parameters (empty by default): ``WebAclArn`` (a WAF web ACL on the stage),
+``KmsKeyArn`` (a customer managed key for the tables and the alarm topic) and
+``ApiGatewayCloudWatchRoleArn`` (the region's existing API Gateway logging role).
 
 Chalice's merge is a key-by-key dict merge where lists are replaced whole, so each override
 below reuses the keys chalice emits (e.g. the mapping's ``Stream`` stays an ``Fn::Sub``).
@@ -28,7 +33,7 @@ from typing import Mapping, Sequence
 
 from chalicelib.runtime.pipeline_config import ConsumerConfig, PipelineConfig, load_pipeline_config
 from eventpipe.deploy.artifact_config import PACKAGE
-from eventpipe.deploy import alarms, glue_resources, iam, search_domain, storage
+from eventpipe.deploy import alarms, api_stage, glue_resources, iam, search_domain, storage
 from eventpipe.deploy import naming as n
 from eventpipe.deploy.naming import StageNames
 
@@ -117,6 +122,8 @@ def _function(function: str, config: PipelineConfig, names: StageNames, layers: 
     reserved = config.function(function).reserved_concurrency
     if reserved is not None:
         properties["ReservedConcurrentExecutions"] = reserved
+    if function == "api_handler":
+        properties.update(api_stage.function_override(config))
     if function in n.CONSUMERS:
         properties["Events"] = {f"{logical_id}KinesisEventSource": {
             "Properties": mapping_properties(config.consumer(function))}}
@@ -141,6 +148,8 @@ def _parameters(layers: Sequence[str]) -> dict:
         parameters[code_key_parameter(function)] = {"Type": "String", "Description": f"S3 key: {function} code zip"}
     for layer in layers:
         parameters[layer_key_parameter(layer)] = {"Type": "String", "Description": f"S3 key: {layer} layer zip"}
+    parameters.update(api_stage.parameters())
+    parameters.update(storage.kms_parameters())
     return parameters
 
 
@@ -157,6 +166,7 @@ def _outputs() -> dict:
         "AthenaWorkGroupName": out({"Ref": n.WORKGROUP}),
         "SearchEndpoint": out(search_domain.endpoint_url()),
         "AlarmTopicArn": out({"Ref": n.ALARM_TOPIC}),
+        "ApiAccessLogGroupName": out({"Ref": api_stage.ACCESS_LOG_GROUP}),
     }
 
 
@@ -175,18 +185,19 @@ def merge_template(config: PipelineConfig, layers: Mapping[str, Sequence[str]] =
     resources: dict = {}
     for part in (storage.stream(config, names), storage.bucket(config, names), storage.tables(config, names),
                  storage.log_groups(config, names), glue_resources.catalog(config, names),
-                 iam.roles(config, names), search_domain.domain(config, names), alarms.topic(config, names),
-                 alarms.alarms(config, names), _layers(config, names, all_layers)):
+                 iam.roles(config, names), search_domain.domain(config, names),
+                 search_domain.log_groups(config, names), alarms.topic(config, names),
+                 alarms.alarms(config, names), api_stage.resources(config, names),
+                 api_stage.permission_override(config), _layers(config, names, all_layers)):
         overlap = set(part) & set(resources)
         if overlap:
             raise ValueError(f"logical id(s) defined twice: {sorted(overlap)}")
         resources.update(part)
     for function in n.FUNCTIONS:
         resources.update(_function(function, config, names, tuple(layers.get(function, ()))))
-    resources[n.REST_API] = {"Properties": {
-        "Name": names.rest_api,
-        "DefinitionBody": {"x-amazon-apigateway-binary-media-types": BINARY_MEDIA_TYPES}}}
-    return {"Parameters": _parameters(all_layers), "Resources": resources, "Outputs": _outputs()}
+    resources[n.REST_API] = api_stage.rest_api_override(config, names, BINARY_MEDIA_TYPES)
+    return {"Parameters": _parameters(all_layers), "Conditions": {**api_stage.conditions(), **storage.kms_conditions()},
+            "Resources": resources, "Outputs": _outputs()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,7 +135,9 @@ def invariant_findings(template: dict) -> list[Finding]:
         roles[logical_id] = role
     if PLACEHOLDER_ROLE in json.dumps(template):
         findings.append(Finding("roles", "template", "the placeholder role of .chalice/config.json is still used"))
-    unused = set(_resources(template, "AWS::IAM::Role")) - {f"{lid}Role" for lid in functions}
+    lambda_roles = {k for k, v in _resources(template, "AWS::IAM::Role").items()
+                    if "lambda.amazonaws.com" in json.dumps(v["Properties"].get("AssumeRolePolicyDocument"))}
+    unused = lambda_roles - {f"{lid}Role" for lid in functions}
     if unused:
         findings.append(Finding("roles", "template", f"roles no function uses: {sorted(unused)}"))
 
@@ -170,6 +172,48 @@ def invariant_findings(template: dict) -> list[Finding]:
         env = functions.get(logical_id, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
         if "OPENSEARCH_URL" not in env or env.get("EVENTPIPE_OPENSEARCH_SIGV4") != "es":
             findings.append(Finding("search", logical_id, "no OPENSEARCH_URL / EVENTPIPE_OPENSEARCH_SIGV4=es"))
+    findings += api_findings(template)
+    return findings
+
+
+def _api_integration_uris(template: dict) -> list[str]:
+    uris = []
+    for api in _resources(template, "AWS::ApiGateway::RestApi").values():
+        for methods in api["Properties"].get("Body", {}).get("paths", {}).values():
+            for operation in methods.values():
+                integration = operation.get("x-amazon-apigateway-integration", {})
+                if integration.get("type") == "aws_proxy":
+                    uris.append(json.dumps(integration.get("uri")))
+    return uris
+
+
+def api_findings(template: dict) -> list[Finding]:
+    """The API function runs with SnapStart behind its alias; the stage is throttled and logs access."""
+    findings: list[Finding] = []
+    api_id = n.FUNCTIONS["api_handler"]
+    function = template.get("Resources", {}).get(api_id, {}).get("Properties", {})
+    if function.get("SnapStart") != {"ApplyOn": "PublishedVersions"}:
+        findings.append(Finding("snapstart", api_id, "no SnapStart on published versions"))
+    aliases = {k for k, v in _resources(template, "AWS::Lambda::Alias").items()
+               if v["Properties"].get("FunctionName") == {"Ref": api_id}}
+    for uri in _api_integration_uris(template):
+        if not any(f"${{{alias}}}" in uri for alias in aliases):
+            findings.append(Finding("snapstart", "RestAPI", f"an integration does not invoke the alias: {uri}"))
+            break
+    for logical_id, permission in _resources(template, "AWS::Lambda::Permission").items():
+        target = permission["Properties"].get("FunctionName")
+        if permission["Properties"].get("Principal") == "apigateway.amazonaws.com" and not (
+                isinstance(target, dict) and target.get("Ref") in aliases):
+            findings.append(Finding("snapstart", logical_id, f"API Gateway may invoke {target!r}, not the alias"))
+    stages = _resources(template, "AWS::ApiGateway::Stage")
+    for logical_id, stage in stages.items():
+        props = stage["Properties"]
+        throttled = [m for m in props.get("MethodSettings", []) if m.get("ResourcePath") == "/*"
+                     and m.get("HttpMethod") == "*" and "ThrottlingRateLimit" in m and "ThrottlingBurstLimit" in m]
+        if not throttled:
+            findings.append(Finding("api", logical_id, "no stage-wide throttling (MethodSettings /* *)"))
+        if "$context.requestId" not in props.get("AccessLogSetting", {}).get("Format", ""):
+            findings.append(Finding("api", logical_id, "no access log with $context.requestId"))
     return findings
 
 

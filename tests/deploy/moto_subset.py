@@ -23,6 +23,9 @@ UNSUPPORTED = {
     "AWS::ApiGateway::RestApi": "moto does not import the RestApi Body (swagger), so the "
                                 "Deployment of an API without methods fails",
     "AWS::ApiGateway::Deployment": "depends on the RestApi's methods (see RestApi)",
+    "AWS::ApiGateway::Account": "moto's CloudFormation has no API Gateway account model",
+    "AWS::Lambda::Alias": "moto's CloudFormation has no Lambda alias model (the published version is created)",
+    "AWS::WAFv2::WebACLAssociation": "moto's CloudFormation has no WAFv2 model (created only with WebAclArn)",
 }
 
 

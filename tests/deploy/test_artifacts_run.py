@@ -88,6 +88,11 @@ def _steps(sandbox: Sandbox, clients: Clients, settings: Settings, search_url: s
         events.api_event("GET", "/dashboard"),
         events.api_event("GET", "/v1/openapi.json"),
     ])
+    # Last (its events stay in the stream): the API as SnapStart runs it, restored in a fork of its init.
+    runs["api_snapstart"] = sandbox.run("api_handler", [
+        events.api_event("GET", "/v1/health"),
+        events.api_event("POST", "/v1/events", headers={**KEY, "Content-Type": "application/json"},
+                         body=orjson.dumps({"events": plain[:3]}))], snapstart=True)
     return Flow(sandbox, clients, settings, search_url, runs, start_ms, start_ms + 3_600_000)
 
 
@@ -171,6 +176,18 @@ def test_metrics_and_search_answer_from_the_artifacts(flow):
     assert sum(row["count"] for row in _body(counts)["rows"]) == 2 * PER_BATCH + SDK_EVENTS
     assert found["statusCode"] == 200, found
     assert _body(found)["total"] == 2 * PER_BATCH + SDK_EVENTS and len(_body(found)["hits"]) == 5
+
+
+def test_the_api_restored_from_a_snapstart_snapshot_answers(flow):
+    """app.py registers one before-snapshot and one after-restore hook with the runtime's module; a
+    restored environment (a fork of the initialized process) answers health and a POST with the
+    clients it built after the restore."""
+    run = flow.runs["api_snapstart"]
+    health, post = run.results()
+    assert run.response["hooks"] == {"before": 1, "after": 1}
+    assert run.response["before_snapshot_ms"] > 0 and run.response["after_restore_ms"] > 0
+    assert health["statusCode"] == 200 and _body(health)["status"] == "ok", health
+    assert post["statusCode"] == 200 and _body(post)["accepted"] == 3, post
 
 
 def test_sandbox_path_holds_only_the_lambda_directories_and_the_stdlib(flow):

@@ -79,6 +79,14 @@ def test_deploy_creates_the_stack_and_destroy_removes_it(moto_clients, tmp_path,
         assert [ref["Ref"] for ref in properties.get("Layers", [])] == [layer_logical_id(layer)
                                                                         for layer in spec.layers], name
 
+    # SnapStart: moto ignores the setting and has no alias model, but publishes SAM's version of the API.
+    api = functions["eventpipe-dev-api_handler"]
+    assert api["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    published = [v["Version"] for v in lam.list_versions_by_function(FunctionName="eventpipe-dev-api_handler")[
+        "Versions"] if v["Version"] != "$LATEST"]
+    assert published == ["1"]
+    assert "AWS::Lambda::Alias" in LEFT_OUT.values()
+
     again = deploy("dev", clients, ROOT, target_artifacts.deploy_files(), template_filter=_filter,
                    printer=lines.append)
     assert again.action in ("unchanged", "updated")

@@ -9,8 +9,9 @@ def _role_statements(template: dict, role: str) -> list:
     return template["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
 
 
-def test_expanded_dev_template_has_no_cfn_lint_findings(dev_template):
-    assert [str(f) for f in lint_findings(dev_template)] == []
+def test_expanded_templates_have_no_cfn_lint_findings(stage_template):
+    stage, template = stage_template
+    assert [str(f) for f in lint_findings(template)] == [], stage
 
 
 def test_planted_bad_property_is_caught_by_cfn_lint(dev_template):
@@ -63,3 +64,20 @@ def test_invariant_check_catches_too_much_reserved_concurrency(dev_template):
         dev_template["Resources"][name]["Properties"]["ReservedConcurrentExecutions"] = 200  # the old prod setting
     messages = [f.message for f in invariant_findings(dev_template)]
     assert messages == ["reserves 1001 concurrent executions; a default account can grant 900"]
+
+
+def test_api_check_catches_an_integration_of_latest_and_an_unthrottled_stage(dev_template):
+    """An integration that invokes $LATEST bypasses SnapStart; a stage without throttling or access
+    logs is the state before issue 21: both are findings."""
+    resources = dev_template["Resources"]
+    integration = resources["RestAPI"]["Properties"]["Body"]["paths"]["/v1/events"]["post"][
+        "x-amazon-apigateway-integration"]
+    integration["uri"] = {"Fn::Sub": integration["uri"]["Fn::Sub"].replace("${APIHandlerAliaslive}",
+                                                                           "${APIHandler.Arn}")}
+    stage = resources["RestAPIapiStage"]["Properties"]
+    del stage["MethodSettings"], stage["AccessLogSetting"]
+    del resources["APIHandler"]["Properties"]["SnapStart"]
+    messages = [f.message for f in invariant_findings(dev_template)]
+    assert messages[0] == "no SnapStart on published versions"
+    assert messages[1].startswith("an integration does not invoke the alias")
+    assert messages[2:] == ["no stage-wide throttling (MethodSettings /* *)", "no access log with $context.requestId"]

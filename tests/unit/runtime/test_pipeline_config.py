@@ -12,6 +12,11 @@ app_name = "eventpipe"
 runtime = "python3.12"
 architecture = "x86_64"
 
+[api]
+throttling_rate_limit = 100
+throttling_burst_limit = 200
+snapstart = true
+
 [consumers.defaults]
 batch_size = 100
 batching_window_s = 5
