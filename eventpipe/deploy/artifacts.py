@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Mapping, Sequence
 
 from eventpipe.deploy import assemble, staging
-from eventpipe.deploy.artifact_config import (LAMBDA_UNZIPPED_LIMIT, LAMBDA_ZIP_LIMIT, MIB, PACKAGE, UNZIPPED_BUDGET,
+from eventpipe.deploy.artifact_config import (LAMBDA_UNZIPPED_LIMIT, LAMBDA_ZIP_LIMIT, MIB, PACKAGE, UNZIPPED_BUDGET, budget,
                                               FunctionSpec, PackageSpec, RuntimeSpec, runtime_spec)
 from eventpipe.deploy.artifact_errors import PackagingError, SizeError
 from eventpipe.deploy.dist_plan import plan_distributions
@@ -100,9 +100,9 @@ class Artifacts:
                     for z in (self.code, *self.layers.values()) if z.zipped_bytes > LAMBDA_ZIP_LIMIT]
         for name in self.functions:
             size = self.function_unzipped_bytes(name)
-            if size > UNZIPPED_BUDGET:
+            if size > budget(name):
                 problems.append(f"{name}: {size / MIB:.1f} MiB unzipped with its layers > budget "
-                                f"{UNZIPPED_BUDGET / MIB:.0f} MiB (Lambda: {LAMBDA_UNZIPPED_LIMIT / MIB:.0f})")
+                                f"{budget(name) / MIB:.0f} MiB (Lambda: {LAMBDA_UNZIPPED_LIMIT / MIB:.0f})")
         return problems
 
     def table(self) -> str:
@@ -114,7 +114,7 @@ class Artifacts:
         lines.append(f"{'function':<20}{'layers':<24}{'unzipped MiB':>14}{'budget':>8}")
         for name, spec in self.functions.items():
             lines.append(f"{name:<20}{','.join(spec.layers) or '-':<24}"
-                         f"{self.function_unzipped_bytes(name) / MIB:>14.1f}{UNZIPPED_BUDGET / MIB:>8.0f}")
+                         f"{self.function_unzipped_bytes(name) / MIB:>14.1f}{budget(name) / MIB:>8.0f}")
         return "\n".join(lines)
 
     def manifest(self) -> dict:

@@ -17,7 +17,12 @@ Which calls each function makes (from chalicelib):
 * archive_events / aggregate_events: Kinesis mapping reads; Parquet and bad rows to S3;
   state table watermarks and progress.
 * index_events: Kinesis mapping reads; OpenSearch bulk; search bad rows to S3.
-* finalize_windows: reads events/ and rollups/, writes and deletes rollups/; state table.
+* archive_events: stages one file per batch under staging/events/.
+* commit_events: the raw events Iceberg table's one writer: reads and deletes staged files and its
+  journals, reads, writes and deletes the table's files under tables/events/; Glue GetDatabase,
+  GetTable, CreateTable (first run), UpdateTable (each commit); state table (progress, sweeps).
+* finalize_windows: reads the raw table (Glue GetTable, tables/events/) and rollups/, writes and
+  deletes rollups/; state table.
 * search_retention: lists and deletes daily indices.
 """
 
@@ -60,6 +65,13 @@ def domain_arn(names: StageNames, suffix: str = "/*") -> dict:
                        f"{names.search_domain}{suffix}"}
 
 
+def glue_arns(names: StageNames) -> list[dict]:
+    """The catalog, the database and its raw ``events`` table (what pyiceberg's Glue catalog calls on)."""
+    base = "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}"
+    return [{"Fn::Sub": f"{base}:catalog"}, {"Fn::Sub": f"{base}:database/{names.glue_database}"},
+            {"Fn::Sub": f"{base}:table/{names.glue_database}/events"}]
+
+
 def _allow(sid: str, actions: list[str], resources: list) -> dict:
     return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
 
@@ -100,10 +112,18 @@ def statements(function: str, names: StageNames) -> list[dict]:
             # The SDK-compatible routes keep the messages they refuse (chalicelib/ingest/sdk.py).
             _allow("WriteBadRows", ["s3:PutObject"], _objects("bad-rows/ingest/")),
         ]
-    if function in ("archive_events", "aggregate_events", "finalize_windows"):
+    if function in ("aggregate_events", "finalize_windows", "commit_events"):
         result.append(_allow("State", ["dynamodb:GetItem", "dynamodb:PutItem"], [table_arn(n.STATE_TABLE)]))
     if function == "archive_events":
-        result.append(_allow("WriteLake", ["s3:PutObject"], _objects("events/", "bad-rows/")))
+        result.append(_allow("WriteLake", ["s3:PutObject"], _objects("staging/events/", "bad-rows/")))
+    if function == "commit_events":
+        result += [
+            _allow("ListLake", ["s3:ListBucket"], [bucket_arn()]),
+            _allow("RawTable", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                   _objects("staging/", "tables/events/")),
+            _allow("RawTableCatalog", ["glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable"],
+                   glue_arns(names)),
+        ]
     if function == "aggregate_events":
         result.append(_allow("WriteLake", ["s3:PutObject"], _objects("rollups/", "bad-rows/")))
     if function == "index_events":
@@ -111,7 +131,8 @@ def statements(function: str, names: StageNames) -> list[dict]:
     if function == "finalize_windows":
         result += [
             _allow("ListLake", ["s3:ListBucket"], [bucket_arn()]),
-            _allow("ReadEvents", ["s3:GetObject"], _objects("events/")),
+            _allow("ReadEvents", ["s3:GetObject"], _objects("tables/events/")),
+            _allow("RawTableCatalog", ["glue:GetDatabase", "glue:GetTable"], glue_arns(names)),
             _allow("Rollups", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], _objects("rollups/")),
         ]
     result += search_statements(function, names)

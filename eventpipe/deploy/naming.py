@@ -17,6 +17,7 @@ FUNCTIONS = {
     "aggregate_events": "AggregateEvents",
     "index_events": "IndexEvents",
     "finalize_windows": "FinalizeWindows",
+    "commit_events": "CommitEvents",
     "search_retention": "SearchRetention",
 }
 #: The Kinesis consumers among them (each has one event source mapping).

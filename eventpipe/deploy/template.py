@@ -102,6 +102,8 @@ def _environment(function: str, config: PipelineConfig) -> dict:
         "EVENTPIPE_SEARCH_RETENTION_DAYS": str(config.search.retention_days),
         "EVENTPIPE_SEARCH_REPLICAS": str(config.search.replicas),
     }
+    if function == "commit_events":  # the raw table's retention is its own maintenance, not a lifecycle rule
+        variables["EVENTPIPE_RAW_RETENTION_DAYS"] = str(config.lifecycle.raw_events_days)
     if function in n.SEARCH_FUNCTIONS:
         variables["OPENSEARCH_URL"] = search_domain.endpoint_url()
         variables["EVENTPIPE_OPENSEARCH_SIGV4"] = "es"

@@ -156,9 +156,9 @@ def invariant_findings(template: dict) -> list[Finding]:
             findings.append(Finding("mappings", logical_id, "retries forever: a poison batch blocks its shard"))
 
     reserved = {k: f["Properties"].get("ReservedConcurrentExecutions") for k, f in functions.items()}
-    if reserved.get("FinalizeWindows") != 1:
-        findings.append(Finding("concurrency", "FinalizeWindows", f"reserved concurrency "
-                                                                  f"{reserved.get('FinalizeWindows')}, must be 1"))
+    for single in ("FinalizeWindows", "CommitEvents"):  # one run at a time (finals; the raw table's writer)
+        if reserved.get(single) != 1:
+            findings.append(Finding("concurrency", single, f"reserved concurrency {reserved.get(single)}, must be 1"))
     total = sum(v for v in reserved.values() if v)
     if total > ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM:
         findings.append(Finding("concurrency", "template", f"reserves {total} concurrent executions; a default "

@@ -28,6 +28,7 @@ from eventpipe.local.bootstrap import bootstrap
 from chalicelib.search.client import client_for_url
 from eventpipe.deploy import lambda_events as events
 from eventpipe.deploy.sandbox import FunctionError, FunctionRun, Sandbox, chalice_environment, local_services
+from tests.factories.lake import raw_table_of
 from tests.deploy.artifact_fixtures import runnable_artifacts, target_artifacts  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.artifacts
@@ -76,7 +77,7 @@ def _steps(sandbox: Sandbox, clients: Clients, settings: Settings, search_url: s
     for function in ("archive_events", "aggregate_events", "index_events"):
         runs[function] = sandbox.run(function, batches)
     client_for_url(search_url).indices.create(index=f"{settings.search_index_prefix}-2000.01.01")
-    for function in ("search_retention", "finalize_windows"):
+    for function in ("search_retention", "commit_events", "finalize_windows"):
         runs[function] = sandbox.run(function, [events.scheduled_event(function)])
     window = {"from": [_iso(start_ms)], "to": [_iso(start_ms + 3_600_000)]}
     runs["api_read"] = sandbox.run("api_handler", [
@@ -137,9 +138,11 @@ def test_posting_events_loads_no_pyarrow_numpy_or_duckdb(flow):
 def test_kinesis_consumers_archive_aggregate_and_index_the_posted_events(flow):
     for function in ("archive_events", "aggregate_events", "index_events"):
         assert all(r == {"batchItemFailures": []} for r in flow.runs[function].results()), function
-    bucket = flow.settings.bucket
-    raw = [o["Key"] for o in list_keys(flow.clients.s3, bucket, layout.EVENTS_PREFIX)]
-    assert sum(t.num_rows for t in read_many(flow.clients.s3, bucket, raw)) == 2 * PER_BATCH + SDK_EVENTS
+    # The archive staged the batches; the commit_events artifact (its own layers, no DuckDB) committed them.
+    (committed,) = flow.runs["commit_events"].results()
+    assert committed["commit"]["rows"] == 2 * PER_BATCH + SDK_EVENTS, committed
+    from pyiceberg.expressions import AlwaysTrue
+    assert raw_table_of(flow.clients).scan(AlwaysTrue(), ("event_id",)).num_rows == 2 * PER_BATCH + SDK_EVENTS
     search = client_for_url(flow.search_url)
     search.indices.refresh(index=f"{flow.settings.search_index_prefix}-*")
     assert search.count(index=f"{flow.settings.search_index_prefix}-*")["count"] == 2 * PER_BATCH + SDK_EVENTS
