@@ -29,7 +29,7 @@ from typing import Any, Mapping
 from chalicelib.api.errors import BadRequest
 from chalicelib.ingest.names import event_type_for
 from chalicelib.ingest.sdk_protocol import (SdkBatch, attributes_with, check_size, event_id_for, id_string, inflate,
-                                            optional_object, parse_json, string_key)
+                                            optional_object, parse_json, string_key, without_keys)
 from chalicelib.ingest.validation import InvalidEvent
 
 NAME = "segment"
@@ -52,6 +52,7 @@ class SegmentProtocol:
 
     name = NAME
     id_field = "messageId"
+    key_fields = (_KEY_FIELD,)
 
     def body_limit(self, path: str) -> int:
         return MESSAGE_LIMIT_BYTES if PATH_TYPES.get(path) else BATCH_LIMIT_BYTES
@@ -81,6 +82,7 @@ class SegmentProtocol:
         if not isinstance(message, dict):
             raise InvalidEvent(f"a message must be a JSON object, got {type(message).__name__}")
         check_size(message, MESSAGE_LIMIT_BYTES)
+        message = self.redact(message)
         kind = message.get("type")
         if not isinstance(kind, str) or kind not in FIELDS_OF:
             raise InvalidEvent(f"type {str(kind)[:40]!r} must be one of {', '.join(TYPES)}")
@@ -103,8 +105,8 @@ class SegmentProtocol:
         fields_name = FIELDS_OF[kind]
         fields = optional_object(message, fields_name) if fields_name else {}
 
-        shared = batch.shared or {}
-        meta = {k: v for k, v in message.items() if k != fields_name and k != _KEY_FIELD}
+        shared = self.redact(batch.shared or {})
+        meta = {k: v for k, v in message.items() if k != fields_name}
         context = optional_object(message, "context")
         if shared.get("context"):
             meta["context"] = {**shared["context"], **context}
@@ -131,9 +133,7 @@ class SegmentProtocol:
         return message.get("messageId") if isinstance(message, dict) else None
 
     def redact(self, message: Any) -> Any:
-        if isinstance(message, dict) and _KEY_FIELD in message:
-            return {k: v for k, v in message.items() if k != _KEY_FIELD}
-        return message
+        return without_keys(message, self.key_fields)
 
     def success(self, accepted: int, errors: list[dict[str, Any]]) -> dict[str, Any]:
         return {"success": True, "accepted": accepted, "rejected": len(errors), "errors": errors}
