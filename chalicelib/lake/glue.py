@@ -140,6 +140,8 @@ BAD_ROWS_COLUMNS = [
     {"Name": "event", "Type": envelope.hive_struct(), "Comment": "the decoded event when there is one (app_id)"},
     {"Name": "raw_line", "Type": "string", "Comment": "the line that was not an event"},
     {"Name": "record_data_b64", "Type": "string", "Comment": "the undecodable record, base64"},
+    {"Name": "truncated", "Type": "struct<field:string,original_bytes:bigint,sha256:string>",
+     "Comment": "the input field cut to the bad-row cap, with the whole input's size and SHA-256 (null: kept whole)"},
 ]
 
 

@@ -9,7 +9,16 @@ of a 200, so the rejects are kept here). A bad row is one JSON object::
      "record": {"shard_id", "sequence_number", "partition_key", "event_source_arn", "arrival_ms", "line"},
      "event": {...} | null,          # the decoded event when there is one (it carries app_id)
      "raw_line": "..." | null,       # the line that was not an event
-     "record_data_b64": "..." | null}  # the undecodable record
+     "record_data_b64": "..." | null,  # the undecodable record
+     "truncated": {"field", "original_bytes", "sha256"} | null}  # what was cut (see below)
+
+A bad row keeps at most ``MAX_KEPT_BYTES`` of the input it holds (``cap``, the one rule,
+applied when a row is serialized): a longer ``raw_line`` keeps its first bytes (whole
+characters), a longer record its first bytes (``record_data_b64`` stays decodable), a
+longer event its envelope without ``attributes``; ``truncated`` then names the field, the
+size of the whole input in bytes and its SHA-256, so the original can be recognised (e.g.
+in the raw archive or a client's log) without being stored twice. ``detail`` keeps at most
+``MAX_DETAIL_CHARS`` characters.
 
 Rows are stored per source record, one NDJSON object each::
 
@@ -30,6 +39,7 @@ reads them, partitioned by consumer and day.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
@@ -48,6 +58,34 @@ INVALID_EVENT = "invalid_event"
 TOO_LATE = "too_late"
 REJECTED_BY_INDEX = "rejected_by_index"
 REASONS = (UNDECODABLE_RECORD, INVALID_EVENT, TOO_LATE, REJECTED_BY_INDEX)
+
+#: Most bytes of input one bad row keeps (raw_line, the record, the event); the rest is summed up
+#: in ``truncated`` (size and SHA-256). A validated event (attributes <= 32 KiB) always fits.
+MAX_KEPT_BYTES = 64 * 1024
+#: Most characters of ``detail`` kept.
+MAX_DETAIL_CHARS = 2048
+
+
+def _summary(field: str, data: bytes) -> dict[str, Any]:
+    return {"field": field, "original_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def cap(raw_line: str | None, record_data_b64: str | None, event: dict[str, Any] | None,
+        limit: int = MAX_KEPT_BYTES) -> tuple[str | None, str | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """(raw_line, record_data_b64, event, truncated) as a bad row keeps them (see the module docstring)."""
+    if raw_line is not None:
+        data = raw_line.encode("utf-8", "replace")
+        if len(data) > limit:
+            return data[:limit].decode("utf-8", "ignore"), record_data_b64, event, _summary("raw_line", data)
+    if record_data_b64 is not None and len(record_data_b64) > limit:
+        data = base64.b64decode(record_data_b64)
+        kept = base64.b64encode(data[:limit // 4 * 3]).decode()  # the first bytes, still valid base64
+        return raw_line, kept, event, _summary("record_data_b64", data)
+    if event is not None:
+        data = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+        if len(data) > limit:
+            return raw_line, record_data_b64, {**event, "attributes": None}, _summary("event", data)
+    return raw_line, record_data_b64, event, None
 
 
 @dataclass(frozen=True)
@@ -77,8 +115,11 @@ class BadRow:
             raise ValueError(f"unknown bad-row reason {self.reason!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reason": self.reason, "detail": self.detail, "record": {**self.record.to_dict(), "line": self.line},
-                "event": self.event, "raw_line": self.raw_line, "record_data_b64": self.record_data_b64}
+        """The row as stored: input capped (``cap``), ``detail`` shortened."""
+        raw_line, record_data_b64, event, truncated = cap(self.raw_line, self.record_data_b64, self.event)
+        return {"reason": self.reason, "detail": self.detail[:MAX_DETAIL_CHARS],
+                "record": {**self.record.to_dict(), "line": self.line},
+                "event": event, "raw_line": raw_line, "record_data_b64": record_data_b64, "truncated": truncated}
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
