@@ -126,7 +126,8 @@ def ensure_table(glue, database: str, table_input: dict) -> None:
 
 # ------------------------------------------------------------------ bad rows
 # The bad rows (``stream/badrows.py``: one schema for every consumer), NDJSON under
-# ``bad-rows/<consumer>/dt=<record arrival day>/``. Only events carry an app:
+# ``bad-rows/<consumer>/dt=<record arrival day>/app_id=<app>/``: the partitions are
+# consumer and day, each app's files one folder below (read with the partition). Only events carry an app:
 # ``event.app_id`` is the column to filter tenants on; undecodable input belongs to no
 # app and is visible to operators only.
 BAD_ROWS_TABLE = "bad_rows"

@@ -20,9 +20,17 @@ size of the whole input in bytes and its SHA-256, so the original can be recogni
 in the raw archive or a client's log) without being stored twice. ``detail`` keeps at most
 ``MAX_DETAIL_CHARS`` characters.
 
-Rows are stored per source record, one NDJSON object each::
+Rows are stored per app and source record, one NDJSON object each::
 
-    bad-rows/<consumer>/dt=<record arrival day>/<shard id>-<sequence number>.ndjson
+    bad-rows/<consumer>/dt=<record arrival day>/app_id=<app>/<shard id>-<sequence number>.ndjson
+
+``<app>`` is the app of the row's event; rows with no event, or an event whose app id
+is not a valid one (undecodable records, lines that were not JSON), go under
+``app_id=_unattributed`` (no app id starts with ``_``). So one app's bad rows are found
+by listing its own prefixes (``app_prefix``), never by reading another app's objects,
+while the Glue table's partitions stay ``<consumer>/dt=<day>/`` (Athena, Trino with
+``hive.recursive-directories`` and the local DuckDB engine read the files below a
+partition's location).
 
 For ``ingest`` the "record" is the request: ``shard_id`` is the protocol
 (``segment``, ``posthog``), ``sequence_number`` a digest of the app and the
@@ -40,16 +48,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 import orjson
 
+from chalicelib.stream.envelope import APP_ID_PATTERN
 from chalicelib.stream.instants import iso_date
 from chalicelib.stream.records import RecordRef
 
 PREFIX = "bad-rows"
+#: The app part of rows that belong to no app (no valid app id can start with ``_``).
+UNATTRIBUTED = "_unattributed"
+_APP_ID_RE = re.compile(APP_ID_PATTERN)
 CONSUMERS = ("archive", "aggregate", "search", "ingest")
 
 #: ``reason`` values: a stable code; ``detail`` says what exactly.
@@ -163,19 +176,32 @@ def rejected_message(source: str, request_id: str, received_at: int, app_id: str
                   event={"app_id": app_id, "received_at": received_at, "event_id": event_id})
 
 
-def object_key(consumer: str, ref: RecordRef, prefix: str = PREFIX) -> str:
-    """Where the bad rows of one record of one consumer are stored (deterministic)."""
+def owner(row: BadRow) -> str:
+    """The app a row belongs to: its event's app id when valid, else ``UNATTRIBUTED``."""
+    app_id = (row.event or {}).get("app_id")
+    return app_id if isinstance(app_id, str) and _APP_ID_RE.fullmatch(app_id) else UNATTRIBUTED
+
+
+def app_prefix(consumer: str, day: str, app_id: str, prefix: str = PREFIX) -> str:
+    """Where one app's (or ``UNATTRIBUTED``) bad rows of one consumer and arrival day are (``YYYY-MM-DD``)."""
     if consumer not in CONSUMERS:
         raise ValueError(f"unknown consumer {consumer!r}")
+    if app_id != UNATTRIBUTED and not _APP_ID_RE.fullmatch(app_id):
+        raise ValueError(f"invalid app id {app_id!r}")
+    return f"{prefix.rstrip('/')}/{consumer}/dt={day}/app_id={app_id}/"
+
+
+def object_key(consumer: str, ref: RecordRef, prefix: str = PREFIX, app_id: str = UNATTRIBUTED) -> str:
+    """Where the bad rows of one app from one record of one consumer are stored (deterministic)."""
     dt = iso_date(ref.arrival_ms) if ref.arrival_ms is not None else "unknown"
-    return f"{prefix.rstrip('/')}/{consumer}/dt={dt}/{ref.shard_id}-{ref.sequence_number or 'unknown'}.ndjson"
+    return f"{app_prefix(consumer, dt, app_id, prefix)}{ref.shard_id}-{ref.sequence_number or 'unknown'}.ndjson"
 
 
 def group_by_object(consumer: str, rows: Sequence[BadRow], prefix: str = PREFIX) -> dict[str, bytes]:
-    """Object key -> NDJSON body of the rows, one object per source record."""
+    """Object key -> NDJSON body of the rows, one object per app and source record."""
     grouped: dict[str, list[bytes]] = defaultdict(list)
     for row in rows:
-        grouped[object_key(consumer, row.record, prefix)].append(row.to_json())
+        grouped[object_key(consumer, row.record, prefix, owner(row))].append(row.to_json())
     return {key: b"\n".join(lines) + b"\n" for key, lines in grouped.items()}
 
 

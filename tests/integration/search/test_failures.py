@@ -116,7 +116,8 @@ def test_mapping_conflict_sends_that_event_to_s3_bad_rows_and_indexes_the_rest(b
 
     assert first.lambda_response() == again.lambda_response() == {"batchItemFailures": []}
     assert (first.indexed, first.bad_rows) == (6, 1)
-    assert key == object_key("search", RecordRef.from_lambda(batch[1])), "one object per source record"
+    assert key == object_key("search", RecordRef.from_lambda(batch[1]), app_id=conflict["app_id"]), \
+        "one object per app and source record"
     assert row["reason"] == "rejected_by_index"
     assert "mapper_parsing_exception" in row["detail"]
     assert row["event"] == conflict, "the bad row holds the event exactly as it came off the stream"
