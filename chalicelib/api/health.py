@@ -11,8 +11,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 log = logging.getLogger(__name__)
 
-#: Seconds a health report is reused (per process).
+#: Seconds a health report is reused (per process); a degraded one at most DEGRADED_CACHE_S, so a recovery shows soon.
 CACHE_S = 5.0
+DEGRADED_CACHE_S = 1.0
 
 
 def check_components(checks: Mapping[str, Callable[[], str | None]]) -> dict:
@@ -82,14 +83,19 @@ class HealthService:
         self._lock = threading.Lock()
 
     def report(self) -> dict:
-        last = self._last
-        if last is not None and self._monotonic() - last[0] < self._cache_s:
-            return {**last[1], "cached": True}
+        if self._fresh(self._last):
+            return {**self._last[1], "cached": True}
         with self._lock:  # one check at a time: the others wait for it and take its result
             last = self._last
-            if last is not None and self._monotonic() - last[0] < self._cache_s:
+            if self._fresh(last):
                 return {**last[1], "cached": True}
             started = self._monotonic()
             fresh = {**check_components(self._checks), "checked_at_ms": self._clock_ms()}
             self._last = (started, fresh)
         return {**fresh, "cached": False}
+
+    def _fresh(self, last: tuple[float, dict] | None) -> bool:
+        if last is None:
+            return False
+        period = self._cache_s if last[1]["status"] == "ok" else min(self._cache_s, DEGRADED_CACHE_S)
+        return self._monotonic() - last[0] < period

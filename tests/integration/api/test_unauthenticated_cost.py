@@ -3,7 +3,7 @@
 Rules: made-up keys never grow the key cache past its caps; lookups of unknown keys are
 budgeted per process (beyond the budget a key that is not remembered is refused with 429 and
 costs no DynamoDB call), while keys already served keep working; ``/v1/health`` checks its
-components at most once per cache period, however often it is called.
+components at most once per cache period (5 s; 1 s while degraded), however often it is called.
 """
 
 from __future__ import annotations
@@ -102,3 +102,8 @@ def test_health_checks_the_components_once_per_cache_period(client, container, m
     response = client.http.get("/v1/health")
     assert response.status_code == 503 and json.loads(response.body)["components"]["s3"]["status"] == "down"
     assert calls.count("DescribeStreamSummary") == 2
+    clock.now += 0.5  # a degraded report is reused for at most 1 s: a recovery shows soon
+    assert json.loads(client.http.get("/v1/health").body)["cached"] is True
+    container.clients.s3.create_bucket(Bucket=container.settings.bucket)
+    clock.now += 0.5
+    assert client.http.get("/v1/health").status_code == 200 and calls.count("DescribeStreamSummary") == 3
