@@ -148,9 +148,9 @@ def cmd_query(args) -> int:
     args.aws = engine == "athena"
     try:
         parsed = [parse_param(text) for text in args.param]
-        result = QueryService(Clients(_aws_settings(args))).run(
-            args.sql, args.file, {n: v for n, _, v in parsed}, {n: t for n, t, _ in parsed if t},
-            api_key=args.key, engine=engine)
+        with QueryService(Clients(_aws_settings(args))) as service:
+            result = service.run(args.sql, args.file, {n: v for n, _, v in parsed},
+                                 {n: t for n, t, _ in parsed if t}, api_key=args.key, engine=engine)
     except QueryError as exc:
         print(f"query: {exc}", file=sys.stderr)
         return 2

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Callable, Mapping
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 log = logging.getLogger(__name__)
+
+#: Seconds a health report is reused (per process); a degraded one at most DEGRADED_CACHE_S, so a recovery shows soon.
+CACHE_S = 5.0
+DEGRADED_CACHE_S = 1.0
 
 
 def check_components(checks: Mapping[str, Callable[[], str | None]]) -> dict:
@@ -57,12 +63,39 @@ def aws_checks(clients, settings) -> dict[str, Callable[[], str | None]]:
 
 
 class HealthService:
-    """``GET /v1/health``: each component's state; ``degraded`` when any is down."""
+    """``GET /v1/health``: each component's state; ``degraded`` when any is down.
 
-    def __init__(self, clients, settings, search_client: Callable[[], object] | None = None) -> None:
+    The endpoint needs no key, and a check is a call to each component (Kinesis allows 20
+    DescribeStreamSummary calls per second per account): the report is computed at most once
+    per ``cache_s`` per process, by one caller at a time, and every call in between gets it
+    (with ``checked_at_ms`` and ``cached: true``). A flood of health calls costs the components
+    nothing more than one check per ``cache_s`` per running instance.
+    """
+
+    def __init__(self, clients, settings, search_client: Callable[[], object] | None = None,
+                 cache_s: float = CACHE_S, monotonic: Callable[[], float] = time.monotonic,
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         self._checks = aws_checks(clients, settings)
         if search_client is not None:
             self._checks["search"] = search_check(search_client)
+        self._cache_s, self._monotonic, self._clock_ms = cache_s, monotonic, clock_ms
+        self._last: tuple[float, dict] | None = None
+        self._lock = threading.Lock()
 
     def report(self) -> dict:
-        return check_components(self._checks)
+        if self._fresh(self._last):
+            return {**self._last[1], "cached": True}
+        with self._lock:  # one check at a time: the others wait for it and take its result
+            last = self._last
+            if self._fresh(last):
+                return {**last[1], "cached": True}
+            started = self._monotonic()
+            fresh = {**check_components(self._checks), "checked_at_ms": self._clock_ms()}
+            self._last = (started, fresh)
+        return {**fresh, "cached": False}
+
+    def _fresh(self, last: tuple[float, dict] | None) -> bool:
+        if last is None:
+            return False
+        period = self._cache_s if last[1]["status"] == "ok" else min(self._cache_s, DEGRADED_CACHE_S)
+        return self._monotonic() - last[0] < period

@@ -18,7 +18,8 @@ from typing import Callable
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.stream.envelope import APP_ID_PATTERN
-from chalicelib.api.errors import BadRequest, ServiceUnavailable, Unauthorized
+from chalicelib.api.errors import BadRequest, ServiceUnavailable, TooManyRequests, Unauthorized
+from chalicelib.api.key_cache import TtlLru, UnknownKeyBudget
 from chalicelib.api.ratelimit import LIMIT_FIELDS, valid_limit
 
 APP_ID_RE = re.compile(APP_ID_PATTERN[1:-1])
@@ -33,6 +34,26 @@ def hash_key(api_key: str) -> str:
 
 def new_api_key() -> str:
     return "ep_" + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class KeyCacheLimits:
+    """What unauthenticated traffic may cost one process (see key_cache.py).
+
+    Attributes:
+        known_keys: keys of apps remembered at most (least recently used go first).
+        unknown_keys: unknown keys remembered at most.
+        unknown_ttl_s: how long an unknown key is remembered (a key created since works after it).
+        unknown_lookups_per_s: key-store lookups that found no key, per second, before refusing (429)
+            keys that are not remembered.
+        unknown_lookup_burst: such lookups at once.
+    """
+
+    known_keys: int = 10_000
+    unknown_keys: int = 1_000
+    unknown_ttl_s: float = 2.0
+    unknown_lookups_per_s: float = 50.0
+    unknown_lookup_burst: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -54,12 +75,18 @@ class AppStore:
     """
 
     def __init__(self, client, table_name: str, clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
-                 cache_ttl_s: float = 60.0) -> None:
+                 cache_ttl_s: float = 60.0, cache: KeyCacheLimits | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._client = client
         self._table = table_name
         self._clock_ms = clock_ms
         self._cache_ttl_s = cache_ttl_s
-        self._cache: dict[str, tuple[float, App | None]] = {}
+        limits = cache or KeyCacheLimits()
+        # Known and unknown keys, each in a bounded LRU (key_cache.py); unknown keys are remembered
+        # briefly only, so a new key works at once, and their lookups are budgeted.
+        self._known: TtlLru[App] = TtlLru(limits.known_keys, cache_ttl_s, monotonic)
+        self._unknown: TtlLru[None] = TtlLru(limits.unknown_keys, min(cache_ttl_s, limits.unknown_ttl_s), monotonic)
+        self._unknown_budget = UnknownKeyBudget(limits.unknown_lookups_per_s, limits.unknown_lookup_burst, monotonic)
         self._operators: dict[str, tuple[float, bool]] = {}
         self._limits: dict[str, tuple[float, dict[str, float]]] = {}
         self._lock = threading.Lock()
@@ -81,6 +108,7 @@ class AppStore:
             "created_at": {"N": str(self._clock_ms())},
             **({"operator": {"BOOL": True}} if operator else {}),
         })
+        self._unknown.pop(hash_key(api_key))
         with self._lock:
             self._operators.pop(app_id, None)
         return api_key
@@ -172,25 +200,32 @@ class AppStore:
         if not api_key:
             raise Unauthorized("missing API key: send it in the x-api-key header")
         digest = hash_key(api_key)
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(digest)
-        # Unknown keys are remembered briefly only, so a new key works at once.
-        ttl = self._cache_ttl_s if cached is not None and cached[1] is not None else min(self._cache_ttl_s, 2.0)
-        if cached is not None and now - cached[0] < ttl:
-            app = cached[1]
+        found, app = self._known.get(digest)
+        if found:
+            return app.app_id
+        if self._unknown.get(digest)[0]:
+            raise Unauthorized("unknown API key")
+        if not self._unknown_budget.available():
+            raise TooManyRequests("too many requests with unknown API keys; retry later",
+                                  headers={"Retry-After": str(self._unknown_budget.retry_after_s())})
+        try:
+            item = self._client.get_item(TableName=self._table, Key={"key_hash": {"S": digest}}).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise ServiceUnavailable(f"the key store is unavailable ({type(exc).__name__}); retry later",
+                                     headers={"Retry-After": "1"}) from exc
+        app = App(item["app_id"]["S"], item["app_id"]["S"]) if item else None
+        if app is not None:
+            self._known.put(digest, app)
         else:
-            try:
-                item = self._client.get_item(TableName=self._table, Key={"key_hash": {"S": digest}}).get("Item")
-            except (ClientError, BotoCoreError) as exc:
-                raise ServiceUnavailable(f"the key store is unavailable ({type(exc).__name__}); retry later",
-                                         headers={"Retry-After": "1"}) from exc
-            app = App(item["app_id"]["S"], item["app_id"]["S"]) if item else None
-            with self._lock:
-                self._cache[digest] = (now, app)
+            self._unknown_budget.spend()
+            self._unknown.put(digest, None)
         if app is None:
             raise Unauthorized("unknown API key")
         return app.app_id
+
+    def cached_keys(self) -> tuple[int, int]:
+        """(known, unknown) keys remembered now (each at most its cap)."""
+        return len(self._known), len(self._unknown)
 
 
 def _limit_values(item: dict) -> dict[str, float]:

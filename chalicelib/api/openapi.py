@@ -83,7 +83,7 @@ def _ref(name: str) -> dict[str, str]:
 _RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "integer", "minimum": 0}}
 _WHY = {400: "malformed request or parameter", 401: "missing or unknown app key", 404: "not found",
         413: "over a size or count limit", 415: "unsupported Content-Type or Content-Encoding",
-        429: "over the app's rate limit, or the stream throttled: retry after Retry-After",
+        429: "over the app's rate limit, the stream throttled, or too many unknown keys: retry after Retry-After",
         503: "a dependency (stream, key store, storage, search) is unavailable: retry later"}
 
 

@@ -206,6 +206,8 @@ def schemas(metrics: MetricSet, max_events: int) -> dict[str, Any]:
             "components": {"type": "object", "additionalProperties": {
                 "type": "object", "required": ["status"], "properties": {
                     "status": {"type": "string", "enum": ["ok", "down"]}, "detail": {"type": "string"},
-                    "error": {"type": "string"}}}}}},
+                    "error": {"type": "string"}}}},
+            "checked_at_ms": {"type": "integer", "description": "when the components were checked (epoch ms)"},
+            "cached": {"type": "boolean", "description": "the report of an earlier call (reused for a few seconds)"}}},
         **error_schemas(),
     }

@@ -40,7 +40,7 @@ from chalicelib.ingest.body import media_type
 from chalicelib.ingest.names import event_type_for
 from chalicelib.ingest.sdk_protocol import (FORM_TYPE, SdkBatch, attributes_with, check_size, event_id_for,
                                             form_data, id_string, inflate, optional_object, parse_json,
-                                            refuse_compression, string_key, user_traits)
+                                            refuse_compression, string_key, user_traits, without_keys)
 from chalicelib.ingest.validation import InvalidEvent
 
 NAME = "posthog"
@@ -85,6 +85,7 @@ class PostHogProtocol:
 
     name = NAME
     id_field = "uuid"
+    key_fields = _KEY_FIELDS
 
     def body_limit(self, path: str) -> int:
         return BODY_LIMIT_BYTES
@@ -126,6 +127,7 @@ class PostHogProtocol:
         if not isinstance(event, dict):
             raise InvalidEvent(f"an event must be a JSON object, got {type(event).__name__}")
         check_size(event, EVENT_LIMIT_BYTES, "event")
+        event = self.redact(event)
         name = event.get("event")
         if not isinstance(name, str) or not name:
             raise InvalidEvent("event, the event's name, must be a non-empty string")
@@ -167,13 +169,7 @@ class PostHogProtocol:
         return event.get("uuid") if isinstance(event, dict) else None
 
     def redact(self, event: Any) -> Any:
-        if not isinstance(event, dict):
-            return event
-        clean = {k: v for k, v in event.items() if k not in _KEY_FIELDS}
-        properties = clean.get("properties")
-        if isinstance(properties, dict) and any(k in properties for k in _KEY_FIELDS):
-            clean["properties"] = {k: v for k, v in properties.items() if k not in _KEY_FIELDS}
-        return clean
+        return without_keys(event, self.key_fields)
 
     def success(self, accepted: int, errors: list[dict[str, Any]]) -> dict[str, Any]:
         return {"status": 1, "accepted": accepted, "rejected": len(errors), "errors": errors}

@@ -75,8 +75,11 @@ class SdkProtocol(Protocol):
     def message_id(self, message: Any) -> Any:
         """The message's own id as sent (named in the response), or None."""
 
+    #: Field names that hold the app's key in this protocol (``without_keys`` removes them).
+    key_fields: tuple[str, ...]
+
     def redact(self, message: Any) -> Any:
-        """The message without any key it carries (what a bad row keeps)."""
+        """The message without any key it carries (``without_keys``): what events and bad rows keep."""
 
     def success(self, accepted: int, errors: list[dict[str, Any]]) -> dict[str, Any]:
         """The 200 body."""
@@ -198,6 +201,20 @@ def attributes_with(fields: Mapping[str, Any], meta_key: str, meta: dict[str, An
         attributes[TRAITS] = dict(traits)
     attributes[meta_key] = meta
     return attributes
+
+
+def without_keys(value: Any, key_fields: tuple[str, ...]) -> Any:
+    """``value`` without the fields named like a key: at its top and in each object directly inside it.
+
+    The one rule for keys sent where no key belongs: SDKs (and people) put the write key in the
+    message (``writeKey``, ``api_key``, ``token``), in its properties/traits (``properties.token``
+    of posthog-js, ``properties.writeKey``) or in its ``context``; none of them may be stored in
+    an event's attributes or a bad row. Deeper objects are the app's own data and are kept.
+    """
+    if not isinstance(value, dict):
+        return value
+    return {name: ({k: v for k, v in inner.items() if k not in key_fields} if isinstance(inner, dict) else inner)
+            for name, inner in value.items() if name not in key_fields}
 
 
 def string_key(value: Any) -> str | None:

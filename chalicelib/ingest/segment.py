@@ -33,7 +33,8 @@ from typing import Any, Mapping
 from chalicelib.api.errors import BadRequest
 from chalicelib.ingest.names import event_type_for
 from chalicelib.ingest.sdk_protocol import (TRAITS, SdkBatch, attributes_with, check_size, event_id_for, id_string,
-                                            inflate, optional_object, parse_json, string_key, user_traits)
+                                            inflate, optional_object, parse_json, string_key, user_traits,
+                                            without_keys)
 from chalicelib.ingest.validation import InvalidEvent
 
 NAME = "segment"
@@ -57,6 +58,7 @@ class SegmentProtocol:
 
     name = NAME
     id_field = "messageId"
+    key_fields = (_KEY_FIELD,)
 
     def body_limit(self, path: str) -> int:
         return MESSAGE_LIMIT_BYTES if PATH_TYPES.get(path) else BATCH_LIMIT_BYTES
@@ -86,6 +88,7 @@ class SegmentProtocol:
         if not isinstance(message, dict):
             raise InvalidEvent(f"a message must be a JSON object, got {type(message).__name__}")
         check_size(message, MESSAGE_LIMIT_BYTES)
+        message = self.redact(message)
         kind = message.get("type")
         if not isinstance(kind, str) or kind not in FIELDS_OF:
             raise InvalidEvent(f"type {str(kind)[:40]!r} must be one of {', '.join(TYPES)}")
@@ -108,7 +111,7 @@ class SegmentProtocol:
         fields_name = FIELDS_OF[kind]
         fields = optional_object(message, fields_name) if fields_name else {}
 
-        shared = batch.shared or {}
+        shared = self.redact(batch.shared or {})
         moved = (fields_name, _KEY_FIELD, TRAITS if kind == "identify" else None)
         meta = {k: v for k, v in message.items() if k not in moved}
         context = {**(shared.get("context") or {}), **optional_object(message, "context")}
@@ -139,9 +142,7 @@ class SegmentProtocol:
         return message.get("messageId") if isinstance(message, dict) else None
 
     def redact(self, message: Any) -> Any:
-        if isinstance(message, dict) and _KEY_FIELD in message:
-            return {k: v for k, v in message.items() if k != _KEY_FIELD}
-        return message
+        return without_keys(message, self.key_fields)
 
     def success(self, accepted: int, errors: list[dict[str, Any]]) -> dict[str, Any]:
         return {"success": True, "accepted": accepted, "rejected": len(errors), "errors": errors}

@@ -128,7 +128,8 @@ def ensure_table(glue, database: str, table_input: dict) -> None:
 
 # ------------------------------------------------------------------ bad rows
 # The bad rows (``stream/badrows.py``: one schema for every consumer), NDJSON under
-# ``bad-rows/<consumer>/dt=<record arrival day>/``. Only events carry an app:
+# ``bad-rows/<consumer>/dt=<record arrival day>/app_id=<app>/``: the partitions are
+# consumer and day, each app's files one folder below (read with the partition). Only events carry an app:
 # ``event.app_id`` is the column to filter tenants on; undecodable input belongs to no
 # app and is visible to operators only.
 BAD_ROWS_TABLE = "bad_rows"
@@ -142,6 +143,8 @@ BAD_ROWS_COLUMNS = [
     {"Name": "event", "Type": envelope.hive_struct(), "Comment": "the decoded event when there is one (app_id)"},
     {"Name": "raw_line", "Type": "string", "Comment": "the line that was not an event"},
     {"Name": "record_data_b64", "Type": "string", "Comment": "the undecodable record, base64"},
+    {"Name": "truncated", "Type": "struct<field:string,original_bytes:bigint,sha256:string>",
+     "Comment": "the input field cut to the bad-row cap, with the whole input's size and SHA-256 (null: kept whole)"},
 ]
 
 

@@ -10,7 +10,7 @@
     rollups/<metric>/def=<fp>/stage=partial/dt=YYYY-MM-DD/hour=HH/<shard>-<first seq>.parquet
     rollups/<metric>/def=<fp>/stage=final/dt=YYYY-MM-DD/hour=HH/app-<app>.parquet   after finalization
     rollups/<metric>/def=<fp>/stage=final/dt=YYYY-MM-DD/hour=HH/_manifest.json
-    bad-rows/<consumer>/dt=YYYY-MM-DD/<shard>-<record seq>.ndjson             stream/badrows.py (per record)
+    bad-rows/<consumer>/dt=YYYY-MM-DD/app_id=<app>/<shard>-<record seq>.ndjson  stream/badrows.py (per app, record)
     aws/lambda/<mapping uuid>/<shard>/YYYY/MM/DD/<time>-<uuid>                 Lambda's on-failure records
 
 Batch outputs are named by shard and the first sequence number of the batch:

@@ -6,7 +6,7 @@ Nothing here writes. The sources are the ones the pipeline keeps anyway:
   ``checkpoint|<stream arn>|<consumer>|<shard>`` (sequence number and the counts
   ``delivered``, ``retries``, ``dead_lettered``; eventpipe/local/runner.py) and
   the watermarks ``watermark|<consumer>|<shard>`` (lake/state.py);
-* S3: ``bad-rows/<consumer>/dt=<day>/`` (one schema: stream/badrows.py), the
+* S3: ``bad-rows/<consumer>/dt=<day>/app_id=<app>/`` (one schema: stream/badrows.py), the
   on-failure records under ``aws/lambda/`` (Lambda's own layout, written by
   Lambda on AWS and by the runner locally) and the finalizer's manifests.
 """
@@ -21,7 +21,7 @@ import orjson
 
 from chalicelib.lake import layout
 from chalicelib.lake.s3io import list_keys
-from chalicelib.stream.badrows import CONSUMERS, PREFIX as BAD_ROWS_PREFIX
+from chalicelib.stream.badrows import CONSUMERS, PREFIX as BAD_ROWS_PREFIX, app_prefix
 
 ON_FAILURE_PREFIX = "aws/lambda/"
 MANIFEST = "_manifest.json"
@@ -100,12 +100,19 @@ class BadRowCounts:
 
 
 def count_bad_rows(s3, bucket: str, days: list[str], app_id: str | None) -> BadRowCounts:
-    """Count the bad rows of ``days`` (``YYYY-MM-DD``); ``app_id`` None counts every app's."""
+    """Count the bad rows of ``days`` (``YYYY-MM-DD``); ``app_id`` None counts every app's.
+
+    An app's count lists and reads only its own prefixes (``app_prefix``: consumer x day), so
+    other apps' bad rows cost it nothing and cannot truncate it; ``MAX_OBJECTS`` bounds its
+    own. The operators' count (None) reads every app's objects, up to ``MAX_OBJECTS``.
+    """
     counts: dict[str, Counter] = {c: Counter() for c in CONSUMERS}
     unattributed, read = 0, 0
     for consumer in CONSUMERS:
         for day in days:
-            for obj in list_keys(s3, bucket, f"{BAD_ROWS_PREFIX}/{consumer}/dt={day}/"):
+            prefix = (f"{BAD_ROWS_PREFIX}/{consumer}/dt={day}/" if app_id is None
+                      else app_prefix(consumer, day, app_id, BAD_ROWS_PREFIX))
+            for obj in list_keys(s3, bucket, prefix):
                 if read >= MAX_OBJECTS:
                     return BadRowCounts({c: dict(v) for c, v in counts.items()}, unattributed, True)
                 read += 1
@@ -122,7 +129,7 @@ def count_bad_rows(s3, bucket: str, days: list[str], app_id: str | None) -> BadR
                     elif app_id is not None and owner != app_id:
                         continue
                     counts[consumer][row.get("reason", "unknown")] += 1
-    return BadRowCounts({c: dict(v) for c, v in counts.items()}, unattributed, False)
+    return BadRowCounts({c: dict(v) for c, v in counts.items()}, unattributed if app_id is None else 0, False)
 
 
 @dataclass(frozen=True)

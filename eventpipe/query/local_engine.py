@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Iterable
 
@@ -143,6 +145,14 @@ def bigint_sums(table: pa.Table) -> pa.Table:
     return table
 
 
+def _release(connection: duckdb.DuckDBPyConnection, temp_dirs: list[str]) -> None:
+    try:
+        connection.close()
+    finally:
+        for path in temp_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 class LocalAthena:
     """A DuckDB connection with the Glue database's tables registered.
 
@@ -167,7 +177,12 @@ class LocalAthena:
         self.views: list[str] = []
         self.untyped: list[tuple[str, str]] = []
         self._types: dict[str, dict[str, str]] = {}
+        self._temp_dir: str | None = None
         self.connection = duckdb.connect()
+        # The connection and a scoped session's temp directory go when the session is closed
+        # (close(), ``with``), and at the latest when it is collected or the process exits.
+        self._temp_dirs: list[str] = []
+        self._finalizer = weakref.finalize(self, _release, self.connection, self._temp_dirs)
         self.connection.execute(f"SET threads={threads}")
         self.connection.execute("SET TimeZone='UTC'")
         self.connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{database}"')
@@ -196,9 +211,25 @@ class LocalAthena:
             # DuckDB keeps its temp directory reachable even then, so give the session a
             # private one: sessions can never exchange files through it.
             self._temp_dir = tempfile.mkdtemp(prefix="eventpipe-duckdb-")
+            self._temp_dirs.append(self._temp_dir)
             for setting in (f"SET temp_directory='{self._temp_dir}'", "SET enable_external_access=false",
                             "SET python_enable_replacements=false", "SET lock_configuration=true"):
                 self.connection.execute(setting)
+
+    # -- lifetime
+    def close(self) -> None:
+        """Close the connection and delete the session's temp directory (idempotent)."""
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def __enter__(self) -> "LocalAthena":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     # -- translation
     def _typed(self, expression: exp.Expression) -> exp.Expression | None:

@@ -102,9 +102,24 @@ class QueryService:
                                        frozen.access_key if frozen else None, frozen.secret_key if frozen else None)
             engine = LocalAthena(self.clients.glue, self.settings.glue_database, filesystem, self.threads,
                                  app_id=app_id, s3=self.clients.s3)
-            engine.create_views(view_files(self.sql_root))
+            try:
+                engine.create_views(view_files(self.sql_root))
+            except BaseException:
+                engine.close()
+                raise
             self._engines[app_id] = engine
         return self._engines[app_id]
+
+    def close(self) -> None:
+        """Close every DuckDB session (their connections and temp directories); the service stays usable."""
+        for key in [k for k, engine in self._engines.items() if isinstance(engine, LocalAthena)]:
+            self._engines.pop(key).close()
+
+    def __enter__(self) -> "QueryService":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     # -- Trino
     def trino_engine(self):

@@ -345,7 +345,9 @@ class TrinoAthena:
         (metastore / self.database).mkdir(parents=True)
         properties = {"hive.metastore": "file", "hive.metastore.catalog.dir": "local:///metastore",
                       "fs.native-local.enabled": "true", "local.location": str(self.root),
-                      "hive.ignore-absent-partitions": "true", **TUNING, **self.catalog_properties}
+                      "hive.ignore-absent-partitions": "true",
+                      # Athena reads every file below a partition's location (bad rows: app_id=<app>/ folders).
+                      "hive.recursive-directories": "true", **TUNING, **self.catalog_properties}
         if self.iceberg_catalog:
             self.execute(f"CREATE CATALOG {quote(self.iceberg_catalog)} USING iceberg WITH ("
                          + ", ".join(f"{quote(k)} = {literal(v)}" for k, v in (iceberg_properties or {}).items()) + ")")

@@ -128,6 +128,34 @@ def test_an_app_key_sees_only_its_own_bad_rows_and_no_stream_figures(client, con
     assert operator["stream"]["bad_rows_unattributed"] == 1
 
 
+def test_another_apps_bad_rows_neither_truncate_nor_cost_an_apps_pipeline_figures(client, container, pipeline):
+    """An app's bad-row counts are read from its own prefix only: 520 of alpha's bad requests (more than the
+    500 objects one call reads) leave beta's counts whole and its call's S3 requests unchanged."""
+    from chalicelib.lake.progress import MAX_OBJECTS
+    sink = S3BadRowsSink(container.clients.s3, container.settings.bucket, "ingest")
+    sink.write([_bad_row(INVALID_EVENT, "beta", f"b{i}") for i in range(3)])
+    beta_key, alpha_key = container.apps.create_key("beta"), container.apps.create_key("alpha")
+    s3_calls: list[tuple[str, str]] = []
+
+    def count(model, params, **_):
+        s3_calls.append((model.name, params.get("Key") or params.get("Prefix") or ""))
+
+    container.clients.s3.meta.events.register("before-parameter-build.s3.*", count)
+    get(client, "/v1/pipeline", key=beta_key)  # warm: the metrics reads cache what they checked
+    s3_calls.clear()
+    before = get(client, "/v1/pipeline", key=beta_key)[1]["app"]
+    baseline, s3_calls[:] = list(s3_calls), []
+    sink.write([_bad_row(INVALID_EVENT, "alpha", f"a{i}") for i in range(MAX_OBJECTS + 20)])
+    s3_calls.clear()
+    after = get(client, "/v1/pipeline", key=beta_key)[1]["app"]
+    assert after["bad_rows"]["ingest"] == before["bad_rows"]["ingest"] == {INVALID_EVENT: 3}
+    assert after["bad_rows_truncated"] is False and after["rejected"] == 3
+    assert len(s3_calls) == len(baseline), "alpha's objects cost beta's call S3 requests"
+    assert not [key for _, key in s3_calls if "alpha" in key]
+    alpha = get(client, "/v1/pipeline", key=alpha_key)[1]["app"]  # alpha's own figures: bounded, and say so
+    assert alpha["bad_rows_truncated"] is True and alpha["rejected"] == MAX_OBJECTS
+
+
 def test_on_failure_records_are_counted_per_consumer_and_shard(client, container, pipeline):
     arn = "arn:aws:kinesis:us-east-1:123456789012:stream/eventpipe-events"
     records = [{"kinesis": {"sequenceNumber": str(i), "data": "eA==", "partitionKey": "p",

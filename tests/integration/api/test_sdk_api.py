@@ -165,6 +165,25 @@ segment_messages = st.dictionaries(
     st.sampled_from(["type", "event", "userId", "anonymousId", "messageId", "timestamp", "originalTimestamp",
                      "sentAt", "properties", "traits", "context", "groupId", "previousId", "name", "writeKey"]),
     json_values | st.sampled_from(["track", "identify", "alias", "group", "Order Completed", "u1"]), max_size=8)
+def test_a_refused_8_mb_posthog_event_is_kept_capped_with_its_size_and_digest(client, container):
+    """A PostHog event over the 1 MiB event limit is refused; its bad row keeps MAX_KEPT_BYTES of it, the size
+    and SHA-256 of the whole (as stored: without the key), never the 8 MB."""
+    import hashlib
+    from chalicelib.stream.badrows import MAX_KEPT_BYTES
+    big = {**CAPTURE, "uuid": "big-1", "properties": {"blob": "x" * (8 * 1024 * 1024)}}
+    status, doc, _ = post(client, "/batch/", {"api_key": "demo-key", "batch": [CAPTURE, big]},
+                          {"Content-Type": "application/json"})
+    assert status == 200 and (doc["accepted"], doc["rejected"]) == (1, 1)
+    s3, bucket = container.clients.s3, container.settings.bucket
+    [obj] = s3.list_objects_v2(Bucket=bucket, Prefix="bad-rows/ingest/")["Contents"]
+    assert obj["Size"] < MAX_KEPT_BYTES + 4096
+    (row,) = ingest_bad_rows(container)
+    whole = orjson.dumps(big, option=orjson.OPT_SORT_KEYS)
+    assert row["truncated"] == {"field": "raw_line", "original_bytes": len(whole),
+                                "sha256": hashlib.sha256(whole).hexdigest()}
+    assert whole.decode().startswith(row["raw_line"]) and row["event"]["event_id"] == "big-1"
+
+
 posthog_events = st.dictionaries(
     st.sampled_from(["event", "distinct_id", "uuid", "timestamp", "offset", "properties", "sent_at", "api_key"]),
     json_values | st.sampled_from(["$pageview", "d1", "demo-key"]), max_size=7)

@@ -102,3 +102,31 @@ def test_posthog_answers_status_1_and_names_rejects_by_uuid():
     body = SdkIngestService(Sink(), badrows.MemoryBadRowsSink("ingest"), lambda: NOW).posthog(call(doc, "/batch"))
     assert (body["status"], body["accepted"]) == (1, 1)
     assert [(e["index"], e["uuid"]) for e in body["errors"]] == [(1, "u-2")]
+
+
+@pytest.mark.parametrize("protocol, doc, path, secret", [
+    ("segment", {"writeKey": "wk", "context": {"writeKey": "sk-batch-ctx"}, "batch": [
+        {"type": "track", "event": "Level Up", "userId": "u", "messageId": "m1",
+         "properties": {"writeKey": "sk-props", "level": 3}, "context": {"writeKey": "sk-ctx", "locale": "fr"}}]},
+     "/v1/batch", ("sk-props", "sk-ctx", "sk-batch-ctx")),
+    ("segment", {"writeKey": "wk", "type": "identify", "userId": "u", "messageId": "m2",
+                 "traits": {"writeKey": "sk-traits", "plan": "pro"}}, "/v1/identify", ("sk-traits", "wk")),
+    ("posthog", {"api_key": "wk", "batch": [
+        {"event": "$pageview", "distinct_id": "u", "uuid": "p1", "token": "sk-top", "api_key": "sk-top2",
+         "properties": {"api_key": "sk-props", "token": "sk-token", "$current_url": "/x"}}]},
+     "/batch", ("sk-top", "sk-top2", "sk-props", "sk-token", "wk")),
+])
+def test_keys_sent_in_non_key_fields_are_never_stored_in_events(protocol, doc, path, secret):
+    """A key sent in properties, traits or context (message or batch level) is stripped from the stored event;
+    the rest of those objects is kept."""
+    sink, rows = Sink(), badrows.MemoryBadRowsSink("ingest")
+    service = SdkIngestService(sink, rows, lambda: NOW)
+    body = getattr(service, protocol)(call(doc, path))
+    assert body["accepted"] == 1 and not rows.objects
+    [event] = events_written(sink)
+    stored = orjson.dumps(event).decode()
+    assert not [s for s in secret if s in stored], stored
+    assert "writeKey" not in stored and '"api_key"' not in stored and '"token"' not in stored
+    kept = event["attributes"]
+    kept = orjson.loads(kept) if isinstance(kept, str) else kept  # the envelope carries attributes as JSON text
+    assert kept.get("level") == 3 or kept.get("plan") == "pro" or kept.get("$current_url") == "/x"

@@ -82,6 +82,9 @@ def test_partition_values_come_from_the_location_template():
     match = partition_matcher(table).match("lake/bad-rows/search/dt=2026-01-02/shardId-000000000000-7.ndjson")
     assert match.groupdict() == {"consumer": "search", "dt": "2026-01-02"}
     assert partition_matcher(table).match("lake/bad-rows/stray.ndjson") is None
+    # Each app's files one folder below the partition (stream/badrows.py) belong to it, as on Athena.
+    nested = partition_matcher(table).match("lake/bad-rows/ingest/dt=2026-01-02/app_id=alpha/segment-abc.ndjson")
+    assert nested.groupdict() == {"consumer": "ingest", "dt": "2026-01-02"}
 
 
 def test_formats():

@@ -1,0 +1,109 @@
+"""Unauthenticated traffic has a bounded cost (issue 21, item 11), through the API on moto.
+
+Rules: made-up keys never grow the key cache past its caps; lookups of unknown keys are
+budgeted per process (beyond the budget a key that is not remembered is refused with 429 and
+costs no DynamoDB call), while keys already served keep working; ``/v1/health`` checks its
+components at most once per cache period (5 s; 1 s while degraded), however often it is called.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import app as app_module
+from chalicelib.api.health import HealthService
+from chalicelib.api.keys import AppStore, KeyCacheLimits
+
+EVENT = {"event_type": "a", "event_time": "2026-01-01T00:00:00Z", "sent_at": "2026-01-01T00:00:00Z"}
+
+
+class Calls:
+    """Counts the AWS operations a client makes (a botocore event hook)."""
+
+    def __init__(self, *clients) -> None:
+        self.names: list[str] = []
+        for client in clients:
+            client.meta.events.register("before-call.*.*", self._count)
+
+    def _count(self, model, **_):
+        self.names.append(model.name)
+
+    def count(self, name: str) -> int:
+        return self.names.count(name)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def post(client, key):
+    return client.http.post("/v1/events", body=json.dumps({"events": [EVENT]}),
+                            headers={"Content-Type": "application/json", "x-api-key": key})
+
+
+def test_a_flood_of_unknown_keys_is_bounded_in_memory_and_in_lookups(client, container, monkeypatch):
+    """3,000 made-up keys: at most the burst of the budget reaches DynamoDB, the cache stays under its
+    caps, and the app key that was served before the flood is still accepted during it."""
+    clock = FakeClock()
+    store = AppStore(container.clients.dynamodb, container.settings.apps_table, monotonic=clock,
+                     cache=KeyCacheLimits(known_keys=50, unknown_keys=100, unknown_lookups_per_s=10,
+                                          unknown_lookup_burst=20))
+    monkeypatch.setitem(container.__dict__, "apps", store)
+    good = store.create_key("alpha")
+    assert post(client, good).status_code == 200
+    calls = Calls(container.clients.dynamodb)
+    statuses = [post(client, f"made-up-{i}").status_code for i in range(3000)]
+    assert calls.count("GetItem") <= 20 + 1  # the burst (and no more while the clock stands still)
+    assert statuses.count(401) == 20 and statuses.count(429) == 3000 - 20
+    assert store.cached_keys() == (1, 20) and max(store.cached_keys()) <= 100
+    assert post(client, good).status_code == 200  # the served key is remembered: never refused
+    refused = post(client, "made-up-x")
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    clock.now += 2.0  # the budget refills: 10 lookups per second
+    assert [post(client, f"later-{i}").status_code for i in range(25)].count(401) >= 1
+    for i in range(5000):  # and made-up keys never grow the memory past the caps
+        store._unknown.put(f"k{i}", None)
+    assert store.cached_keys()[1] == 100
+
+
+def test_unknown_keys_are_forgotten_after_a_short_ttl_so_a_new_key_works(container):
+    """An unknown key is remembered for 2 s at most: once created (here or in another process) it works."""
+    clock = FakeClock()
+    store = AppStore(container.clients.dynamodb, container.settings.apps_table, monotonic=clock)
+    other = AppStore(container.clients.dynamodb, container.settings.apps_table)
+    with pytest.raises(Exception, match="unknown API key"):
+        store.authenticate("ep_new_key")
+    other.create_key("beta", "ep_new_key")
+    with pytest.raises(Exception, match="unknown API key"):
+        store.authenticate("ep_new_key")  # still remembered as unknown
+    clock.now += 2.0
+    assert store.authenticate("ep_new_key") == "beta"
+
+
+def test_health_checks_the_components_once_per_cache_period(client, container, monkeypatch):
+    """100 health calls within the cache period cost one check of each component; after it, a new one."""
+    clock = FakeClock()
+    health = HealthService(container.clients, container.settings, monotonic=clock)
+    monkeypatch.setitem(container.__dict__, "health", health)
+    calls = Calls(container.clients.kinesis, container.clients.dynamodb, container.clients.s3)
+    bodies = [json.loads(client.http.get("/v1/health").body) for _ in range(100)]
+    assert calls.count("DescribeStreamSummary") == calls.count("DescribeTable") == calls.count("HeadBucket") == 1
+    assert bodies[0]["cached"] is False and all(b["cached"] for b in bodies[1:])
+    assert all(b["components"] == bodies[0]["components"] for b in bodies)
+    container.clients.s3.delete_bucket(Bucket=container.settings.bucket)
+    assert client.http.get("/v1/health").status_code == 200  # the cached report, for the period
+    clock.now += 5.0
+    response = client.http.get("/v1/health")
+    assert response.status_code == 503 and json.loads(response.body)["components"]["s3"]["status"] == "down"
+    assert calls.count("DescribeStreamSummary") == 2
+    clock.now += 0.5  # a degraded report is reused for at most 1 s: a recovery shows soon
+    assert json.loads(client.http.get("/v1/health").body)["cached"] is True
+    container.clients.s3.create_bucket(Bucket=container.settings.bucket)
+    clock.now += 0.5
+    assert client.http.get("/v1/health").status_code == 200 and calls.count("DescribeStreamSummary") == 3
