@@ -43,7 +43,31 @@ def cmd_lake(args) -> int:
             dry_run=args.dry_run)
         print(report.describe())
         return 0
+    if args.lake_command == "status":
+        return _lake_status(container)
     print(json.dumps(container.raw_table_job.run(), indent=2))  # commit: what the commit_events schedule does
+    return 0
+
+
+def _lake_status(container) -> int:
+    """Staged files waiting, the table's partitions (files, rows) and its newest snapshots."""
+    from chalicelib.lake import layout, s3io
+    from chalicelib.stream.instants import ms_to_iso
+
+    s = container.settings
+    staged = list(s3io.list_keys(container.clients.s3, s.bucket, layout.STAGING_PREFIX))
+    print(f"staged: {len(staged)} file(s), {sum(o['Size'] for o in staged):,} bytes (committed by commit_events)")
+    partitions = container.raw_table.partitions()
+    print(f"table {s.glue_database}.events: {len(partitions)} partition(s)")
+    for (app_id, dt, hour), files in sorted(partitions.items()):
+        print(f"  app_id={app_id} dt={dt} hour={hour}: {len(files)} file(s), "
+              f"{sum(f['record_count'] for f in files):,} row(s), {sum(f['file_size_in_bytes'] for f in files):,} bytes")
+    snapshots = container.raw_table.table().snapshots()
+    print(f"snapshots: {len(snapshots)} (newest last)")
+    for snap in snapshots[-10:]:
+        extra = {k: v for k, v in (snap.summary._additional_properties if snap.summary else {}).items()
+                 if k.startswith("eventpipe.") or k in ("added-data-files", "deleted-data-files", "added-records")}
+        print(f"  {ms_to_iso(snap.timestamp_ms)} {snap.summary.operation.value if snap.summary else '?'} {extra}")
     return 0
 
 
@@ -142,4 +166,5 @@ def add_parsers(sub) -> None:
     migrate.add_argument("--dry-run", action="store_true", help="count what would be migrated")
     lake.add_parser("commit", help="run the commit_events schedule once: commit staged batches, compact closed "
                                    "hours, expire snapshots, delete unreferenced files")
+    lake.add_parser("status", help="staged files, the table's partitions (files, rows) and its newest snapshots")
     p.set_defaults(func=cmd_lake)

@@ -90,3 +90,25 @@ def test_a_crash_after_a_commit_before_the_deletes_duplicates_nothing_after_comp
     RawMaintenance(lake.s3, s.bucket, raw, Clock(T0 + 5 * 3_600_000), settle_ms=0).run()
     ids = raw.scan(AlwaysTrue(), ("event_id",))["event_id"].to_pylist()
     assert sorted(ids) == sorted(orjson.loads(x)["event_id"] for x in lines)
+
+
+def test_the_lake_commands_migrate_commit_and_show_the_table(monkeypatch, capsys):
+    """`eventpipe lake migrate`, `lake commit` and `lake status` on a moto server, as the README shows them."""
+    from chalicelib.runtime.container import Container
+    from eventpipe import cli
+    from tests.conftest import fresh_moto_server
+
+    with fresh_moto_server() as url:
+        monkeypatch.setenv("EVENTPIPE_AWS_ENDPOINT_URL", url)
+        monkeypatch.setenv("EVENTPIPE_BUCKET", "lake-cli")
+        container = Container(Settings.from_env())
+        bootstrap(container.clients, shards=1)
+        write_old_archive(container.clients.s3, "lake-cli", lambda_batches(canonical_lines(120, seed=86), seed=87))
+        assert cli.main(["lake", "migrate"]) == 0
+        assert "120 row(s) -> 1 commit(s)" in capsys.readouterr().out
+        assert cli.main(["lake", "commit"]) == 0
+        assert orjson.loads(capsys.readouterr().out)["maintenance"]["compacted"] == ["demo/2026-01-01/12"]
+        assert cli.main(["lake", "status"]) == 0
+        out = capsys.readouterr().out
+        assert "staged: 0 file(s)" in out and "app_id=demo dt=2026-01-01 hour=12: 1 file(s), 120 row(s)" in out
+        assert "eventpipe.migration" in out and "eventpipe.compaction" in out  # the snapshots say who wrote them
