@@ -20,7 +20,8 @@ app = Chalice(app_name="eventpipe")
 app.log.setLevel(logging.INFO)
 container = Container(Settings.from_env())
 routes = Routes(app, lambda key: container.apps.authenticate(key),
-                lambda app_id, events: container.limiter.admit(app_id, events))
+                lambda app_id, events: container.limiter.admit(app_id, events),
+                lambda app_id: container.limiter.check(app_id))
 #: chalicelib/pipeline.toml: each consumer's event source mapping, per stage (the runner and the template read it too).
 pipeline = load_pipeline_config(container.settings.stage)
 

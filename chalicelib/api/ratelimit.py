@@ -43,6 +43,8 @@ NS = 1_000_000_000
 #: Admissions per second one bucket item is planned for: a quarter of DynamoDB's 1,000 writes/s per
 #: partition key, since an admission takes at most 3 conditional writes (ratelimit_store.py).
 ITEM_ADMISSIONS_PER_S = 250
+#: The most items an app is split over (100,000 requests/s); a higher rate still gets 400.
+MAX_SHARDS = 400
 #: The two buckets of an app, in the order they are checked.
 DIMENSIONS = ("requests", "events")
 LIMIT_FIELDS = ("events_per_second", "requests_per_second", "burst_seconds")
@@ -137,8 +139,9 @@ class Decision:
 
 def shard_count(limits: Limits) -> int:
     """How many bucket items an app's limits are split over: enough for its request rate (at most
-    :data:`ITEM_ADMISSIONS_PER_S` admissions per item per second); 1 for rates up to that."""
-    return max(1, math.ceil(limits.requests_per_second / ITEM_ADMISSIONS_PER_S))
+    :data:`ITEM_ADMISSIONS_PER_S` admissions per item per second); 1 for rates up to that,
+    :data:`MAX_SHARDS` at most."""
+    return min(MAX_SHARDS, max(1, math.ceil(limits.requests_per_second / ITEM_ADMISSIONS_PER_S)))
 
 
 def cost_ns(units: int, rate: float) -> int:

@@ -35,7 +35,7 @@ units/s per partition, and one partition key never spans two partitions. A write
 is free), so one item caps an app at ~1,000 admitted requests/s (~333 when every admission
 met a conflict). An app is therefore split over ``N = ceil(requests_per_second / 250)``
 items (:func:`~chalicelib.api.ratelimit.shard_count`: ``bucket#<app_id>`` then
-``bucket#<app_id>#1`` ... ``#N-1``), each a full bucket pair with ``1/N`` of both rates and
+``bucket#<app_id>#1`` ... ``#N-1``, N <= 400), each a full bucket pair with ``1/N`` of both rates and
 the same burst seconds. A request goes to a shard chosen at random, and to the next ones
 while the state last seen refuses it there (free: no write), so the app is refused only
 when every shard refuses. At 10,000 requests/s: 40 items of ~250 writes/s each (a quarter
@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import Callable
+from typing import Callable, Iterator
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -131,11 +131,11 @@ class DynamoBuckets:
         with self._lock:
             self._seen[(app_id, shard)] = state
 
-    def _shards(self, limits: Limits) -> tuple[Limits, list[int]]:
+    def _shards(self, limits: Limits) -> tuple[Limits, Iterator[int]]:
         """Each shard's limits, and the order to try them (from a random one)."""
         count = shard_count(limits)
         first = self._rng.randrange(count) if count > 1 else 0
-        return limits.split(count), [(first + k) % count for k in range(count)]
+        return limits.split(count), ((first + k) % count for k in range(count))
 
     def peek(self, app_id: str, limits: Limits, requests: int, events: int) -> Decision:
         """The decision on the states last seen (no DynamoDB call): refused only when every shard refuses."""

@@ -10,10 +10,15 @@ PostHog): the key may also come from ``Authorization: Basic`` or the body
 (:func:`~chalicelib.api.dialects.find_key`), and errors take the shape that
 protocol's clients read (:mod:`chalicelib.api.dialects`).
 
-Rate limits (:mod:`chalicelib.api.ratelimit`): ``admit(app_id, events)`` takes one
-request token of an authenticated route after its key is checked (429 otherwise).
-Ingestion routes count their events, so their services call it themselves once the
-body is read and before anything is written (``counts_events=True``, and every SDK route).
+Rate limits (:mod:`chalicelib.api.ratelimit`): ``admit(app_id, events, requests)`` takes
+the request tokens of an authenticated route after its key is checked (429 otherwise): one,
+or the read's cost (``cost=``, :mod:`chalicelib.api.read_costs`). Ingestion routes count
+their events, so their services call it themselves once the body is read and before
+anything is written (``counts_events=True``, and every SDK route); before that, as soon as
+the key is known, ``check(app_id)`` refuses a request the app's bucket already refuses
+(on the state last seen: no store call), so a refused body is never decoded. An SDK
+route finds the key in its headers before the body, or in the body once decoded (then
+the check runs before the messages are validated).
 """
 
 from __future__ import annotations
@@ -52,8 +57,9 @@ class Routes:
     """Registers handlers on a Chalice app; ``authenticate`` maps an API key to its app id."""
 
     def __init__(self, app: Chalice, authenticate: Callable[[str | None], str],
-                 admit: Callable[[str, int], None] | None = None) -> None:
-        self._app, self._authenticate, self._admit = app, authenticate, admit
+                 admit: Callable[[str, int], None] | None = None,
+                 check: Callable[[str], None] | None = None) -> None:
+        self._app, self._authenticate, self._admit, self._check = app, authenticate, admit, check
 
     def _register(self, path: str, methods: list[str], handler: Callable, with_app: bool,
                   counts_events: bool = False, **options: Any) -> None:
@@ -63,7 +69,10 @@ class Routes:
             try:
                 if with_app:
                     app_id = self._authenticate(find_key(request.headers, None, NATIVE))
-                    if self._admit is not None and not counts_events:
+                    if counts_events:
+                        if self._check is not None:
+                            self._check(app_id)  # before the body is decoded; the service admits its events
+                    elif self._admit is not None:
                         self._admit(app_id, 0)
                     result = handler(request, app_id, **url_params)
                 else:
@@ -83,9 +92,14 @@ class Routes:
                 key = find_key(request.headers, body_key, dialect)
                 if not key:
                     raise Unauthorized(dialect.missing_key)
-                return self._authenticate(key)
+                app_id = self._authenticate(key)
+                if self._check is not None:
+                    self._check(app_id)
+                return app_id
 
             try:
+                if find_key(request.headers, None, dialect):  # the key is in the headers (it wins over the body's):
+                    authenticate(None)  # a refused request is answered before its body is decoded
                 result = handler(SdkCall(path, request.raw_body or b"", request.headers.get("content-type"),
                                          request.headers.get("content-encoding"), query_params(request),
                                          authenticate))

@@ -16,7 +16,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from chalicelib.api.ratelimit import ITEM_ADMISSIONS_PER_S, NS, Limits, shard_count
+from chalicelib.api.ratelimit import ITEM_ADMISSIONS_PER_S, MAX_SHARDS, NS, Limits, shard_count
 from chalicelib.api.ratelimit_store import DynamoBuckets, bucket_key
 from eventpipe.local.stack import free_port
 
@@ -101,10 +101,11 @@ def test_a_second_process_sees_the_split_buckets_it_did_not_write(dynamodb, tabl
 def test_ten_thousand_requests_per_second_stay_within_dynamodb_per_item_limits():
     """The split is planned so that no item takes more than 250 admissions/s (1,000 WCU/s per partition,
     at most 3 writes per admission)."""
-    for rate in (1, 200, 250, 251, 10_000, 123_456):
+    for rate in (1, 200, 250, 251, 10_000, 99_999):
         limits = Limits(events_per_second=1e6, requests_per_second=rate, burst_seconds=1)
         shards = shard_count(limits)
         assert limits.split(shards).requests_per_second <= ITEM_ADMISSIONS_PER_S
         assert 3 * ITEM_ADMISSIONS_PER_S <= 1000
         assert shards == 1 or limits.split(shards - 1).requests_per_second > ITEM_ADMISSIONS_PER_S
     assert shard_count(Limits(1e6, 10_000, 1)) == 40
+    assert shard_count(Limits(1e6, 1e9, 1)) == MAX_SHARDS
