@@ -31,9 +31,10 @@ from chalice import Chalice, Response
 
 from chalicelib.api.dialects import KEY_HEADER, NATIVE, POSTHOG, SEGMENT, Dialect, SdkCall, find_key
 from chalicelib.api.errors import RequestError, Unauthorized
+from chalicelib.api.read_costs import ReadGuard, metrics_cost, pipeline_cost
 
 __all__ = ["KEY_HEADER", "NATIVE", "POSTHOG", "SEGMENT", "Routes", "SdkCall", "error_response", "json_response",
-           "query_params"]
+           "metrics_cost", "pipeline_cost", "query_params"]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -57,12 +58,13 @@ class Routes:
     """Registers handlers on a Chalice app; ``authenticate`` maps an API key to its app id."""
 
     def __init__(self, app: Chalice, authenticate: Callable[[str | None], str],
-                 admit: Callable[[str, int], None] | None = None,
-                 check: Callable[[str], None] | None = None) -> None:
+                 admit: Callable[[str, int, int], None] | None = None,
+                 check: Callable[[str], None] | None = None, reads: Callable[[], ReadGuard] | None = None) -> None:
         self._app, self._authenticate, self._admit, self._check = app, authenticate, admit, check
+        self._reads = reads
 
     def _register(self, path: str, methods: list[str], handler: Callable, with_app: bool,
-                  counts_events: bool = False, **options: Any) -> None:
+                  counts_events: bool = False, cost: Callable[[dict], int] | None = None, **options: Any) -> None:
         @functools.wraps(handler)
         def view(**url_params: Any) -> Response:
             request = self._app.current_request
@@ -72,8 +74,11 @@ class Routes:
                     if counts_events:
                         if self._check is not None:
                             self._check(app_id)  # before the body is decoded; the service admits its events
+                    elif cost is not None and self._admit is not None and self._reads is not None:
+                        result = self._read(request, app_id, handler, cost, url_params)
+                        return result if isinstance(result, Response) else json_response(result)
                     elif self._admit is not None:
-                        self._admit(app_id, 0)
+                        self._admit(app_id, 0, 1)
                     result = handler(request, app_id, **url_params)
                 else:
                     result = handler(request, **url_params)
@@ -82,6 +87,15 @@ class Routes:
             return result if isinstance(result, Response) else json_response(result)
 
         self._app.route(path, methods=methods, **options)(view)
+
+    def _read(self, request, app_id: str, handler: Callable, cost: Callable[[dict], int],
+              url_params: dict[str, Any]) -> Any:
+        """A read with a cost: its tokens, shared with an identical one in flight (read_costs.ReadGuard)."""
+        params = query_params(request)
+        key = (request.path, tuple(sorted(url_params.items())),
+               tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())))
+        return self._reads().run(app_id, key, cost(params), lambda tokens: self._admit(app_id, 0, tokens),
+                                 lambda: handler(request, app_id, **url_params))
 
     def _register_sdk(self, path: str, handler: Callable, dialect: Dialect) -> None:
         @functools.wraps(handler)
@@ -130,13 +144,14 @@ class Routes:
         return register
 
     def authenticated(self, path: str, methods: tuple[str, ...] = ("GET",), counts_events: bool = False,
-                      **options: Any) -> Callable:
+                      cost: Callable[[dict], int] | None = None, **options: Any) -> Callable:
         """A route that needs an app key: ``handler(request, app_id, **url_params)``; 401 without one.
 
-        Each request takes a token of the app's requests/s limit (429 over it), unless
-        ``counts_events``: then the handler's service takes it with the request's events.
+        Each request takes a token of the app's requests/s limit (429 over it), or ``cost(query
+        params)`` tokens (reads, shared with an identical read in flight); with ``counts_events``
+        the handler's service takes it with the request's events.
         """
         def register(handler: Callable) -> Callable:
-            self._register(path, list(methods), handler, True, counts_events, **options)
+            self._register(path, list(methods), handler, True, counts_events, cost, **options)
             return handler
         return register

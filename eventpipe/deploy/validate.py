@@ -157,6 +157,9 @@ def invariant_findings(template: dict) -> list[Finding]:
     if reserved.get("FinalizeWindows") != 1:
         findings.append(Finding("concurrency", "FinalizeWindows", f"reserved concurrency "
                                                                   f"{reserved.get('FinalizeWindows')}, must be 1"))
+    if not reserved.get(n.FUNCTIONS["api_handler"]):
+        findings.append(Finding("concurrency", n.FUNCTIONS["api_handler"], "no reserved concurrency: a flood of API "
+                                                                           "requests could starve the consumers"))
     total = sum(v for v in reserved.values() if v)
     if total > ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM:
         findings.append(Finding("concurrency", "template", f"reserves {total} concurrent executions; a default "

@@ -126,11 +126,12 @@ def test_bucket_is_encrypted_private_tls_only_with_lifecycle_per_prefix(dev_temp
                      "aws/lambda/": life.dead_letter_days, "athena-results/": life.query_results_days, "": None}
 
 
-def test_finalizer_alone_reserves_concurrency(stage_template):
+def test_the_finalizer_and_the_api_alone_reserve_concurrency(stage_template):
+    """The finalizer runs alone (1); the API is capped (100) so it cannot starve the unreserved consumers."""
     _, template = stage_template
     reserved = {k: v["Properties"].get("ReservedConcurrentExecutions")
                 for k, v in template["Resources"].items() if v["Type"] == "AWS::Lambda::Function"}
-    assert reserved == {**{k: None for k in n.FUNCTIONS.values()}, "FinalizeWindows": 1}
+    assert reserved == {**{k: None for k in n.FUNCTIONS.values()}, "FinalizeWindows": 1, "APIHandler": 100}
 
 
 def test_gzip_bodies_pass_as_binary(dev_template):

@@ -319,3 +319,21 @@ def test_sdk_requests_over_the_rate_are_refused_before_decoding_or_validating(st
     assert posthog.status_code == 429 and json.loads(posthog.body)["type"] == "throttled_error"
     assert calls == {"segment": 0, "posthog": 1, "prepare": 0}
     assert stream_event_ids(stack) == []
+
+
+def test_an_expensive_read_costs_its_weight_in_request_tokens(stack, client):
+    """A 7-day GET /v1/pipeline costs 400 request tokens (read_costs.py): at 10 requests/s the app's next
+    request waits ~40 s, where a request count alone would have let 9 more through at once; another app
+    is untouched."""
+    week = "from=2026-01-01T00:00:00Z&to=2026-01-08T00:00:00Z"
+    headers = {"x-api-key": stack.keys["flood"]}
+    assert client.http.get(f"/v1/pipeline?{week}", headers=headers).status_code == 200  # a full bucket: admitted
+    refused = client.http.get("/v1/metrics", headers=headers)
+    assert refused.status_code == 429 and 38 <= int(refused.headers["Retry-After"]) <= 41
+    assert "400 request tokens" not in json.loads(refused.body)["error"]  # the refused request was the cheap one
+    assert client.http.get("/v1/metrics", headers={"x-api-key": stack.keys["calm"]}).status_code == 200
+    stack.clock.advance(41)  # full again
+    day = "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z"
+    assert client.http.get(f"/v1/metrics/event_counts?{day}", headers=headers).status_code == 200  # 13 tokens
+    again = client.http.get(f"/v1/pipeline?{week}", headers=headers)
+    assert again.status_code == 429 and "a read costing 400 request tokens" in json.loads(again.body)["error"]
