@@ -11,7 +11,7 @@ import logging
 
 from chalice import Chalice, Rate
 
-from chalicelib.api.routes import POSTHOG, SEGMENT, Routes, json_response, query_params
+from chalicelib.api.routes import POSTHOG, SEGMENT, Routes, json_response, metrics_cost, pipeline_cost, query_params
 from chalicelib.runtime.container import Container
 from chalicelib.runtime.pipeline_config import load_pipeline_config
 from chalicelib.runtime.settings import Settings
@@ -21,7 +21,8 @@ app = Chalice(app_name="eventpipe")
 app.log.setLevel(logging.INFO)
 container = Container(Settings.from_env())
 routes = Routes(app, lambda key: container.apps.authenticate(key),
-                lambda app_id, events: container.limiter.admit(app_id, events))
+                lambda app_id, events, requests: container.limiter.admit(app_id, events, requests),
+                lambda app_id: container.limiter.check(app_id), lambda: container.read_guard)
 register_snapstart_hooks(container)  # Lambda SnapStart (API function): warm before the snapshot, renew after
 #: chalicelib/pipeline.toml: each consumer's event source mapping, per stage (the runner and the template read it too).
 pipeline = load_pipeline_config(container.settings.stage)
@@ -76,7 +77,7 @@ def list_metrics(request, app_id):
     return container.metrics_service.list_metrics()
 
 
-@routes.authenticated("/v1/metrics/{name}")
+@routes.authenticated("/v1/metrics/{name}", cost=metrics_cost)
 def get_metric(request, app_id, name):
     return container.metrics_service.query(app_id, name, query_params(request))
 
@@ -86,7 +87,7 @@ def search(request, app_id):
     return container.search.search(app_id, query_params(request))
 
 
-@routes.authenticated("/v1/pipeline")
+@routes.authenticated("/v1/pipeline", cost=pipeline_cost)
 def pipeline_status(request, app_id):
     return container.pipeline.report(app_id, query_params(request))
 

@@ -22,7 +22,12 @@ burst is never refused for ever).
 
 ``tat`` only ever grows (every write moves it forward), which makes a refusal computed
 from an old copy of the state sound: the real state can only be further behind. The
-DynamoDB adapter (``ratelimit_store.py``) relies on that to refuse without a write.
+DynamoDB adapter (``ratelimit_store.py``) relies on that to refuse without a write, and
+:meth:`RateLimiter.check` to refuse a request before its body is read.
+
+An app whose request rate exceeds what one DynamoDB item can take is split over
+:func:`shard_count` buckets, each with ``1/N`` of both rates and the same burst seconds
+(the argument is in ``ratelimit_store.py``); an app at the default 200 requests/s has one.
 Nothing here reads a clock: ``now`` is given.
 """
 
@@ -35,6 +40,11 @@ from typing import Callable, Protocol
 from chalicelib.api.errors import BadRequest, TooManyRequests
 
 NS = 1_000_000_000
+#: Admissions per second one bucket item is planned for: a quarter of DynamoDB's 1,000 writes/s per
+#: partition key, since an admission takes at most 3 conditional writes (ratelimit_store.py).
+ITEM_ADMISSIONS_PER_S = 250
+#: The most items an app is split over (100,000 requests/s); a higher rate still gets 400.
+MAX_SHARDS = 400
 #: The two buckets of an app, in the order they are checked.
 DIMENSIONS = ("requests", "events")
 LIMIT_FIELDS = ("events_per_second", "requests_per_second", "burst_seconds")
@@ -70,6 +80,12 @@ class Limits:
     @property
     def tau_ns(self) -> int:
         return round(self.burst_seconds * NS)
+
+    def split(self, shards: int) -> "Limits":
+        """The limits of one of ``shards`` equal parts (same burst seconds, rates divided)."""
+        if shards == 1:
+            return self
+        return Limits(self.events_per_second / shards, self.requests_per_second / shards, self.burst_seconds)
 
     def describe(self) -> str:
         return (f"{self.events_per_second:g} events/s, {self.requests_per_second:g} requests/s, "
@@ -121,6 +137,13 @@ class Decision:
         return max(1, math.ceil(self.retry_after_ns / NS))
 
 
+def shard_count(limits: Limits) -> int:
+    """How many bucket items an app's limits are split over: enough for its request rate (at most
+    :data:`ITEM_ADMISSIONS_PER_S` admissions per item per second); 1 for rates up to that,
+    :data:`MAX_SHARDS` at most."""
+    return min(MAX_SHARDS, max(1, math.ceil(limits.requests_per_second / ITEM_ADMISSIONS_PER_S)))
+
+
 def cost_ns(units: int, rate: float) -> int:
     """``units`` tokens of a bucket refilled at ``rate`` per second, as time (rounded up)."""
     return math.ceil(units * NS / rate)
@@ -153,9 +176,12 @@ def decide(limits: Limits, state: BucketState, requests: int, events: int, now_n
 
 
 class Buckets(Protocol):
-    """Where the bucket states live: ``take`` applies :func:`decide` atomically."""
+    """Where the bucket states live: ``take`` applies :func:`decide` atomically; ``peek`` decides on
+    the state last seen, changing nothing (a refusal from it is sound: ``tat`` only grows)."""
 
     def take(self, app_id: str, limits: Limits, requests: int, events: int) -> Decision: ...
+
+    def peek(self, app_id: str, limits: Limits, requests: int, events: int) -> Decision: ...
 
 
 class MemoryBuckets:
@@ -171,9 +197,15 @@ class MemoryBuckets:
             self.states[app_id] = decision.state
         return decision
 
+    def peek(self, app_id: str, limits: Limits, requests: int, events: int) -> Decision:
+        return decide(limits, self.states.get(app_id, BucketState()), requests, events, self._clock_ns())
+
 
 class RateLimiter:
-    """``admit(app_id, events)``: takes 1 request and ``events`` event tokens, or raises 429.
+    """``admit(app_id, events, requests=1)``: takes ``requests`` request tokens (a read's cost, 1 for
+    any other request) and ``events`` event tokens, or raises 429. ``check(app_id)``: raises the
+    same 429 when the state last seen already refuses one request, with no store call (before a
+    body is read).
 
     Args:
         limits_for: app id -> its limits (the app's own values over the defaults).
@@ -183,14 +215,24 @@ class RateLimiter:
     def __init__(self, limits_for: Callable[[str], Limits], buckets: Buckets) -> None:
         self._limits_for, self._buckets = limits_for, buckets
 
-    def admit(self, app_id: str, events: int = 0) -> None:
+    def admit(self, app_id: str, events: int = 0, requests: int = 1) -> None:
         """Raises:
             TooManyRequests: over a limit; ``Retry-After`` says when the request would pass.
         """
         limits = self._limits_for(app_id)
-        decision = self._buckets.take(app_id, limits, 1, max(0, events))
+        self._refuse(app_id, limits, self._buckets.take(app_id, limits, max(1, requests), max(0, events)), events,
+                     requests)
+
+    def check(self, app_id: str) -> None:
+        """Raises the 429 of :meth:`admit` when one request would be refused on the state last seen."""
+        limits = self._limits_for(app_id)
+        self._refuse(app_id, limits, self._buckets.peek(app_id, limits, 1, 0), 0, 1)
+
+    @staticmethod
+    def _refuse(app_id: str, limits: Limits, decision: Decision, events: int, requests: int) -> None:
         if not decision.admitted:
-            what = f"a request of {events} event(s)" if events else "a request"
+            what = (f"a request of {events} event(s)" if events else
+                    f"a read costing {requests} request tokens" if requests > 1 else "a request")
             raise TooManyRequests(
                 f"app {app_id!r} is over its rate limit ({limits.describe()}): {what} would pass in "
                 f"{decision.retry_after_s} s; nothing of this request was accepted",

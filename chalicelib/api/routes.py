@@ -10,10 +10,15 @@ PostHog): the key may also come from ``Authorization: Basic`` or the body
 (:func:`~chalicelib.api.dialects.find_key`), and errors take the shape that
 protocol's clients read (:mod:`chalicelib.api.dialects`).
 
-Rate limits (:mod:`chalicelib.api.ratelimit`): ``admit(app_id, events)`` takes one
-request token of an authenticated route after its key is checked (429 otherwise).
-Ingestion routes count their events, so their services call it themselves once the
-body is read and before anything is written (``counts_events=True``, and every SDK route).
+Rate limits (:mod:`chalicelib.api.ratelimit`): ``admit(app_id, events, requests)`` takes
+the request tokens of an authenticated route after its key is checked (429 otherwise): one,
+or the read's cost (``cost=``, :mod:`chalicelib.api.read_costs`). Ingestion routes count
+their events, so their services call it themselves once the body is read and before
+anything is written (``counts_events=True``, and every SDK route); before that, as soon as
+the key is known, ``check(app_id)`` refuses a request the app's bucket already refuses
+(on the state last seen: no store call), so a refused body is never decoded. An SDK
+route finds the key in its headers before the body, or in the body once decoded (then
+the check runs before the messages are validated).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from chalice import Chalice, Response
 
 from chalicelib.api.dialects import KEY_HEADER, NATIVE, POSTHOG, SEGMENT, Dialect, Script, SdkCall, find_key
 from chalicelib.api.errors import RequestError, Unauthorized
+from chalicelib.api.read_costs import ReadGuard, metrics_cost, pipeline_cost
 
 __all__ = ["KEY_HEADER", "NATIVE", "POSTHOG", "SEGMENT", "Routes", "SdkCall", "error_response", "json_response",
-           "query_params"]
+           "metrics_cost", "pipeline_cost", "query_params"]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -52,19 +58,27 @@ class Routes:
     """Registers handlers on a Chalice app; ``authenticate`` maps an API key to its app id."""
 
     def __init__(self, app: Chalice, authenticate: Callable[[str | None], str],
-                 admit: Callable[[str, int], None] | None = None) -> None:
-        self._app, self._authenticate, self._admit = app, authenticate, admit
+                 admit: Callable[[str, int, int], None] | None = None,
+                 check: Callable[[str], None] | None = None, reads: Callable[[], ReadGuard] | None = None) -> None:
+        self._app, self._authenticate, self._admit, self._check = app, authenticate, admit, check
+        self._reads = reads
 
     def _register(self, path: str, methods: list[str], handler: Callable, with_app: bool,
-                  counts_events: bool = False, **options: Any) -> None:
+                  counts_events: bool = False, cost: Callable[[dict], int] | None = None, **options: Any) -> None:
         @functools.wraps(handler)
         def view(**url_params: Any) -> Response:
             request = self._app.current_request
             try:
                 if with_app:
                     app_id = self._authenticate(find_key(request.headers, None, NATIVE))
-                    if self._admit is not None and not counts_events:
-                        self._admit(app_id, 0)
+                    if counts_events:
+                        if self._check is not None:
+                            self._check(app_id)  # before the body is decoded; the service admits its events
+                    elif cost is not None and self._admit is not None and self._reads is not None:
+                        result = self._read(request, app_id, handler, cost, url_params)
+                        return result if isinstance(result, Response) else json_response(result)
+                    elif self._admit is not None:
+                        self._admit(app_id, 0, 1)
                     result = handler(request, app_id, **url_params)
                 else:
                     result = handler(request, **url_params)
@@ -73,6 +87,15 @@ class Routes:
             return result if isinstance(result, Response) else json_response(result)
 
         self._app.route(path, methods=methods, **options)(view)
+
+    def _read(self, request, app_id: str, handler: Callable, cost: Callable[[dict], int],
+              url_params: dict[str, Any]) -> Any:
+        """A read with a cost: its tokens, shared with an identical one in flight (read_costs.ReadGuard)."""
+        params = query_params(request)
+        key = (request.path, tuple(sorted(url_params.items())),
+               tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())))
+        return self._reads().run(app_id, key, cost(params), lambda tokens: self._admit(app_id, 0, tokens),
+                                 lambda: handler(request, app_id, **url_params))
 
     def _register_sdk(self, path: str, handler: Callable, dialect: Dialect, methods: list[str]) -> None:
         @functools.wraps(handler)
@@ -83,9 +106,14 @@ class Routes:
                 key = find_key(request.headers, body_key, dialect)
                 if not key:
                     raise Unauthorized(dialect.missing_key)
-                return self._authenticate(key)
+                app_id = self._authenticate(key)
+                if self._check is not None:
+                    self._check(app_id)
+                return app_id
 
             try:
+                if find_key(request.headers, None, dialect):  # the key is in the headers (it wins over the body's):
+                    authenticate(None)  # a refused request is answered before its body is decoded
                 result = handler(SdkCall(path, request.raw_body or b"", request.headers.get("content-type"),
                                          request.headers.get("content-encoding"), query_params(request),
                                          authenticate), **url_params)
@@ -119,13 +147,14 @@ class Routes:
         return register
 
     def authenticated(self, path: str, methods: tuple[str, ...] = ("GET",), counts_events: bool = False,
-                      **options: Any) -> Callable:
+                      cost: Callable[[dict], int] | None = None, **options: Any) -> Callable:
         """A route that needs an app key: ``handler(request, app_id, **url_params)``; 401 without one.
 
-        Each request takes a token of the app's requests/s limit (429 over it), unless
-        ``counts_events``: then the handler's service takes it with the request's events.
+        Each request takes a token of the app's requests/s limit (429 over it), or ``cost(query
+        params)`` tokens (reads, shared with an identical read in flight); with ``counts_events``
+        the handler's service takes it with the request's events.
         """
         def register(handler: Callable) -> Callable:
-            self._register(path, list(methods), handler, True, counts_events, **options)
+            self._register(path, list(methods), handler, True, counts_events, cost, **options)
             return handler
         return register

@@ -57,6 +57,12 @@ class Container:
                            DynamoBuckets(self.clients.dynamodb, s.apps_table, clock_ms))
 
     @functools.cached_property
+    def read_guard(self):
+        """Identical reads in flight shared, an app's expensive reads in flight capped (chalicelib/api/read_costs.py)."""
+        from chalicelib.api.read_costs import ReadGuard
+        return ReadGuard()
+
+    @functools.cached_property
     def kinesis_writer(self) -> KinesisWriter:
         """The one writer of the event stream (native and SDK-compatible ingestion share it)."""
         return KinesisWriter(self.clients.kinesis, self.settings.stream_name,

@@ -159,6 +159,9 @@ def invariant_findings(template: dict) -> list[Finding]:
     for single in ("FinalizeWindows", "CommitEvents"):  # one run at a time (finals; the raw table's writer)
         if reserved.get(single) != 1:
             findings.append(Finding("concurrency", single, f"reserved concurrency {reserved.get(single)}, must be 1"))
+    if not reserved.get(n.FUNCTIONS["api_handler"]):
+        findings.append(Finding("concurrency", n.FUNCTIONS["api_handler"], "no reserved concurrency: a flood of API "
+                                                                           "requests could starve the consumers"))
     total = sum(v for v in reserved.values() if v)
     if total > ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM:
         findings.append(Finding("concurrency", "template", f"reserves {total} concurrent executions; a default "

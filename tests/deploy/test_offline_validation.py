@@ -59,6 +59,13 @@ def test_invariant_check_catches_a_mapping_without_batch_item_failures(dev_templ
     assert messages == ["no FunctionResponseTypes [ReportBatchItemFailures]", "no DestinationConfig"]
 
 
+def test_invariant_check_catches_an_api_without_reserved_concurrency(dev_template):
+    """The API function must have a concurrency ceiling, or a flood of API requests takes the consumers' share."""
+    del dev_template["Resources"]["APIHandler"]["Properties"]["ReservedConcurrentExecutions"]
+    messages = [f.message for f in invariant_findings(dev_template)]
+    assert messages == ["no reserved concurrency: a flood of API requests could starve the consumers"]
+
+
 def test_invariant_check_catches_too_much_reserved_concurrency(dev_template):
     for name in ("APIHandler", "ArchiveEvents", "AggregateEvents", "IndexEvents", "SearchRetention"):
         dev_template["Resources"][name]["Properties"]["ReservedConcurrentExecutions"] = 200  # the old prod setting

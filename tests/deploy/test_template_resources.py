@@ -128,13 +128,14 @@ def test_bucket_is_encrypted_private_tls_only_with_lifecycle_per_prefix(dev_temp
                      "aws/lambda/": life.dead_letter_days, "athena-results/": life.query_results_days, "": None}
 
 
-def test_the_finalizer_and_the_committer_alone_reserve_concurrency(stage_template):
-    """One run at a time each: the finalizer swaps partials for finals, the committer is the raw
-    table's only writer."""
+def test_the_finalizer_the_committer_and_the_api_alone_reserve_concurrency(stage_template):
+    """The finalizer and the committer (the raw table's only writer) run one at a time (1 each); the API is
+    capped (100) so it cannot starve the unreserved consumers."""
     _, template = stage_template
     reserved = {k: v["Properties"].get("ReservedConcurrentExecutions")
                 for k, v in template["Resources"].items() if v["Type"] == "AWS::Lambda::Function"}
-    assert reserved == {**{k: None for k in n.FUNCTIONS.values()}, "FinalizeWindows": 1, "CommitEvents": 1}
+    assert reserved == {**{k: None for k in n.FUNCTIONS.values()}, "FinalizeWindows": 1, "CommitEvents": 1,
+                        "APIHandler": 100}
 
 
 def test_gzip_bodies_pass_as_binary(dev_template):

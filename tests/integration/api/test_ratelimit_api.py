@@ -249,7 +249,7 @@ def test_segment_client_retries_429_and_delivers_every_event_once(stack):
             refused.append(n)
             raise
 
-    stack.limiter = type("Limiter", (), {"admit": staticmethod(admit)})()
+    stack.limiter = type("Limiter", (), {"admit": staticmethod(admit), "check": staticmethod(limiter.check)})()
     for cached in ("ingest", "sdk_ingest"):
         stack.__dict__.pop(cached, None)
     port = free_port()
@@ -269,3 +269,71 @@ def test_segment_client_retries_429_and_delivers_every_event_once(stack):
         thread.join(5)
     assert refused, "the flood must have met the limit"
     assert sorted(stream_event_ids(stack)) == sorted(f"seg-{i}" for i in range(120))
+
+
+def test_a_request_over_the_request_rate_is_refused_before_its_body_is_decoded(stack, client, monkeypatch):
+    """Refuse before the work: once the app's request bucket refuses, a POST /v1/events body is never
+    decompressed or parsed; only the admitted requests were decoded."""
+    import chalicelib.ingest.service as service_module
+
+    decoded = []
+    real = service_module.decompress
+    monkeypatch.setattr(service_module, "decompress", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    statuses = [post_events(client, stack.keys["flood"], events(2, f"d{i}"))[0] for i in range(25)]
+    assert statuses == [200] * 10 + [429] * 15  # 10 requests/s, burst 1 s
+    assert len(decoded) == 10
+    assert len(stream_event_ids(stack)) == 20
+
+
+def test_sdk_requests_over_the_rate_are_refused_before_decoding_or_validating(stack, client, monkeypatch):
+    """A Segment key in the Basic header: a refused body is never decoded. A PostHog key in the body: the
+    body is decoded to find it, but the messages are never validated."""
+    import base64
+
+    from chalicelib.ingest.posthog import PostHogProtocol
+    from chalicelib.ingest.sdk import SdkIngestService
+    from chalicelib.ingest.segment import SegmentProtocol
+
+    key = stack.keys["flood"]
+    for i in range(10):
+        assert client.http.get("/v1/metrics", headers={"x-api-key": key}).status_code == 200
+    calls = {"segment": 0, "posthog": 0, "prepare": 0}
+
+    def spy(name, real):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(SegmentProtocol, "decode", spy("segment", SegmentProtocol.decode))
+    monkeypatch.setattr(PostHogProtocol, "decode", spy("posthog", PostHogProtocol.decode))
+    monkeypatch.setattr(SdkIngestService, "prepare", spy("prepare", SdkIngestService.prepare))
+    basic = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    segment = client.http.post("/v1/batch", headers={"Content-Type": "application/json", "Authorization": basic},
+                               body=json.dumps({"batch": [{"type": "track", "event": "Go", "userId": "u",
+                                                           "messageId": "m1"}]}))
+    assert segment.status_code == 429 and json.loads(segment.body)["code"] == "rate_limited"
+    posthog = client.http.post("/batch", headers={"Content-Type": "application/json"},
+                               body=json.dumps({"api_key": key, "batch": [{"event": "$pageview", "distinct_id": "d",
+                                                                           "uuid": "u-1"}]}))
+    assert posthog.status_code == 429 and json.loads(posthog.body)["type"] == "throttled_error"
+    assert calls == {"segment": 0, "posthog": 1, "prepare": 0}
+    assert stream_event_ids(stack) == []
+
+
+def test_an_expensive_read_costs_its_weight_in_request_tokens(stack, client):
+    """A 7-day GET /v1/pipeline costs 400 request tokens (read_costs.py): at 10 requests/s the app's next
+    request waits ~40 s, where a request count alone would have let 9 more through at once; another app
+    is untouched."""
+    week = "from=2026-01-01T00:00:00Z&to=2026-01-08T00:00:00Z"
+    headers = {"x-api-key": stack.keys["flood"]}
+    assert client.http.get(f"/v1/pipeline?{week}", headers=headers).status_code == 200  # a full bucket: admitted
+    refused = client.http.get("/v1/metrics", headers=headers)
+    assert refused.status_code == 429 and 38 <= int(refused.headers["Retry-After"]) <= 41
+    assert "400 request tokens" not in json.loads(refused.body)["error"]  # the refused request was the cheap one
+    assert client.http.get("/v1/metrics", headers={"x-api-key": stack.keys["calm"]}).status_code == 200
+    stack.clock.advance(41)  # full again
+    day = "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z"
+    assert client.http.get(f"/v1/metrics/event_counts?{day}", headers=headers).status_code == 200  # 13 tokens
+    again = client.http.get(f"/v1/pipeline?{week}", headers=headers)
+    assert again.status_code == 429 and "a read costing 400 request tokens" in json.loads(again.body)["error"]
