@@ -216,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--aws", action="store_true", help="use real AWS instead of the local stack")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="start the whole local stack (moto, API, runner) and show it working")
+    from eventpipe.local.environment import environment_help
+    p = sub.add_parser("run", help="start the whole local stack (moto, API, runner) and show it working",
+                       epilog=environment_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--no-demo", action="store_true", help="do not post the demo events")
     p.add_argument("--data", default=os.environ.get("EVENTPIPE_DATA_DIR") or os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".eventpipe-data"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -24,13 +23,13 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from chalicelib.runtime.clients import Clients
 from chalicelib.runtime.settings import Settings
 from eventpipe.local.bootstrap import bootstrap
 
 HOST = "127.0.0.1"
-_ACCESS_LOG = re.compile(rb'"(GET|POST|PUT|HEAD|DELETE|PATCH) ')
 
 
 def free_port() -> int:
@@ -92,8 +91,9 @@ class StackConfig:
     with_runner: bool = True
 
     @classmethod
-    def from_env(cls) -> "StackConfig":
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "StackConfig":
+        """The settings of ``eventpipe run`` from the environment (listed by its --help: environment.py)."""
+        env = os.environ if env is None else env
         return cls(moto_port=int(env.get("EVENTPIPE_MOTO_PORT", 5000)),
                    http_port=int(env.get("EVENTPIPE_HTTP_PORT", 8000)),
                    search_port=int(env.get("EVENTPIPE_SEARCH_PORT", 9200)),
@@ -144,10 +144,7 @@ class Stack:
         return process
 
     def _pump(self, name: str, process: subprocess.Popen) -> None:
-        verbose = os.environ.get("EVENTPIPE_VERBOSE") == "1"
-        for raw in process.stdout:
-            if name == "moto" and not verbose and _ACCESS_LOG.search(raw):
-                continue  # moto logs every AWS call; EVENTPIPE_VERBOSE=1 shows them
+        for raw in process.stdout:  # moto's access log is off unless EVENTPIPE_VERBOSE=1 (moto_server.py)
             if not self.config.quiet:
                 sys.stdout.write(f"[{name:6}] {raw.decode(errors='replace')}")
                 sys.stdout.flush()
