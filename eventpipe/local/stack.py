@@ -30,6 +30,11 @@ from chalicelib.runtime.settings import Settings
 from eventpipe.local.bootstrap import bootstrap
 
 HOST = "127.0.0.1"
+#: The embedded search server (osmem-server) serves one request at a time, and a bulk request costs more
+#: than its size (5 MB, ~16k events: 18-26 s; 0.3 MB: 0.4-0.9 s): with the indexer's 5 MB bulks, a search
+#: queued behind them timed out (503 "ConnectionTimeout" for ~30 s after a large send). Small bulks keep
+#: each wait short (and index faster); a search may wait for the bulks ahead of it rather than give up.
+LOCAL_SEARCH_ENV = {"EVENTPIPE_SEARCH_BULK_BYTES": str(512 * 1024), "EVENTPIPE_SEARCH_TIMEOUT_S": "30"}
 
 
 def free_port() -> int:
@@ -122,6 +127,9 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             **config.extra_env,
         }
+        if not self.external_search:
+            for name, value in LOCAL_SEARCH_ENV.items():  # the user's own values win
+                self.env.setdefault(name, value)
         self.settings = Settings.from_env(self.env)
         self.data = None  # the DataFolder once moto is up (with data_dir)
         self.restored = None  # RestoreReport of this start, if anything was restored
