@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     logging.getLogger("botocore").setLevel(logging.WARNING)
+    # opensearch-py logs every failed request with its traceback, a busy server's timeout included; the callers
+    # say what failed themselves (the indexer retries or halves the bulk, a search answers 503, health "down").
+    logging.getLogger("opensearch").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     return args.func(args)
 

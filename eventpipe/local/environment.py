@@ -12,6 +12,8 @@ ENVIRONMENT = (
     ("EVENTPIPE_DEMO_APP", "demo", "the app bootstrap creates (an operator)"),
     ("EVENTPIPE_DEMO_KEY", "demo-key", "its API key"),
     ("EVENTPIPE_DATA_DIR", ".eventpipe-data", "the data folder (as --data)"),
+    ("EVENTPIPE_SEARCH_BULK_BYTES", "524288", "largest bulk request to the embedded search server"),
+    ("EVENTPIPE_SEARCH_TIMEOUT_S", "30", "how long a search waits for the embedded search server"),
     ("EVENTPIPE_SCHEDULE_SECONDS", "", "run every scheduled job this often (seconds) instead of its rate"),
     ("EVENTPIPE_VERBOSE", "", "1: show moto's access log (a line per AWS call)"),
 )
