@@ -9,8 +9,8 @@ With a data folder (``StackConfig.data_dir``; ``eventpipe/local/persistence.py``
 the stack keeps its data: start = moto, search -> restore -> bootstrap -> API ->
 runner -> periodic saves, and search rebuilt in the background by replay of the raw
 archive (the indices are not saved; the API answers meanwhile, searches miss the
-older events until it is done); stop = replay stopped -> API
-first -> drain the stream -> runner -> save -> search, moto.
+older events until it is done); stop = replay stopped -> API first -> drain the
+stream -> runner -> save -> search, moto.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ HOST = "127.0.0.1"
 #: than its size (5 MB, ~16k events: 18-26 s; 0.3 MB: 0.4-0.9 s): with the indexer's 5 MB bulks, a search
 #: queued behind them timed out (503 "ConnectionTimeout" for ~30 s after a large send). Small bulks keep
 #: each wait short (and index faster); a search may wait for the bulks ahead of it rather than give up.
+LOCAL_SEARCH_ENV = {"EVENTPIPE_SEARCH_BULK_BYTES": str(512 * 1024), "EVENTPIPE_SEARCH_TIMEOUT_S": "30"}
 #: Seconds between the progress lines of the search rebuild.
 PROGRESS_EVERY_S = 5.0
-LOCAL_SEARCH_ENV = {"EVENTPIPE_SEARCH_BULK_BYTES": str(512 * 1024), "EVENTPIPE_SEARCH_TIMEOUT_S": "30"}
 
 
 def free_port() -> int:
