@@ -11,7 +11,8 @@ their keys. The supervisor (``eventpipe/local/stack.py``) calls, in this order:
 * **while running**: :meth:`DataFolder.save` every ``save_every_s`` (30 s by default).
 * **Ctrl-C / SIGTERM**: the API stops first (no new events), :func:`drain` waits until
   every consumer's checkpoint is at the last record of every shard (bounded; it says
-  which consumer is behind if it gives up), the runner stops (nothing writes any more),
+  which consumer is behind if it gives up; not the search indexer's: the next start
+  rebuilds search from the archive anyway), the runner stops (nothing writes any more),
   one last save, then search and moto stop.
 
 **The folder.** ``snapshot.json`` (every bucket's keys with ETag, size, content type,

@@ -37,6 +37,8 @@ HOST = "127.0.0.1"
 #: queued behind them timed out (503 "ConnectionTimeout" for ~30 s after a large send). Small bulks keep
 #: each wait short (and index faster); a search may wait for the bulks ahead of it rather than give up.
 LOCAL_SEARCH_ENV = {"EVENTPIPE_SEARCH_BULK_BYTES": str(512 * 1024), "EVENTPIPE_SEARCH_TIMEOUT_S": "30"}
+#: The consumer a stop does not wait for (search is rebuilt from the archive at each start with data).
+SEARCH_INDEXER = "index_events"
 #: Seconds between the progress lines of the search rebuild.
 PROGRESS_EVERY_S = 5.0
 
@@ -271,7 +273,10 @@ class Stack:
         self._saves.set()
         self._stop_child("api")
         if any(name == "runner" and p.poll() is None for name, p in self.children):
-            consumers = [c.name for c in load_pipeline_config(self.settings.stage).consumers]
+            # Not the search indexer: the next start rebuilds search from the archive (after a large send it
+            # is the slow one, and waiting for it made Ctrl-C take the whole drain timeout).
+            consumers = [c.name for c in load_pipeline_config(self.settings.stage).consumers
+                         if c.name != SEARCH_INDEXER]
             consumers += ["tap"] if self.settings.tap_file else []
             clients = Clients(self.settings)
             report = drain(clients.kinesis, clients.dynamodb, self.settings.state_table, self.settings.stream_name,
