@@ -63,7 +63,7 @@ class ReplaySummary:
     not_indexed: int = 0
     unreadable: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    #: Hours of the range with archived events, and how many of them were replayed so far (progress).
+    #: Hours of the range with archived files, and how many hours with events were replayed so far (progress).
     hours_to_replay: int = 0
     hours_replayed: int = 0
     #: Stopped before the end of the range (``run(stop=...)``).
@@ -169,15 +169,11 @@ class Replayer:
                         summary.unreadable.append(problem)
             return pa.concat_tables(tables) if tables else RAW_WITH_APP.empty_table()
 
-    def hours(self, start_ms: int, end_ms: int, apps: list[str], summary: ReplaySummary,
-              stored: dict[int, set[str]] | None = None) -> Iterator[tuple[int, pa.Table, int]]:
-        """(hour, its deduplicated events, rows read) for each hour of the range, neighbours kept for the margin.
-
-        ``stored``: what ``_stored_hours`` found for the range widened by an hour each side (else listed here).
-        """
+    def hours(self, start_ms: int, end_ms: int, apps: list[str],
+              summary: ReplaySummary) -> Iterator[tuple[int, pa.Table, int]]:
+        """(hour, its deduplicated events, rows read) for each hour of the range, neighbours kept for the margin."""
         cache: dict[int, pa.Table] = {}
-        if stored is None:
-            stored = self._stored_hours(apps, start_ms - layout.HOUR_MS, end_ms + layout.HOUR_MS)
+        stored = self._stored_hours(apps, start_ms - layout.HOUR_MS, end_ms + layout.HOUR_MS)
 
         def table(hour_ms: int) -> pa.Table:
             if hour_ms not in stored:
@@ -220,6 +216,12 @@ class Replayer:
         summary.not_indexed += sum(len(codec.decode_record(base64.b64decode(r["kinesis"]["data"])).splitlines())
                                    for r in pending)
 
+    def _tally(self, summary: ReplaySummary, began: float, created: int, updated: int) -> ReplaySummary:
+        summary.created = self._counter.created - created
+        summary.updated = self._counter.updated - updated
+        summary.seconds = time.monotonic() - began
+        return summary
+
     def run(self, start_ms: int, end_ms: int, apps: Sequence[str] | None = None, progress: bool = False,
             report: Callable[[ReplaySummary], None] | None = None,
             stop: Callable[[], bool] | None = None) -> ReplaySummary:
@@ -230,19 +232,11 @@ class Replayer:
         began = time.monotonic()
         summary = ReplaySummary()
         created, updated = self._counter.created, self._counter.updated
-
-        def tally() -> ReplaySummary:
-            summary.created = self._counter.created - created
-            summary.updated = self._counter.updated - updated
-            summary.seconds = time.monotonic() - began
-            return summary
-
         app_ids = self._apps(apps)
         hours = hours_between(start_ms, end_ms)
-        stored = self._stored_hours(app_ids, start_ms - layout.HOUR_MS, end_ms + layout.HOUR_MS)
-        summary.hours_to_replay = len({layout.hour_start_ms(dt, hour) for dt, hour in hours} & stored.keys())
+        summary.hours_to_replay = len(self._stored_hours(app_ids, start_ms, end_ms))
         with tqdm(total=len(hours), unit="h", desc="replay", disable=not progress) as bar:
-            for hour_ms, events, rows in self.hours(start_ms, end_ms, app_ids, summary, stored):
+            for hour_ms, events, rows in self.hours(start_ms, end_ms, app_ids, summary):
                 summary.hours += 1
                 summary.rows += rows
                 if events.num_rows:
@@ -252,21 +246,20 @@ class Replayer:
                     for i in range(0, len(lines), EVENTS_PER_CALL):
                         if stop is not None and stop():
                             summary.stopped = True
-                            return tally()
+                            return self._tally(summary, began, created, updated)
                         records = kinesis_records(lines[i:i + EVENTS_PER_CALL], f"replay-{dt}T{hour}", hour_ms,
                                                   first=sequence)
                         sequence += len(records)
                         self._send(records, summary)
                         summary.events += len(lines[i:i + EVENTS_PER_CALL])
                         if report is not None:
-                            report(tally())
-                if hour_ms in stored:
+                            report(self._tally(summary, began, created, updated))
                     summary.hours_replayed += 1
                     if report is not None:
-                        report(tally())
+                        report(self._tally(summary, began, created, updated))
                 bar.update(1)
                 bar.set_postfix(events=summary.events)
-        return tally()
+        return self._tally(summary, began, created, updated)
 
 
 def replayer_for(container) -> Replayer:
