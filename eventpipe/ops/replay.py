@@ -233,8 +233,8 @@ class Replayer:
         summary = ReplaySummary()
         created, updated = self._counter.created, self._counter.updated
         app_ids = self._apps(apps)
+        summary.hours_to_replay = len(self._stored_hours(app_ids, start_ms, end_ms))  # for the progress reports
         hours = hours_between(start_ms, end_ms)
-        summary.hours_to_replay = len(self._stored_hours(app_ids, start_ms, end_ms))
         with tqdm(total=len(hours), unit="h", desc="replay", disable=not progress) as bar:
             for hour_ms, events, rows in self.hours(start_ms, end_ms, app_ids, summary):
                 summary.hours += 1
