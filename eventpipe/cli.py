@@ -216,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--aws", action="store_true", help="use real AWS instead of the local stack")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="start the whole local stack (moto, API, runner) and show it working")
+    from eventpipe.local.environment import environment_help
+    p = sub.add_parser("run", help="start the whole local stack (moto, API, runner) and show it working",
+                       epilog=environment_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--no-demo", action="store_true", help="do not post the demo events")
     p.add_argument("--data", default=os.environ.get("EVENTPIPE_DATA_DIR") or os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".eventpipe-data"),
@@ -316,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     logging.getLogger("botocore").setLevel(logging.WARNING)
+    # opensearch-py logs every failed request with its traceback, a busy server's timeout included; the callers
+    # say what failed themselves (the indexer retries or halves the bulk, a search answers 503, health "down").
+    logging.getLogger("opensearch").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -88,8 +88,13 @@ class Limits:
         return Limits(self.events_per_second / shards, self.requests_per_second / shards, self.burst_seconds)
 
     def describe(self) -> str:
-        return (f"{self.events_per_second:g} events/s, {self.requests_per_second:g} requests/s, "
-                f"bursts of {self.burst_seconds:g} s")
+        return (f"{plain_number(self.events_per_second)} events/s, {plain_number(self.requests_per_second)} "
+                f"requests/s, bursts of {plain_number(self.burst_seconds)} s")
+
+
+def plain_number(value: float) -> str:
+    """A limit as a person (and ``--events-per-second``) writes it: 1000000, 2.5, 0.001 (never 1e+06)."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,9 @@ class Container:
     def search(self):
         from chalicelib.search.facade import SearchService
         from chalicelib.search.query import SearchSettings
-        return SearchService(lambda: self.search_reader, SearchSettings(prefix=self.settings.search_index_prefix),
-                             clock_ms)
+        s = self.settings
+        return SearchService(lambda: self.search_reader,
+                             SearchSettings(prefix=s.search_index_prefix, request_timeout_s=s.search_timeout_s), clock_ms)
 
     @functools.cached_property
     def dashboard(self):
@@ -207,7 +208,8 @@ class Container:
         from chalicelib.search.indexer import IndexerConfig
         s = self.settings
         return IndexingService(lambda: self.search_client, self.bad_rows("search"),
-                               IndexerConfig(prefix=s.search_index_prefix, retention_days=s.search_retention_days),
+                               IndexerConfig(prefix=s.search_index_prefix, retention_days=s.search_retention_days,
+                                             max_bulk_bytes=s.search_bulk_bytes),
                                clock_ms)
 
     @functools.cached_property

@@ -30,6 +30,10 @@ class Settings:
     search_replicas: int = 1
     search_refresh_interval: str = "1s"
     search_retention_days: int = 7
+    #: Bulk requests of the indexer up to this size (the local stack's one-request-at-a-time server wants small ones).
+    search_bulk_bytes: int = 5 * 1024 * 1024
+    #: How long GET /v1/search waits for the cluster before answering 503.
+    search_timeout_s: float = 10.0
     kinesis_max_attempts: int = 5
     #: Finalization: covered partials are deleted this long after the switch (longer than any query).
     finalize_grace_s: int = 900
@@ -63,6 +67,8 @@ class Settings:
             search_replicas=int(env.get("EVENTPIPE_SEARCH_REPLICAS", cls.search_replicas)),
             search_refresh_interval=env.get("EVENTPIPE_SEARCH_REFRESH_INTERVAL", cls.search_refresh_interval),
             search_retention_days=int(env.get("EVENTPIPE_SEARCH_RETENTION_DAYS", cls.search_retention_days)),
+            search_bulk_bytes=int(env.get("EVENTPIPE_SEARCH_BULK_BYTES", cls.search_bulk_bytes)),
+            search_timeout_s=float(env.get("EVENTPIPE_SEARCH_TIMEOUT_S", cls.search_timeout_s)),
             kinesis_max_attempts=int(env.get("EVENTPIPE_KINESIS_MAX_ATTEMPTS", cls.kinesis_max_attempts)),
             tap_file=env.get("EVENTPIPE_TAP_FILE") or None,
             finalize_grace_s=int(env.get("EVENTPIPE_FINALIZE_GRACE_S", cls.finalize_grace_s)),

@@ -43,9 +43,8 @@ def _data_line(stack: Stack) -> str:
     saves = f"saved every {c.save_every_s:g}s and on Ctrl-C" if c.save_every_s > 0 else "saved on Ctrl-C"
     if stack.restored is None:
         return f"{c.data_dir}: started empty{' (--fresh)' if c.fresh else ''}; {saves}"
-    r, replay = stack.restored, stack.replayed
-    searched = (f", {replay.events} event(s) replayed into search in {replay.seconds:.1f}s" if replay
-                else ", search NOT rebuilt (see above)")
+    r = stack.restored
+    searched = ", search rebuilt from the archive in the background (the `search:` lines)"
     return (f"{c.data_dir}: restored {r.objects} object(s) ({r.bytes / 1e6:.1f} MB), {r.items} item(s) "
             f"({r.apps} app(s), {r.keys} key(s)) in {r.seconds:.1f}s{searched}; {saves}")
 

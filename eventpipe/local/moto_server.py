@@ -11,11 +11,16 @@ across a deleted and re-created stream. This launcher gives moto the same proper
 are greater than any the lake holds, and the restored checkpoints and archive progress
 keep their meaning (``AFTER_SEQUENCE_NUMBER <old checkpoint>`` reads the whole new stream).
 
+It also keeps moto's access log (werkzeug's ``"POST / HTTP/1.1" 400 -`` line per AWS call,
+colour-coded by status) out of the stack's output: ``EVENTPIPE_VERBOSE=1`` shows it.
+
 ``python -m eventpipe.local.moto_server -H 127.0.0.1 -p 5000`` takes moto.server's arguments.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 
@@ -33,8 +38,15 @@ def use_time_ordered_sequences() -> None:
     models.Shard.put_record = put_record
 
 
+def quiet_access_log() -> None:
+    """werkzeug logs each request at INFO (and sets INFO itself only when no level is set); errors still show."""
+    if os.environ.get("EVENTPIPE_VERBOSE") != "1":
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> None:
     use_time_ordered_sequences()
+    quiet_access_log()
     from moto.server import main as moto_main
     moto_main(argv if argv is not None else sys.argv[1:])
 

@@ -5,12 +5,14 @@ their keys. The supervisor (``eventpipe/local/stack.py``) calls, in this order:
 
 * **start**: moto up -> :meth:`DataFolder.restore` (buckets, objects with their content
   type and user metadata, tables with their key schema, items) -> bootstrap (creates only
-  what is missing: the restored demo key and apps stay) -> the search indices rebuilt by
-  ``eventpipe replay`` from the restored raw archive -> the API opens -> the runner.
+  what is missing: the restored demo key and apps stay) -> the API opens -> the runner ->
+  the search indices rebuilt by ``eventpipe replay`` from the restored raw archive, in the
+  background (they are not saved; progress lines until ``search: caught up``).
 * **while running**: :meth:`DataFolder.save` every ``save_every_s`` (30 s by default).
 * **Ctrl-C / SIGTERM**: the API stops first (no new events), :func:`drain` waits until
   every consumer's checkpoint is at the last record of every shard (bounded; it says
-  which consumer is behind if it gives up), the runner stops (nothing writes any more),
+  which consumer is behind if it gives up; not the search indexer's: the next start
+  rebuilds search from the archive anyway), the runner stops (nothing writes any more),
   one last save, then search and moto stop.
 
 **The folder.** ``snapshot.json`` (every bucket's keys with ETag, size, content type,

@@ -6,16 +6,17 @@ every process the stack started, and children die with the supervisor
 (PR_SET_PDEATHSIG) even if it is killed.
 
 With a data folder (``StackConfig.data_dir``; ``eventpipe/local/persistence.py``)
-the stack keeps its data: start = moto, search -> restore -> bootstrap -> search
-rebuilt by replay of the raw archive -> API -> runner -> periodic saves; stop =
-API first -> drain the stream -> runner -> save -> search, moto.
+the stack keeps its data: start = moto, search -> restore -> bootstrap -> API ->
+runner -> periodic saves, and search rebuilt in the background by replay of the raw
+archive (the indices are not saved; the API answers meanwhile, searches miss the
+older events until it is done); stop = replay stopped -> API first -> drain the
+stream -> runner -> save -> search, moto.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -24,13 +25,22 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from chalicelib.runtime.clients import Clients
 from chalicelib.runtime.settings import Settings
 from eventpipe.local.bootstrap import bootstrap
 
 HOST = "127.0.0.1"
-_ACCESS_LOG = re.compile(rb'"(GET|POST|PUT|HEAD|DELETE|PATCH) ')
+#: The embedded search server (osmem-server) serves one request at a time, and a bulk request costs more
+#: than its size (5 MB, ~16k events: 18-26 s; 0.3 MB: 0.4-0.9 s): with the indexer's 5 MB bulks, a search
+#: queued behind them timed out (503 "ConnectionTimeout" for ~30 s after a large send). Small bulks keep
+#: each wait short (and index faster); a search may wait for the bulks ahead of it rather than give up.
+LOCAL_SEARCH_ENV = {"EVENTPIPE_SEARCH_BULK_BYTES": str(512 * 1024), "EVENTPIPE_SEARCH_TIMEOUT_S": "30"}
+#: The consumer a stop does not wait for (search is rebuilt from the archive at each start with data).
+SEARCH_INDEXER = "index_events"
+#: Seconds between the progress lines of the search rebuild.
+PROGRESS_EVERY_S = 5.0
 
 
 def free_port() -> int:
@@ -92,8 +102,9 @@ class StackConfig:
     with_runner: bool = True
 
     @classmethod
-    def from_env(cls) -> "StackConfig":
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "StackConfig":
+        """The settings of ``eventpipe run`` from the environment (listed by its --help: environment.py)."""
+        env = os.environ if env is None else env
         return cls(moto_port=int(env.get("EVENTPIPE_MOTO_PORT", 5000)),
                    http_port=int(env.get("EVENTPIPE_HTTP_PORT", 8000)),
                    search_port=int(env.get("EVENTPIPE_SEARCH_PORT", 9200)),
@@ -122,10 +133,16 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             **config.extra_env,
         }
+        if not self.external_search:
+            for name, value in LOCAL_SEARCH_ENV.items():  # the user's own values win
+                self.env.setdefault(name, value)
         self.settings = Settings.from_env(self.env)
         self.data = None  # the DataFolder once moto is up (with data_dir)
         self.restored = None  # RestoreReport of this start, if anything was restored
-        self.replayed = None  # ReplaySummary of the search rebuild
+        self.replayed = None  # ReplaySummary of the search rebuild, once it is complete
+        self.search_progress = None  # ReplaySummary of the rebuild so far (updated as it goes)
+        self._replay: threading.Thread | None = None
+        self._stopping = threading.Event()  # set: the background replay stops
         self._saves = threading.Event()  # set: periodic saves stop
         self._save_lock = threading.Lock()
         if config.child_aws_endpoint_url:
@@ -144,10 +161,7 @@ class Stack:
         return process
 
     def _pump(self, name: str, process: subprocess.Popen) -> None:
-        verbose = os.environ.get("EVENTPIPE_VERBOSE") == "1"
-        for raw in process.stdout:
-            if name == "moto" and not verbose and _ACCESS_LOG.search(raw):
-                continue  # moto logs every AWS call; EVENTPIPE_VERBOSE=1 shows them
+        for raw in process.stdout:  # moto's access log is off unless EVENTPIPE_VERBOSE=1 (moto_server.py)
             if not self.config.quiet:
                 sys.stdout.write(f"[{name:6}] {raw.decode(errors='replace')}")
                 sys.stdout.flush()
@@ -166,13 +180,16 @@ class Stack:
         self._restore(clients)
         report = bootstrap(clients, self.config.shards, self.config.demo_app, self.config.demo_key)
         self._say("bootstrap: " + "; ".join(report))
-        if self.restored is not None:
-            self._rebuild_search()
         self._spawn("api", [python, "-m", "eventpipe.cli", "serve", "--host", HOST,
                             "--port", str(self.config.http_port)])
         wait_http(f"{self.api_url}/v1/health")
         if self.config.with_runner:
             self._spawn("runner", [python, "-m", "eventpipe.cli", "runner"])
+        if self.restored is not None:
+            self._say("search: rebuilding the indices from the archive in the background; the API answers "
+                      "meanwhile (searches miss the older events until it is done)")
+            self._replay = threading.Thread(target=self._rebuild_search, daemon=True, name="search-replay")
+            self._replay.start()
         if self.data is not None and self.config.save_every_s > 0:
             threading.Thread(target=self._save_periodically, daemon=True, name="saves").start()
 
@@ -194,19 +211,35 @@ class Stack:
         self.data = data  # from here on a stop saves (never before: it would save an empty moto over the data)
 
     def _rebuild_search(self) -> None:
-        """The search indices are not saved: rebuild them from the restored raw archive (eventpipe replay)."""
+        """The search indices are not saved: rebuild them from the restored raw archive (eventpipe replay),
+        in the background, with a progress line every PROGRESS_EVERY_S."""
         from chalicelib.runtime.container import Container, clock_ms
         from eventpipe.ops.replay import replayer_for
+
+        said = [time.monotonic()]
+
+        def report(summary) -> None:
+            self.search_progress = summary
+            if time.monotonic() - said[0] >= PROGRESS_EVERY_S:
+                said[0] = time.monotonic()
+                self._say(f"search: catching up: {summary.hours_replayed} of {summary.hours_to_replay} archived "
+                          f"hour(s), {summary.events} event(s) indexed in {summary.seconds:.0f}s")
 
         now = clock_ms()
         retention_ms = self.settings.search_retention_days * 86_400_000
         try:
-            self.replayed = replayer_for(Container(self.settings)).run(now - retention_ms, now + 86_400_000)
+            replayed = replayer_for(Container(self.settings)).run(now - retention_ms, now + 86_400_000, report=report,
+                                                                  stop=self._stopping.is_set)
         except Exception as exc:  # noqa: BLE001 - the lake is restored; search can be replayed by hand
             self._say(f"search: rebuild by replay failed ({type(exc).__name__}: {exc}); "
                       "run `eventpipe replay --from ... --to ...` once the search server is up")
             return
-        self._say(f"search: {self.replayed.describe()}")
+        self.search_progress = replayed
+        if replayed.stopped:
+            self._say(f"search: rebuild stopped after {replayed.events} event(s) (the next start replays again)")
+            return
+        self.replayed = replayed
+        self._say(f"search: caught up: {replayed.describe()}")
 
     def save(self) -> object | None:
         """Save S3 and DynamoDB into the data folder now (None without one)."""
@@ -240,7 +273,10 @@ class Stack:
         self._saves.set()
         self._stop_child("api")
         if any(name == "runner" and p.poll() is None for name, p in self.children):
-            consumers = [c.name for c in load_pipeline_config(self.settings.stage).consumers]
+            # Not the search indexer: the next start rebuilds search from the archive (after a large send it
+            # is the slow one, and waiting for it made Ctrl-C take the whole drain timeout).
+            consumers = [c.name for c in load_pipeline_config(self.settings.stage).consumers
+                         if c.name != SEARCH_INDEXER]
             consumers += ["tap"] if self.settings.tap_file else []
             clients = Clients(self.settings)
             report = drain(clients.kinesis, clients.dynamodb, self.settings.state_table, self.settings.stream_name,
@@ -276,6 +312,9 @@ class Stack:
         return self._spawn(name, self._commands[name])
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._replay is not None:  # it stops before its next indexer call (a few seconds at most)
+            self._replay.join(timeout=60)
         if self.data is not None and self.children:
             try:
                 self._drain_and_save()

@@ -41,8 +41,8 @@ from chalicelib.lake.raw_table import RAW_WITH_APP, RawTable, hours_between
 from chalicelib.stream import codec, envelope
 
 log = logging.getLogger(__name__)
-#: Kinesis records (each up to 1 MiB packed) handed to the indexer per call.
-RECORDS_PER_CALL = 50
+#: Events handed to the indexer per call (packed into records of up to 1 MiB); progress is reported after each.
+EVENTS_PER_CALL = 5000
 #: Calls again from the record the indexer reported failed (transient errors outlasting its own retries).
 RESUMES = 3
 
@@ -60,6 +60,11 @@ class ReplaySummary:
     not_indexed: int = 0
     unreadable: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: Hours of the range with archived files, and how many hours with events were replayed so far (progress).
+    hours_to_replay: int = 0
+    hours_replayed: int = 0
+    #: Stopped before the end of the range (``run(stop=...)``).
+    stopped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -102,10 +107,10 @@ def event_lines(rows: pa.Table) -> list[bytes]:
     return [orjson.dumps(row) for row in table.to_pylist()]
 
 
-def kinesis_records(lines: Sequence[bytes], shard_id: str, arrival_ms: int) -> list[dict]:
-    """Lambda-shaped Kinesis records holding ``lines`` (sequence numbers 1, 2, ... on a synthetic shard)."""
+def kinesis_records(lines: Sequence[bytes], shard_id: str, arrival_ms: int, first: int = 1) -> list[dict]:
+    """Lambda-shaped Kinesis records holding ``lines`` (sequence numbers first, first + 1, ... on a synthetic shard)."""
     records = []
-    for n, packed in enumerate(codec.pack(list(lines)), start=1):
+    for n, packed in enumerate(codec.pack(list(lines)), start=first):
         records.append({
             "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": shard_id, "sequenceNumber": str(n),
                         "data": base64.b64encode(packed.data).decode("ascii"),
@@ -175,13 +180,23 @@ class Replayer:
         summary.not_indexed += sum(len(codec.decode_record(base64.b64decode(r["kinesis"]["data"])).splitlines())
                                    for r in pending)
 
-    def run(self, start_ms: int, end_ms: int, apps: Sequence[str] | None = None,
-            progress: bool = False) -> ReplaySummary:
+    def _tally(self, summary: ReplaySummary, began: float, created: int, updated: int) -> ReplaySummary:
+        summary.created = self._counter.created - created
+        summary.updated = self._counter.updated - updated
+        summary.seconds = time.monotonic() - began
+        return summary
+
+    def run(self, start_ms: int, end_ms: int, apps: Sequence[str] | None = None, progress: bool = False,
+            report: Callable[[ReplaySummary], None] | None = None,
+            stop: Callable[[], bool] | None = None) -> ReplaySummary:
+        """Replay ``[start_ms, end_ms)``. ``progress``: a tqdm bar; ``report``: called with the summary so far
+        after each indexer call and each hour with events; ``stop``: asked before each call (True: stop there)."""
         from tqdm import tqdm  # the progress bar of the other commands
 
         began = time.monotonic()
         summary = ReplaySummary()
         created, updated = self._counter.created, self._counter.updated
+        summary.hours_to_replay = len(self._stored_hours(apps, start_ms, end_ms))  # for the progress reports
         hours = hours_between(start_ms, end_ms)
         with tqdm(total=len(hours), unit="h", desc="replay", disable=not progress) as bar:
             for hour_ms, events, rows in self.hours(start_ms, end_ms, apps, summary):
@@ -189,17 +204,25 @@ class Replayer:
                 summary.rows += rows
                 if events.num_rows:
                     summary.hours_with_events += 1
-                    summary.events += events.num_rows
                     dt, hour = layout.dt_hour(hour_ms)
-                    records = kinesis_records(event_lines(events), f"replay-{dt}T{hour}", hour_ms)
-                    for i in range(0, len(records), RECORDS_PER_CALL):
-                        self._send(records[i:i + RECORDS_PER_CALL], summary)
+                    lines, sequence = event_lines(events), 1
+                    for i in range(0, len(lines), EVENTS_PER_CALL):
+                        if stop is not None and stop():
+                            summary.stopped = True
+                            return self._tally(summary, began, created, updated)
+                        records = kinesis_records(lines[i:i + EVENTS_PER_CALL], f"replay-{dt}T{hour}", hour_ms,
+                                                  first=sequence)
+                        sequence += len(records)
+                        self._send(records, summary)
+                        summary.events += len(lines[i:i + EVENTS_PER_CALL])
+                        if report is not None:
+                            report(self._tally(summary, began, created, updated))
+                    summary.hours_replayed += 1
+                    if report is not None:
+                        report(self._tally(summary, began, created, updated))
                 bar.update(1)
                 bar.set_postfix(events=summary.events)
-        summary.created = self._counter.created - created
-        summary.updated = self._counter.updated - updated
-        summary.seconds = time.monotonic() - began
-        return summary
+        return self._tally(summary, began, created, updated)
 
 
 def replayer_for(container) -> Replayer:

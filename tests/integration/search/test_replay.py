@@ -176,3 +176,21 @@ def test_on_aws_the_stage_stack_outputs_give_the_bucket_and_the_signed_search_do
                    "EVENTPIPE_OPENSEARCH_SIGV4": "es"}
     settings = Settings.from_env(env)
     assert (settings.bucket, settings.opensearch_sigv4_service) == ("eventpipe-dev-lake-123", "es")
+
+
+def test_progress_is_reported_as_it_goes_and_a_stop_ends_the_replay_between_calls(lake, archived, backend,
+                                                                                   monkeypatch):
+    """The local stack's background rebuild: ``report`` sees the counts grow hour by hour, and ``stop`` ends
+    the replay before its next indexer call, the summary saying so (the next start replays it all again)."""
+    from eventpipe.ops import replay as replay_module
+    monkeypatch.setattr(replay_module, "EVENTS_PER_CALL", 100)
+    seen: list[tuple[int, int, int]] = []
+    full = replay(lake, report=lambda s: seen.append((s.events, s.hours_replayed, s.hours_to_replay)))
+    assert not full.stopped and full.events == len(distinct(archived))
+    assert full.hours_to_replay == 2 and seen[-1] == (full.events, 2, 2)
+    assert [events for events, _, _ in seen] == sorted(events for events, _, _ in seen) and len(seen) >= 4
+    assert seen[0][:2] == (100, 0)  # reported after the first call, before the first hour is done
+
+    calls: list[int] = []
+    stopped = replay(lake, report=lambda s: calls.append(s.events), stop=lambda: len(calls) >= 2)
+    assert stopped.stopped and stopped.events == 200 and stopped.hours_replayed == 0

@@ -143,3 +143,12 @@ def test_admitted_events_never_exceed_burst_plus_rate_times_elapsed(requests):
     capacity = limits.events_per_second * limits.burst_seconds
     assert admitted_events <= capacity + limits.events_per_second * elapsed_s + max(0, largest - capacity) + 1
     assert admitted_requests <= limits.requests_per_second * (limits.burst_seconds + elapsed_s) + 1
+
+
+@pytest.mark.parametrize("limits, text", [
+    (Limits(1e6, 1e12, 0.5), "1000000 events/s, 1000000000000 requests/s, bursts of 0.5 s"),
+    (Limits(0.001, 2.5, 10), "0.001 events/s, 2.5 requests/s, bursts of 10 s"),
+])
+def test_limits_are_described_in_plain_numbers_never_in_exponent_form(limits, text):
+    """`eventpipe apps list` shows limits as they are typed on the command line (1000000, not 1e+06)."""
+    assert limits.describe() == text
