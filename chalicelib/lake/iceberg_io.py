@@ -67,13 +67,20 @@ class _RangedStream(io.RawIOBase):
         return len(data)
 
 
-class S3InputFile(InputFile):
+class _S3Object:
+    """Where an input or output file lives, and whether it is there (one HEAD)."""
+
     def __init__(self, location: str, s3) -> None:
-        super().__init__(location)
+        super().__init__(location)  # type: ignore[call-arg] - InputFile / OutputFile take the location
         self._s3 = s3
         self._bucket, self._key = split_location(location)
         self._size: int | None = None
 
+    def exists(self) -> bool:
+        return s3io.head(self._s3, self._bucket, self._key) is not None
+
+
+class S3InputFile(_S3Object, InputFile):
     def __len__(self) -> int:
         if self._size is None:
             meta = s3io.head(self._s3, self._bucket, self._key)
@@ -81,9 +88,6 @@ class S3InputFile(InputFile):
                 raise FileNotFoundError(self.location)
             self._size = int(meta["ContentLength"])
         return self._size
-
-    def exists(self) -> bool:
-        return s3io.head(self._s3, self._bucket, self._key) is not None
 
     def open(self, seekable: bool = True) -> InputStream:
         """One GET of the first :data:`WHOLE_READ_BYTES` (the whole object, for metadata, manifests and
@@ -115,20 +119,11 @@ class _UploadOnClose(io.BytesIO):
         super().close()
 
 
-class S3OutputFile(OutputFile):
-    def __init__(self, location: str, s3) -> None:
-        super().__init__(location)
-        self._s3 = s3
-        self._bucket, self._key = split_location(location)
-        self._size: int | None = None
-
+class S3OutputFile(_S3Object, OutputFile):
     def __len__(self) -> int:
         if self._size is None:
             return len(self.to_input_file())
         return self._size
-
-    def exists(self) -> bool:
-        return s3io.head(self._s3, self._bucket, self._key) is not None
 
     def to_input_file(self) -> InputFile:
         return S3InputFile(self.location, self._s3)
