@@ -62,7 +62,7 @@ def check(result) -> None:
 
 
 def test_runner_sigkilled_mid_batch_loses_and_double_counts_nothing(ledger_stack, record_case):
-    """SIGKILL the runner at the very request that writes a batch's output (archive Parquet,
+    """SIGKILL the runner at the very request that writes a batch's output (archive staged Parquet,
     rollup partial, search bulk) or its checkpoint, four times; restart it each time."""
     s = ledger_stack
     ledger = Ledger("ledger_kill", s.new_app("ledger_kill"))
@@ -74,7 +74,7 @@ def test_runner_sigkilled_mid_batch_loses_and_double_counts_nothing(ledger_stack
         os.kill(s.stack.process("runner").pid, signal.SIGKILL)
         killed.set()
 
-    targets = [(s.aws_proxy, dict(service="s3", method="PUT", path=r"/events/app_id(=|%3D)ledger_kill/")),
+    targets = [(s.aws_proxy, dict(service="s3", method="PUT", path=r"/staging/events/")),
                (s.aws_proxy, dict(service="s3", method="PUT",
                                   path=r"/rollups/event_counts/def(=|%3D)[0-9a-f]+/stage(=|%3D)partial/")),
                (s.search_proxy, dict(method="POST", path=r"_bulk")),
@@ -332,3 +332,47 @@ def test_two_finalizers_interleaved_at_the_worst_moment_lose_nothing(ledger_stac
                      f"A: stale final after B's; B: manifest last; {notes}")
     record_case(result)
     check(result)
+
+
+def test_committer_sigkilled_between_each_step_keeps_every_event_once_in_the_raw_table(ledger_stack, record_case):
+    """``eventpipe lake commit`` (the commit_events schedule) as a process, SIGKILLed at the request
+    of each of its steps: the journal PUT, a data file PUT, Glue UpdateTable (the commit: the proxy
+    forwards it after the kill, so it lands with nobody to finish it) and the DeleteObjects of the
+    staged files; each time the next run settles what the killed one left. Every acknowledged event
+    is then in the raw table exactly once (its hours are closed: compacted), and in the finals."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    s = ledger_stack
+    ledger = Ledger("ledger_commit", s.new_app("ledger_commit"))
+    env = {**os.environ, "EVENTPIPE_AWS_ENDPOINT_URL": s.aws_proxy.url, "EVENTPIPE_BUCKET": s.settings.bucket,
+           "EVENTPIPE_STATE_TABLE": s.settings.state_table, "EVENTPIPE_GLUE_DATABASE": s.settings.glue_database}
+    interrupted: list[str] = []
+    targets = [dict(service="s3", method="PUT", path=r"/staging/commits/"),
+               dict(service="s3", method="PUT", path=r"/tables/events/data/"),
+               dict(service="glue", operation="UpdateTable"),
+               dict(service="s3", method="POST", path=r"delete")]
+    for n, match in enumerate(targets):
+        post_all(s, ledger, make_events("commit", 150, START_MS, offset=150 * n))
+        wait_caught_up(s.clients, s.settings)
+        process: dict = {}
+
+        def kill_committer(request, process=process) -> None:
+            interrupted.append(f"{request.service} {request.operation} {request.path.split('?')[0][-40:]}")
+            os.kill(process["pid"], signal.SIGKILL)
+
+        rule = s.aws_proxy.add_rule(Rule("hook", limit=1, callback=kill_committer, **match))
+        child = subprocess.Popen([sys.executable, "-m", "eventpipe.cli", "lake", "commit"], cwd=str(ROOT), env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process["pid"] = child.pid
+        assert child.wait(120) == -signal.SIGKILL, f"the committer never made the request {match}"
+        s.aws_proxy.set_rules([r for r in s.aws_proxy._rules if r is not rule])
+    notes = s.settle()
+    result = measure("committer SIGKILL between its steps x4", ledger, s.clients, s.bucket, s.search_url,
+                     f"killed at: {'; '.join(interrupted)}; {notes}")
+    record_case(result)
+    check(result)
+    assert len(interrupted) == 4
+    assert result.raw_duplicate_rows == 0, result  # closed hours are compacted: each event once in the table
