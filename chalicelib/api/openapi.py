@@ -256,8 +256,9 @@ def _dashboard() -> dict[str, Any]:
     types = sorted({content_type.split(";")[0] for _, content_type in ASSETS.values()})
     page = {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}},
             **_errors((503,), "Error")}
-    files = {"200": {"description": "one file of the page", "content": {t: {"schema": {"type": "string"}}
-                                                                          for t in types}},
+    # A JSON file (the map's atlas) is a document; the others are text.
+    files = {"200": {"description": "one file of the page",
+                     "content": {t: {"schema": {"type": "object" if t == _JSON else "string"}} for t in types}},
              **_errors((404, 503), "Error")}
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": sorted(ASSETS)}}
     return {"/dashboard": _public("the dashboard", page, "dashboard"),
