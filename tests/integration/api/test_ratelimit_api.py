@@ -59,7 +59,7 @@ def stack(moto_url, monkeypatch):
     suffix = f"{random.getrandbits(32):08x}"
     for name, value in (("EVENTPIPE_AWS_ENDPOINT_URL", moto_url), ("EVENTPIPE_STREAM", f"events-{suffix}"),
                         ("EVENTPIPE_APPS_TABLE", f"apps-{suffix}"), ("EVENTPIPE_STATE_TABLE", f"state-{suffix}"),
-                        ("EVENTPIPE_BUCKET", f"lake-{suffix}")):
+                        ("EVENTPIPE_BUCKET", f"lake-{suffix}"), ("EVENTPIPE_GLUE_DATABASE", f"eventpipe_{suffix}")):
         monkeypatch.setenv(name, value)
     container = Container(Settings.from_env())
     bootstrap(container.clients, shards=1)

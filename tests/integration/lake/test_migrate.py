@@ -101,6 +101,7 @@ def test_the_lake_commands_migrate_commit_and_show_the_table(monkeypatch, capsys
     with fresh_moto_server() as url:
         monkeypatch.setenv("EVENTPIPE_AWS_ENDPOINT_URL", url)
         monkeypatch.setenv("EVENTPIPE_BUCKET", "lake-cli")
+        monkeypatch.setenv("EVENTPIPE_GLUE_DATABASE", "eventpipe_cli")  # moto's Glue is per process: a database of its own
         container = Container(Settings.from_env())
         bootstrap(container.clients, shards=1)
         write_old_archive(container.clients.s3, "lake-cli", lambda_batches(canonical_lines(120, seed=86), seed=87))

@@ -31,7 +31,8 @@ def stack(monkeypatch):
         monkeypatch.setenv("EVENTPIPE_AWS_ENDPOINT_URL", url)
         suffix = f"{random.getrandbits(32):08x}"  # moto's state is per process: names no earlier test used
         for name, value in (("EVENTPIPE_STREAM", f"events-{suffix}"), ("EVENTPIPE_APPS_TABLE", f"apps-{suffix}"),
-                            ("EVENTPIPE_STATE_TABLE", f"state-{suffix}"), ("EVENTPIPE_BUCKET", f"lake-{suffix}")):
+                            ("EVENTPIPE_STATE_TABLE", f"state-{suffix}"), ("EVENTPIPE_BUCKET", f"lake-{suffix}"),
+                            ("EVENTPIPE_GLUE_DATABASE", f"eventpipe_{suffix}")):
             monkeypatch.setenv(name, value)
         container = Container(Settings.from_env())
         bootstrap(container.clients, shards=1)

@@ -121,7 +121,7 @@ def test_event_refused_by_the_index_goes_to_s3_bad_rows_and_the_rest_is_indexed(
 
     assert first.lambda_response() == again.lambda_response() == {"batchItemFailures": []}
     assert (first.indexed, first.bad_rows) == (6, 1)
-    assert key == object_key("search", RecordRef.from_lambda(batch[1]), app_id=conflict["app_id"]), \
+    assert key == object_key("search", RecordRef.from_lambda(batch[1]), app_id=refused["app_id"]), \
         "one object per app and source record"
     assert row["reason"] == "rejected_by_index"
     assert row["detail"] == "mapper_parsing_exception"
