@@ -20,6 +20,7 @@ Mapping choices:
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,13 @@ from chalicelib.stream import envelope
 from chalicelib.search.naming import DEFAULT_PREFIX, check_prefix, index_pattern
 
 DATE_FORMAT = "strict_date_optional_time||epoch_millis"
+#: ``index.<key>``: a search over 2 s (query phase) or a bulk item over 2 s is a warning, half a
+#: second is worth an info line; fetches (documents back) should never take a second.
+SLOWLOG_THRESHOLDS = {
+    "search.slowlog.threshold.query.warn": "2s", "search.slowlog.threshold.query.info": "500ms",
+    "search.slowlog.threshold.fetch.warn": "1s",
+    "indexing.slowlog.threshold.index.warn": "2s", "indexing.slowlog.threshold.index.info": "500ms",
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,9 @@ class TemplateSettings:
     replicas: int | None = 1
     refresh_interval: str | None = "1s"
     total_fields_limit: int | None = 2000
+    #: Slow-log thresholds (search query/fetch, indexing): the domain publishes its slow logs, and a
+    #: node writes one only for an index whose settings name a threshold. ``None``: none set.
+    slowlog: dict[str, str] | None = dataclasses.field(default_factory=lambda: dict(SLOWLOG_THRESHOLDS))
     priority: int = 100
 
     def __post_init__(self) -> None:
@@ -67,6 +78,12 @@ def _index_settings(settings: TemplateSettings) -> dict[str, Any]:
         index["refresh_interval"] = settings.refresh_interval
     if settings.total_fields_limit is not None:
         index["mapping"] = {"total_fields": {"limit": settings.total_fields_limit}}
+    for key, value in sorted((settings.slowlog or {}).items()):
+        node = index
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
     return {"index": index} if index else {}
 
 

@@ -20,7 +20,8 @@ them only with fine-grained access control, which would move authorization from 
 resource policy into the security plugin's role mappings (a master user and a mapping per
 function role); the IAM policy keeps one place for who may call what, and CloudTrail has the
 domain's configuration calls. Slow logs are written only for indices whose settings set
-thresholds (``index.search.slowlog.threshold.*``, ``index.indexing.slowlog.threshold.*``).
+thresholds (``index.search.slowlog.threshold.*``, ``index.indexing.slowlog.threshold.*``); the
+daily indices' template sets them (``SLOWLOG_THRESHOLDS`` in chalicelib/search/template.py).
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ def test_new_daily_index_gets_the_template_mappings(backend, client, sink, clock
     assert mapping["dynamic"] == "strict"
     settings = client.indices.get_settings(index=name)[name]["settings"]["index"]
     assert (settings["number_of_shards"], settings["number_of_replicas"]) == ("1", "0")
+    # the published slow logs are written only for indices that name thresholds
+    assert settings["search"]["slowlog"]["threshold"]["query"]["warn"] == "2s"
+    assert settings["indexing"]["slowlog"]["threshold"]["index"]["warn"] == "2s"
 
 
 def test_documents_carry_attributes_as_an_object_and_location_from_lat_lon(backend, client, sink, clock):

@@ -111,15 +111,25 @@ def test_stored_document_comes_back_as_the_event_with_iso_times():
 def test_template_pattern_and_settings_follow_the_parameters():
     body = build_index_template(TemplateSettings(prefix="staging", shards=3, replicas=2, refresh_interval="5s"))
     assert body["index_patterns"] == ["staging-*"]
-    assert body["template"]["settings"]["index"] == {
+    index = body["template"]["settings"]["index"]
+    assert {k: index[k] for k in ("number_of_shards", "number_of_replicas", "refresh_interval", "mapping")} == {
         "number_of_shards": 3, "number_of_replicas": 2, "refresh_interval": "5s",
         "mapping": {"total_fields": {"limit": 2000}}}
     assert body["template"]["mappings"]["dynamic"] == "strict"
 
 
+def test_template_sets_slow_log_thresholds_so_the_published_slow_logs_are_written():
+    """Rule: a node writes a slow log only for indices whose settings name thresholds; the domain
+    publishes search and indexing slow logs, so the daily indices' template sets them."""
+    index = build_index_template(TemplateSettings())["template"]["settings"]["index"]
+    assert index["search"]["slowlog"]["threshold"]["query"] == {"warn": "2s", "info": "500ms"}
+    assert index["search"]["slowlog"]["threshold"]["fetch"] == {"warn": "1s"}
+    assert index["indexing"]["slowlog"]["threshold"]["index"] == {"warn": "2s", "info": "500ms"}
+
+
 def test_serverless_template_leaves_unsupported_settings_out():
     body = build_index_template(TemplateSettings(shards=None, replicas=None, refresh_interval=None,
-                                                 total_fields_limit=None))
+                                                 total_fields_limit=None, slowlog=None))
     assert "settings" not in body["template"]
 
 
