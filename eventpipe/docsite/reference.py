@@ -19,6 +19,8 @@ HTTP_API_PAGE = "reference/http-api.md"
 CLI_PAGE = "reference/cli.md"
 #: The width the CLI help is rendered at (argparse reads COLUMNS).
 HELP_COLUMNS = 100
+#: How a tag of the document is titled (default: capitalized).
+TAG_TITLES = {"posthog": "PostHog", "ingest": "Ingest (native)", "meta": "The document itself"}
 _METHODS = ("get", "post", "put", "patch", "delete", "options", "head")
 
 
@@ -130,7 +132,7 @@ def openapi_markdown(spec: Mapping[str, Any]) -> str:
             shown = ", ".join(f"`{p}`" for p in paths)
             out.append(f"| {method.upper()} | [{shown}](#{anchor}) | {_cell(operation.get('summary', ''))} |")
     for tag, entries in groups.items():
-        out += ["", f"## {tag.capitalize()} {{#tag-{slug(tag)}}}"]
+        out += ["", f"## {TAG_TITLES.get(tag, tag.capitalize())} {{#tag-{slug(tag)}}}"]
         for method, paths, operation in entries:
             out += _operation_markdown(method, paths, operation)
     out += ["", "## Schemas", ""]
