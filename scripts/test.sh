@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
+# The docs site first (seconds): a broken internal link or anchor, or a reference page that no longer builds
+# from the code, fails the run before the long suites (tests/unit/tools/test_docs_site.py checks the same).
+NO_MKDOCS_2_WARNING=1 "$BIN/mkdocs" build --strict --quiet
 # The dashboard's browser test needs the built front-end and a headless Chromium.
 bash scripts/build-dashboard.sh
 bash scripts/ensure-chromium.sh

@@ -61,7 +61,7 @@ def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> byt
 def load_json(data: bytes, where: str = "JSON") -> Any:
     """One JSON text -> its value, under the payload rules; raises ``BadRequest`` naming the rule.
 
-    The rules (the README's "Payload rules"), each a 400 for the whole request:
+    The rules (docs/sending-events.md, "Payload rules"), each a 400 for the whole request:
 
     * UTF-8 only: invalid bytes, and surrogates (raw or as a lone ``\\ud800`` escape), are malformed;
     * ``NaN``, ``Infinity`` and numbers beyond the double range (``1e400``, a 1000-digit integer)

@@ -6,7 +6,7 @@ batching mode posts the same body to ``/v1/b``), and ``POST /v1/track``,
 ``/identify``, ``/page``, ``/screen``, ``/group``, ``/alias`` with one message as
 the body (analytics.js uses the one-letter paths ``/v1/t``, ``/v1/i``...).
 
-One message is one event (the table is in the README, "Send from your app"):
+One message is one event (the table is in docs/sending-events.md, "What the SDK routes accept"):
 
 * ``messageId`` -> ``event_id`` (a longer one than 64 characters -> its digest);
 * ``originalTimestamp`` (else ``timestamp``) -> ``event_time``, corrected by ``sentAt``

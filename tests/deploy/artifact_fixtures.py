@@ -2,7 +2,7 @@
 
 ``target_artifacts`` are the real python3.12 artifacts (what the size tests measure);
 ``runnable_artifacts`` are those too when python3.12 is installed here, otherwise the
-same pins built for this machine's Python (README: "Lambda artifacts").
+same pins built for this machine's Python (docs/deploy.md: "Lambda artifacts").
 Both reuse the cache under ~/.cache/eventpipe/artifacts.
 """
 

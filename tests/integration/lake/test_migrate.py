@@ -93,7 +93,7 @@ def test_a_crash_after_a_commit_before_the_deletes_duplicates_nothing_after_comp
 
 
 def test_the_lake_commands_migrate_commit_and_show_the_table(monkeypatch, capsys):
-    """`eventpipe lake migrate`, `lake commit` and `lake status` on a moto server, as the README shows them."""
+    """`eventpipe lake migrate`, `lake commit` and `lake status` on a moto server, as docs/operations.md shows them."""
     from chalicelib.runtime.container import Container
     from eventpipe import cli
     from tests.conftest import fresh_moto_server

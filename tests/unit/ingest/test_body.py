@@ -76,7 +76,7 @@ def test_trailing_garbage_after_gzip_is_400_not_silently_dropped():
         decompress(gzip.compress(b"[]") + b"junk", "gzip", MIB)
 
 
-# --- the payload rules of load_json (README, "Payload rules")
+# --- the payload rules of load_json (docs/sending-events.md, "Payload rules")
 from chalicelib.ingest.body import MAX_DEPTH, load_json  # noqa: E402
 
 

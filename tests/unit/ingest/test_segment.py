@@ -1,4 +1,4 @@
-"""Segment messages -> the canonical envelope (the mapping table of the README)."""
+"""Segment messages -> the canonical envelope (the mapping table of docs/sending-events.md)."""
 
 import orjson
 import pytest

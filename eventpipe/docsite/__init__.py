@@ -1,0 +1,1 @@
+"""The docs site (``make docs``): reference pages generated from the code, and the link check."""
