@@ -8,7 +8,7 @@ archived, aggregated and finalized them, then measures
 (b) ``eventpipe query`` (Athena SQL translated to DuckDB over the Parquet lake
     on moto) for a day of raw events: in-process and as the CLI command.
 
-    .venv/bin/python bench/query.py [--events 200000] [--requests 40]
+    .venv/bin/python bench/query.py [--events 200000] [--requests 40] [--smoke]
 
 (c) ``--tenant-scaling``: the same app's query with 1 and with 1,000 other apps' data in
     the lake, finalized and open (bench/tenant_scaling.py; no local stack needed):
@@ -67,7 +67,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--tenant-scaling", action="store_true", help="only case (c)")
     parser.add_argument("--others", type=int, default=1000, help="(c): other apps")
+    parser.add_argument("--smoke", action="store_true", help="CI: (a) and (b) with 2,000 events and 3 requests")
     args = parser.parse_args()
+    if args.smoke:
+        args.events, args.requests = 2000, 3
     if args.tenant_scaling:
         from bench import tenant_scaling
         tenant_scaling.main(others=args.others, repeat=min(args.requests, 20))

@@ -3,16 +3,14 @@
 Run through ``bench/query.py --tenant-scaling`` (or directly). On a moto server it builds
 
 * a finalized day of ``event_counts`` and ``active_users_5m`` (final rows as the finalizer
-  computes them, written with the finalizer's own write path: per-app files where the code has
-  them, one file per hour for every app before), and
+  writes them: one file per app and hour, ``layout.final_key`` / ``final_rows.encode_final``), and
 * two open hours of partials, written by the real aggregation consumer in Lambda-sized batches,
 
 for the target app alone in one bucket and with 1,000 other apps in a second one, and times
 ``read_windows_status(..., app_id=target)`` (what ``GET /v1/metrics/<name>`` runs): cold (a
 new file cache per query, as a fresh Lambda container) and warm (one cache, as a warm one),
 counting the S3 requests of each query with a botocore ``before-send`` hook. Queries of the two
-buckets alternate, so both see the same load of the (shared) machine. The script only
-uses functions that exist before and after the per-app layout, so the same file measures both.
+buckets alternate, so both see the same load of the (shared) machine.
 """
 
 from __future__ import annotations
@@ -36,11 +34,10 @@ from chalicelib.ingest.validation import validate_event  # noqa: E402
 from chalicelib.lake import layout  # noqa: E402
 from chalicelib.lake.badrows import S3BadRowsSink  # noqa: E402
 from chalicelib.lake.consumers import AggregationService  # noqa: E402
-from chalicelib.lake.finalizer import Finalizer  # noqa: E402
+from chalicelib.lake.final_rows import encode_final, split_by_app  # noqa: E402
 from chalicelib.lake.rollups import FileCache, read_windows_status  # noqa: E402
-from chalicelib.lake.sql_sketch import register_columns  # noqa: E402
 from chalicelib.lake.state import StateStore  # noqa: E402
-from chalicelib.processing import MetricSet, encode_parquet, load_metrics, merge_partials  # noqa: E402
+from chalicelib.processing import MetricSet, load_metrics, merge_partials  # noqa: E402
 from chalicelib.processing.pipeline import process_batch  # noqa: E402
 from chalicelib.runtime.clients import Clients  # noqa: E402
 from chalicelib.runtime.settings import Settings  # noqa: E402
@@ -101,7 +98,6 @@ class Lake:
         self.s3, self.bucket, self.metrics = clients.s3, clients.settings.bucket, metrics
         self.writer = DirectPuts(self.s3)
         self.state = StateStore(clients.dynamodb, clients.settings.state_table)
-        self.finalizer = Finalizer(self.writer, self.bucket, self.state, metrics, lambda: DAY + 30 * HOUR_MS)
         self.final_rows: dict[tuple[str, str, str], list] = {}
         self.requests = 0
         self.s3.meta.events.register("before-send.s3", self._count)
@@ -122,14 +118,11 @@ class Lake:
             list(pool.map(lambda job: self._write_final(*job), jobs))
 
     def _write_final(self, name: str, dt: str, hour: str, rows) -> None:  # noqa: ANN001
+        """The finalizer's output: one file per app (layout.final_key, final_rows.encode_final)."""
         metric = self.metrics[name]
-        if hasattr(self.finalizer, "write_final"):  # one file per app
-            self.finalizer.write_final(metric, dt, hour, rows, {})
-        else:  # before: the finalizer's one PUT of every app's rows, and the manifest
-            self.writer.put_object(Bucket=self.bucket, Key=layout.final_key(name, dt, hour),
-                                   Body=encode_parquet(register_columns(rows)))
-            self.writer.put_object(Bucket=self.bucket, Key=layout.rollup_prefix(name, "final", dt, hour) + "_manifest.json",
-                               Body=orjson.dumps({"finalized_at": 0, "covers": {}, "rows": rows.num_rows}))
+        for app_id, app_rows in split_by_app(rows):
+            self.writer.put_object(Bucket=self.bucket, Key=layout.final_key(metric, dt, hour, app_id),
+                                   Body=encode_final(metric, app_rows))
 
     def add_partials(self, lines: list[bytes], shard: str, batch_records: int = 100) -> int:
         service = AggregationService(self.writer, self.bucket, self.state, self.metrics,
@@ -224,4 +217,14 @@ def main(others: int = 1000, target_events: int = 20_000, other_events: int = 20
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:]))
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--others", type=int, default=1000, help="other apps in the crowded lake")
+    parser.add_argument("--target-events", type=int, default=20_000, help="the target app's events of the day")
+    parser.add_argument("--other-events", type=int, default=200, help="each other app's events of the day")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI): the same code paths")
+    args = parser.parse_args()
+    if args.smoke:
+        args.others, args.target_events, args.other_events, args.repeat = 20, 600, 24, 2
+    main(args.others, args.target_events, args.other_events, args.repeat)
