@@ -35,7 +35,7 @@ SMOKE: dict[str, tuple[list[str], int]] = {
     "payload_guard.py": (["--smoke"], 180),
     "persistence.py": (["--objects", "20", "--size", "1000"], 120),
     "query.py": (["--smoke"], 280),
-    "ratelimit.py": (["--calls", "50", "--virtual", "200", "--bodies", "2"], 180),
+    "ratelimit.py": (["--smoke"], 240),
     "read_costs.py": (["--beta-requests", "3", "--rounds", "1"], 180),
     "search.py": (["smoke"], 180),
     "soak.py": (["--smoke"], 240),
