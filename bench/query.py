@@ -8,7 +8,7 @@ archived, aggregated and finalized them, then measures
 (b) ``eventpipe query`` (Athena SQL translated to DuckDB over the Parquet lake
     on moto) for a day of raw events: in-process and as the CLI command.
 
-    .venv/bin/python bench/query.py [--events 200000] [--requests 40]
+    .venv/bin/python bench/query.py [--events 200000] [--requests 40] [--smoke]
 
 (c) ``--tenant-scaling``: the same app's query with 1 and with 1,000 other apps' data in
     the lake, finalized and open (bench/tenant_scaling.py; no local stack needed):
@@ -67,7 +67,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--tenant-scaling", action="store_true", help="only case (c)")
     parser.add_argument("--others", type=int, default=1000, help="(c): other apps")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CI: (a) and (b) with 2,000 events in 2 hours (fewer hours to finalize), 3 requests")
     args = parser.parse_args()
+    if args.smoke:
+        args.events, args.requests = 2000, 3
     if args.tenant_scaling:
         from bench import tenant_scaling
         tenant_scaling.main(others=args.others, repeat=min(args.requests, 20))
@@ -82,7 +86,8 @@ def main() -> None:
                                     "EVENTPIPE_FINALIZE_CLOSE_DELAY_S": "0"})
     with tempfile.TemporaryDirectory() as tmp, Stack(config) as stack:
         path = os.path.join(tmp, "day.ndjson")
-        write_ndjson(path, generate_events(args.events, seed=11, start_ms=day_start, duration_ms=DAY_MS))
+        span_ms = 2 * 3_600_000 if args.smoke else DAY_MS
+        write_ndjson(path, generate_events(args.events, seed=11, start_ms=day_start, duration_ms=span_ms))
         summary = send_file(path, stack.api_url, "demo-key", 1000, use_gzip=True, concurrency=4, progress=False)
         print(f"loaded: {summary.describe()}")
         clients = Clients(stack.settings)

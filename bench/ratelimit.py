@@ -15,7 +15,7 @@
     the body is decoded (today), and refused after decoding and validating it (the order before:
     the check switched off).
 
-    .venv/bin/python bench/ratelimit.py [--calls 2000] [--virtual 4000] [--bodies 20]
+    .venv/bin/python bench/ratelimit.py [--calls 2000] [--virtual 4000] [--bodies 20] [--smoke]
 """
 
 from __future__ import annotations
@@ -168,12 +168,16 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--virtual", type=int, default=4000, help="requests of (d), at 10,000 per virtual second")
     parser.add_argument("--bodies", type=int, default=20, help="refused bodies of (e) per case")
+    parser.add_argument("--concurrent", type=int, default=400, help="admissions of (c) per thread count")
+    parser.add_argument("--smoke", action="store_true", help="CI: every part, a few calls each")
     args = parser.parse_args()
+    if args.smoke:
+        args.calls, args.virtual, args.bodies, args.concurrent = 30, 200, 2, 32
     bench_decide(args.calls)
     client, server = moto_dynamodb()
     try:
         bench_dynamodb(client, args.calls)
-        bench_concurrency(client)
+        bench_concurrency(client, args.concurrent)
         bench_split(client, args.virtual)
         bench_refused_body(client.meta.endpoint_url, args.bodies)
     finally:

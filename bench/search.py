@@ -14,6 +14,8 @@
     finds the event, through a running API (the local stack once search is wired).
 
         .venv/bin/python bench/search.py freshness --api http://127.0.0.1:8000 --key demo-key [--samples 20]
+
+(c) ``smoke``: (a) at 2,000 events into an in-memory osmem-server it starts and stops (CI).
 """
 
 from __future__ import annotations
@@ -185,8 +187,17 @@ def main(argv: list[str] | None = None) -> None:
     fresh.add_argument("--key", required=True)
     fresh.add_argument("--samples", type=int, default=20)
     fresh.add_argument("--timeout-s", type=float, default=30.0)
+    sub.add_parser("smoke", help="CI: (a) with 2,000 events into a fresh in-memory osmem-server, stopped after")
     args = parser.parse_args(argv)
-    if args.mode == "index":
+    if args.mode == "smoke":
+        from osmem_server import OsmemServer
+        server = OsmemServer.start(japanese=False)
+        try:
+            bench_index(argparse.Namespace(url=server.url, events=2000, per_request=100, batch_records=5,
+                                           bulk_bytes=5 * 1024 * 1024, refresh="1s"))
+        finally:
+            server.close()
+    elif args.mode == "index":
         bench_index(args)
     else:
         print(json.dumps(measure_freshness(args.api, args.key, args.samples, args.timeout_s)))

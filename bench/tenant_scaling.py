@@ -3,16 +3,19 @@
 Run through ``bench/query.py --tenant-scaling`` (or directly). On a moto server it builds
 
 * a finalized day of ``event_counts`` and ``active_users_5m`` (final rows as the finalizer
-  computes them, written with the finalizer's own write path: per-app files where the code has
-  them, one file per hour for every app before), and
+  writes them: one file per app and hour, ``layout.final_key`` / ``final_rows.encode_final``), and
 * two open hours of partials, written by the real aggregation consumer in Lambda-sized batches,
 
 for the target app alone in one bucket and with 1,000 other apps in a second one, and times
 ``read_windows_status(..., app_id=target)`` (what ``GET /v1/metrics/<name>`` runs): cold (a
 new file cache per query, as a fresh Lambda container) and warm (one cache, as a warm one),
-counting the S3 requests of each query with a botocore ``before-send`` hook. Queries of the two
-buckets alternate, so both see the same load of the (shared) machine. The script only
-uses functions that exist before and after the per-app layout, so the same file measures both.
+counting the S3 requests and the bytes of GetObject bodies of each query with botocore hooks.
+Queries of the two buckets alternate, so both see the same load of the (shared) machine.
+
+The p95 ratio is also printed without the time spent in ListObjectsV2 (the open hours' reads list
+their day's partials): moto answers a listing by sorting every key of the bucket, so there a
+listing of a bucket holding 1,001 apps' finalized day (48,000 final files) takes several times as
+long as one of the target's bucket, whatever the prefix; S3 serves a prefix from its key index.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import base64
 import os
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,11 +40,10 @@ from chalicelib.ingest.validation import validate_event  # noqa: E402
 from chalicelib.lake import layout  # noqa: E402
 from chalicelib.lake.badrows import S3BadRowsSink  # noqa: E402
 from chalicelib.lake.consumers import AggregationService  # noqa: E402
-from chalicelib.lake.finalizer import Finalizer  # noqa: E402
+from chalicelib.lake.final_rows import encode_final, split_by_app  # noqa: E402
 from chalicelib.lake.rollups import FileCache, read_windows_status  # noqa: E402
-from chalicelib.lake.sql_sketch import register_columns  # noqa: E402
 from chalicelib.lake.state import StateStore  # noqa: E402
-from chalicelib.processing import MetricSet, encode_parquet, load_metrics, merge_partials  # noqa: E402
+from chalicelib.processing import MetricSet, load_metrics, merge_partials  # noqa: E402
 from chalicelib.processing.pipeline import process_batch  # noqa: E402
 from chalicelib.runtime.clients import Clients  # noqa: E402
 from chalicelib.runtime.settings import Settings  # noqa: E402
@@ -101,13 +104,28 @@ class Lake:
         self.s3, self.bucket, self.metrics = clients.s3, clients.settings.bucket, metrics
         self.writer = DirectPuts(self.s3)
         self.state = StateStore(clients.dynamodb, clients.settings.state_table)
-        self.finalizer = Finalizer(self.writer, self.bucket, self.state, metrics, lambda: DAY + 30 * HOUR_MS)
         self.final_rows: dict[tuple[str, str, str], list] = {}
-        self.requests = 0
+        self.requests, self.bytes, self.listing_ms = 0, 0, 0.0
+        self._lock, self._local = threading.Lock(), threading.local()
         self.s3.meta.events.register("before-send.s3", self._count)
+        self.s3.meta.events.register("after-call.s3.GetObject", self._got)
+        self.s3.meta.events.register("before-call.s3.ListObjectsV2", self._list_started)
+        self.s3.meta.events.register("after-call.s3.ListObjectsV2", self._list_done)
 
     def _count(self, **_) -> None:
-        self.requests += 1
+        with self._lock:
+            self.requests += 1
+
+    def _got(self, parsed, **_) -> None:  # noqa: ANN001
+        with self._lock:
+            self.bytes += parsed.get("ContentLength", 0) or 0
+
+    def _list_started(self, **_) -> None:
+        self._local.started = time.perf_counter()
+
+    def _list_done(self, **_) -> None:
+        with self._lock:
+            self.listing_ms += (time.perf_counter() - self._local.started) * 1000
 
     def add_finals(self, lines: list[bytes]) -> None:
         """Final rows of these events, merged into each (metric, hour)'s final file(s)."""
@@ -122,14 +140,11 @@ class Lake:
             list(pool.map(lambda job: self._write_final(*job), jobs))
 
     def _write_final(self, name: str, dt: str, hour: str, rows) -> None:  # noqa: ANN001
+        """The finalizer's output: one file per app (layout.final_key, final_rows.encode_final)."""
         metric = self.metrics[name]
-        if hasattr(self.finalizer, "write_final"):  # one file per app
-            self.finalizer.write_final(metric, dt, hour, rows, {})
-        else:  # before: the finalizer's one PUT of every app's rows, and the manifest
-            self.writer.put_object(Bucket=self.bucket, Key=layout.final_key(name, dt, hour),
-                                   Body=encode_parquet(register_columns(rows)))
-            self.writer.put_object(Bucket=self.bucket, Key=layout.rollup_prefix(name, "final", dt, hour) + "_manifest.json",
-                               Body=orjson.dumps({"finalized_at": 0, "covers": {}, "rows": rows.num_rows}))
+        for app_id, app_rows in split_by_app(rows):
+            self.writer.put_object(Bucket=self.bucket, Key=layout.final_key(metric, dt, hour, app_id),
+                                   Body=encode_final(metric, app_rows))
 
     def add_partials(self, lines: list[bytes], shard: str, batch_records: int = 100) -> int:
         service = AggregationService(self.writer, self.bucket, self.state, self.metrics,
@@ -147,30 +162,36 @@ def measure(alone: Lake, crowded: Lake, name: str, start: int, end: int, repeat:
     for mode in ("cold", "warm"):
         shared = {id(alone): FileCache(), id(crowded): FileCache()}
         timings: dict[int, list[float]] = {id(alone): [], id(crowded): []}
+        unlisted: dict[int, list[float]] = {id(alone): [], id(crowded): []}
         counts: dict[int, list[int]] = {id(alone): [], id(crowded): []}
+        sizes: dict[int, list[int]] = {id(alone): [], id(crowded): []}
         rows = {}
         for _ in range(repeat):
             for lake in (alone, crowded):
                 cache = FileCache() if mode == "cold" else shared[id(lake)]
-                before = lake.requests
+                before, got, listed = lake.requests, lake.bytes, lake.listing_ms
                 started = time.perf_counter()
                 answer = read_windows_status(lake.s3, lake.bucket, lake.metrics[name], start, end, TARGET,
                                              cache=cache).rows
                 timings[id(lake)].append((time.perf_counter() - started) * 1000)
+                unlisted[id(lake)].append(timings[id(lake)][-1] - (lake.listing_ms - listed))
                 counts[id(lake)].append(lake.requests - before)
+                sizes[id(lake)].append(lake.bytes - got)
                 rows[id(lake)] = answer.num_rows
         assert rows[id(alone)] == rows[id(crowded)], f"{name}: the target's answer changed"
         out[mode] = [(statistics.median(timings[k]), percentile(timings[k], 0.95), statistics.median(counts[k]),
-                      rows[k]) for k in (id(alone), id(crowded))]
+                      rows[k], percentile(unlisted[k], 0.95), statistics.median(sizes[k]))
+                     for k in (id(alone), id(crowded))]
     return out
 
 
 def report(label: str, result: dict) -> None:
     for mode in ("cold", "warm"):
-        (p50a, p95a, ra, rows), (p50b, p95b, rb, _) = result[mode]
-        print(f"  {label:31s} {mode}: 1 app p50 {p50a:6.1f} ms p95 {p95a:6.1f} ms {ra:3.0f} req | +{OTHERS} apps "
-              f"p50 {p50b:6.1f} ms p95 {p95b:6.1f} ms {rb:3.0f} req | ratio p50 {p50b / p50a:4.2f} "
-              f"p95 {p95b / p95a:4.2f} ({rows} rows)", flush=True)
+        (p50a, p95a, ra, rows, xa, ba), (p50b, p95b, rb, _, xb, bb) = result[mode]
+        print(f"  {label:31s} {mode}: 1 app p50 {p50a:6.1f} ms p95 {p95a:6.1f} ms {ra:3.0f} req {ba / 1024:6.0f} KiB | "
+              f"+{OTHERS} apps p50 {p50b:6.1f} ms p95 {p95b:6.1f} ms {rb:3.0f} req {bb / 1024:6.0f} KiB | ratio p50 "
+              f"{p50b / p50a:4.2f} p95 {p95b / p95a:4.2f}, p95 without ListObjectsV2 {xb / max(xa, 1e-9):4.2f} "
+              f"({rows} rows)", flush=True)
 
 
 def main(others: int = 1000, target_events: int = 20_000, other_events: int = 200, repeat: int = 20) -> None:
@@ -224,4 +245,14 @@ def main(others: int = 1000, target_events: int = 20_000, other_events: int = 20
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:]))
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--others", type=int, default=1000, help="other apps in the crowded lake")
+    parser.add_argument("--target-events", type=int, default=20_000, help="the target app's events of the day")
+    parser.add_argument("--other-events", type=int, default=200, help="each other app's events of the day")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI): the same code paths")
+    args = parser.parse_args()
+    if args.smoke:
+        args.others, args.target_events, args.other_events, args.repeat = 20, 600, 24, 2
+    main(args.others, args.target_events, args.other_events, args.repeat)

@@ -28,7 +28,8 @@ from chalicelib.lake import layout
 from chalicelib.lake.raw_archive import staged_file
 from chalicelib.lake.sql_sketch import register_columns
 from chalicelib.lake.state import StateStore
-from chalicelib.processing import BadRecord, MetricSet, decode_records, encode_parquet, process_batch
+from chalicelib.processing import BadRecord, MetricSet, decode_records, process_batch
+from chalicelib.processing.app_groups import encode_by_app
 from chalicelib.stream import badrows, envelope
 from chalicelib.stream.badrows import BadRow, BadRowsSink
 from chalicelib.stream.records import RecordRef, batch_position, batch_response, retry_whole_batch
@@ -124,7 +125,7 @@ class AggregationService:
                 dt, hour = layout.dt_hour(hour_start)
                 part = table.filter(pc.equal(hour_ms, hour_start))
                 self._s3.put_object(Bucket=self._bucket, Key=layout.partial_key(self._metrics[name], dt, hour, shard_id, first_seq),
-                                    Body=encode_parquet(register_columns(part)),
+                                    Body=encode_by_app(register_columns(part)),
                                     Metadata={"shard-id": shard_id, "last-sequence": last_seq})
                 written += 1
         return written

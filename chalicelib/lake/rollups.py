@@ -19,10 +19,15 @@ What one app's read touches (``app_id`` given, the metrics API):
   listed beside it. (A backfill rewrites finals without partials: a warm
   reader sees it within ``trust_s``.)
 * **partials**: one listing per day of the range (the files of the still open
-  hours: finalization deletes the rest after the grace period), each file
-  read once per ETag and cached, the app's rows filtered out. These files mix
-  every app, so this part grows with the *recent* traffic of all apps, never
-  with history (bench/query.py measures 1,000 active apps).
+  hours: finalization deletes the rest after the grace period). These files
+  mix every app of a batch, sorted by app in row groups of whole apps
+  (chalicelib/processing/app_groups.py): of each file one app's read fetches
+  the footer (one suffix GET, the whole file when it is small) and, when the
+  footer's ``app_id`` statistics say the app may have rows there, one ranged
+  GET of those row groups; the app's rows are cached per (file, ETag). So the
+  bytes read do not grow with other apps' data; the listing and the footer
+  GETs still grow with the number of files of the open hours
+  (bench/tenant_scaling.py measures 1 vs 1,001 active apps).
 
 Finalization writes each app's final file with one PUT (atomic) and deletes
 the partials it replaced only after a grace period; partials are listed
@@ -47,9 +52,10 @@ import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 
 from chalicelib.lake import layout
-from chalicelib.lake.s3io import list_keys, read_parquet
+from chalicelib.lake.s3io import list_keys, read_parquet, read_parquet_groups
 from chalicelib.lake.sql_sketch import strip_register_columns
 from chalicelib.processing import MetricDef, decode_parquet, finalize, merge_partials, partials_schema
+from chalicelib.processing import app_groups
 from chalicelib.processing.partials import estimated_measures
 
 
@@ -203,7 +209,10 @@ def _read_range(s3, bucket: str, metric: MetricDef, hours: list[tuple[str, str]]
     # Partials are listed before finals are read: see the module docstring.
     partial_by_day = dict(zip(days, pool.map(lambda dt: list_stage_day(s3, bucket, metric, "partial", dt), days)))
     wanted = [(dt, hour, key, etag) for dt, hour in hours for key, etag in partial_by_day[dt].get(hour, [])]
-    partials = list(pool.map(lambda w: _rows_of(_read_file(s3, bucket, metric, w[2], w[3], cache), app_id), wanted))
+    if app_id is None:
+        partials = list(pool.map(lambda w: _read_file(s3, bucket, metric, w[2], w[3], cache), wanted))
+    else:
+        partials = list(pool.map(lambda w: _read_app_partial(s3, bucket, metric, w[2], w[3], app_id, cache), wanted))
     if app_id is not None:
         finals = list(pool.map(lambda h: read_app_final(s3, bucket, metric, *h, app_id, cache,
                                                         0.0 if partial_by_day[h[0]].get(h[1]) else trust_s), hours))
@@ -217,10 +226,29 @@ def _read_range(s3, bucket: str, metric: MetricDef, hours: list[tuple[str, str]]
     return [_prefer_final_flagged(final_by_hour.get(h, []), partial_by_hour.get(h, []), schema) for h in hours]
 
 
-def _rows_of(table: pa.Table, app_id: str | None) -> pa.Table:
-    # Measured (bench/tenant_scaling.py): caching partials sorted by app and slicing the app's rows
-    # out was no faster warm than this filter, and slower cold (the sort of the whole file).
-    return table if app_id is None else table.filter(pc.equal(table["app_id"], app_id))
+def _read_app_partial(s3, bucket: str, metric: MetricDef, key: str, etag: str, app_id: str,
+                      cache: FileCache) -> pa.Table:
+    """One app's rows of a partial file: its footer, then only the row groups that may hold the app
+    (see chalicelib/processing/app_groups.py), cached per (file, app, ETag)."""
+    name = f"{key}#app={app_id}"
+    table = cache.get(name, etag)
+    if table is not None:
+        return table
+
+    def select(metadata):  # noqa: ANN001, ANN202
+        groups = app_groups.groups_of_app(metadata, app_id)
+        return groups, app_groups.group_span(metadata, groups)
+
+    try:
+        rows, _ = read_parquet_groups(s3, bucket, key, select, app_groups.TAIL_BYTES)
+    except ClientError as exc:
+        if _missing(exc) or exc.response["Error"]["Code"] in ("PreconditionFailed", "412"):
+            raise RollupReadConflict(f"{key} vanished or changed while reading") from exc
+        raise
+    table = strip_register_columns(rows, metric)
+    table = table.filter(pc.equal(table["app_id"], app_id))
+    cache.put(name, etag, table)
+    return table
 
 
 def _all_finals(s3, bucket: str, metric: MetricDef, hours: list[tuple[str, str]], days: list[str],
