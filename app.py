@@ -92,6 +92,22 @@ def pipeline_status(request, app_id):
     return container.pipeline.report(app_id, query_params(request))
 
 
+@routes.authenticated("/v1/regulations", methods=("POST",), content_types=["*/*"])
+def create_regulation(request, app_id):
+    return json_response(container.regulations.create(app_id, request.headers.get("x-api-key"),
+                                                      request.raw_body or b""), 202)
+
+
+@routes.authenticated("/v1/regulations")
+def list_regulations(request, app_id):
+    return container.regulations.list(app_id)
+
+
+@routes.authenticated("/v1/regulations/{regulation_id}")
+def show_regulation(request, app_id, regulation_id):
+    return container.regulations.show(app_id, regulation_id)
+
+
 @routes.public("/dashboard")
 def dashboard(request):
     return container.dashboard.response()
@@ -142,6 +158,18 @@ def finalize_windows(event):
         return container.finalizer.backfill_request(event.to_dict()["detail"]["backfill"])
     return {"partitions": [f"{r.metric} {r.dt}/{r.hour}: {r.action} ({r.rows} rows, {r.partials} partials)"
                            for r in container.finalizer.run()]}
+
+
+@app.schedule(Rate(pipeline.function("process_regulations").schedule_minutes or 1440, unit=Rate.MINUTES),
+              name="process_regulations")
+def process_regulations(event):
+    """Privacy: deletes the users of due delete / suppress_with_delete regulations from every store
+    (chalicelib/lake/privacy_job.py); skipped while the raw table's writer lease is held."""
+    from chalicelib.lake.writer_lock import LockHeld
+    try:
+        return container.deletion_job().run()
+    except LockHeld as exc:
+        return {"skipped": str(exc)}
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS), name="search_retention")

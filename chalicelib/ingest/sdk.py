@@ -84,8 +84,11 @@ class SdkIngestService:
     """Validates SDK requests' messages, keeps the rejects as bad rows and writes the rest to the stream."""
 
     def __init__(self, sink: RecordSink, bad_rows: badrows.BadRowsSink, clock_ms: Callable[[], int],
-                 admit: Callable[[str, int], None] | None = None) -> None:
+                 admit: Callable[[str, int], None] | None = None,
+                 suppression: Callable[[str, Any], list[int] | None] | None = None) -> None:
         self._sink, self._bad_rows, self._clock_ms = sink, bad_rows, clock_ms
+        #: Suppressed users (chalicelib/ingest/suppression.py): accepted in the answer, written nowhere.
+        self._suppression = suppression
         #: The app's rate limit (chalicelib/api/ratelimit.py): raises 429 before anything is written.
         self._admit = admit
 
@@ -139,6 +142,7 @@ class SdkIngestService:
         prepared = self.prepare(protocol, app_id, batch, received_at)
         if self._admit is not None:
             self._admit(app_id, len(batch.messages))
+        prepared = self._suppressed(app_id, prepared)
         if prepared.bad_rows:
             try:
                 self._bad_rows.write(prepared.bad_rows)
@@ -150,6 +154,17 @@ class SdkIngestService:
             if len(outcome.stored) < len(prepared.records):
                 raise write_failure(outcome, len(prepared.records))
         return protocol.success(len(prepared.accepted), prepared.errors)
+
+    def _suppressed(self, app_id: str, prepared: SdkPrepared) -> SdkPrepared:
+        """Without the events of suppressed users; their messages still count as accepted. (A message that
+        failed validation has no user the list can be checked against: its bad row is kept.)"""
+        if self._suppression is None or not prepared.accepted:
+            return prepared
+        kept = self._suppression(app_id, prepared.accepted)
+        if kept is None:
+            return prepared
+        return SdkPrepared(prepared.accepted, prepared.errors, prepared.bad_rows,
+                           codec.pack([prepared.accepted[i][1].line for i in kept], kept))
 
     def prepare(self, protocol: SdkProtocol, app_id: str, batch: SdkBatch, received_at: int) -> SdkPrepared:
         """Map and validate every message, pack the valid ones (nothing is written)."""

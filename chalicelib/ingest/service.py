@@ -46,8 +46,13 @@ class IngestService:
     def __init__(self, sink: RecordSink, clock_ms: Callable[[], int],
                  max_events: int = MAX_EVENTS_PER_REQUEST,
                  max_bytes: int = MAX_DECOMPRESSED_BYTES,
-                 admit: Callable[[str, int], None] | None = None) -> None:
+                 admit: Callable[[str, int], None] | None = None,
+                 suppression: Callable[[str, Sequence[tuple[int, ValidatedEvent]]], list[int] | None] | None = None
+                 ) -> None:
         self._sink = sink
+        #: Suppressed users (chalicelib/ingest/suppression.py ``Suppression.keep``): their events are
+        #: answered as accepted and written nowhere.
+        self._suppression = suppression
         #: The app's rate limit (chalicelib/api/ratelimit.py): raises 429 before anything is written.
         self._admit = admit
         self._clock_ms = clock_ms
@@ -80,6 +85,11 @@ class IngestService:
         batch = self.prepare(app_id, body, content_type, content_encoding)
         if self._admit is not None:
             self._admit(app_id, len(batch.accepted) + len(batch.errors))
+        if self._suppression is not None and batch.accepted:
+            kept = self._suppression(app_id, batch.accepted)
+            if kept is not None:
+                batch = PreparedBatch(batch.accepted, batch.errors,
+                                      codec.pack([batch.accepted[i][1].line for i in kept], kept))
         if not batch.records:
             return IngestResult([], batch.errors)
         outcome = self._sink.put([record.data for record in batch.records])
