@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timezone
 
 from chalicelib.runtime.settings import Settings
-from eventpipe import cli_history
+from eventpipe import cli_history, cli_privacy
 from eventpipe.cli_args import _aws_settings, _parse_duration_ms, _parse_instant_ms
 
 
@@ -302,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_query)
 
     cli_history.add_parsers(sub)
+    cli_privacy.add_parsers(sub)
 
     for name, func, text in (("deploy", cmd_deploy, "build the artifacts, package, create or update the stack"),
                              ("destroy", cmd_destroy, "delete the stage's stack (prod keeps its data)")):

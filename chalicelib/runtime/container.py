@@ -162,7 +162,7 @@ class Container:
             lag = CloudWatchLag(self.clients.client("cloudwatch"), self.clients.kinesis, s.stream_name,
                                 lambda name: f"eventpipe-{s.stage}-{name}", clock_ms)
         return PipelineService(self.clients.s3, s.bucket, self.metrics_service, lag, consumers,
-                               self.apps.is_operator, clock_ms)
+                               self.apps.is_operator, clock_ms, suppressed=self.regulation_store.suppressed_counts)
 
     @functools.cached_property
     def openapi(self) -> dict:
