@@ -173,6 +173,11 @@ class DeletionJob:
             return set(), 0
         hours = {(d, h) for d, h in zip(found["dt"].to_pylist(), found["hour"].to_pylist())}
         table.delete(delete_filter=where, snapshot_properties={PRIVACY_PROPERTY: app_id})
+        # The delete's snapshot keeps the removed files' entries (status DELETED, with their column
+        # bounds, which may name a user) in a manifest of their own; an append (of no rows) carries
+        # only manifests with live files, so once the older snapshots expire that manifest goes too.
+        from chalicelib.lake.raw_table import arrow_table_schema
+        self._raw.table().append(arrow_table_schema().empty_table(), snapshot_properties={PRIVACY_PROPERTY: "manifests"})
         log.info("privacy: deleted %d raw row(s) of %d user(s) of %s in %d hour(s)", found.num_rows, len(users),
                  app_id, len(hours))
         return hours, found.num_rows
