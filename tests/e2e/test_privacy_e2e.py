@@ -121,6 +121,20 @@ def processed(stack, key, reg_id, run) -> dict:
     return doc
 
 
+def run_job(s, checkpoint=None):
+    """The deletion job in this process, as `regulations process` runs it; retried while the runner's
+    committer holds the raw table's writer lease (it takes it every few seconds)."""
+    from chalicelib.lake.writer_lock import LockHeld
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return Container(s.settings).deletion_job(checkpoint=checkpoint).run()
+        except LockHeld:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def metric_rows(stack, key, start_ms, end_ms) -> list[dict]:
     r = requests.get(f"{stack.api_url}/v1/metrics/event_counts", headers={"x-api-key": key}, timeout=60,
                      params={"from": ms_to_iso(start_ms), "to": ms_to_iso(end_ms), "limit": 10000})
@@ -196,3 +210,93 @@ def test_delete_removes_the_user_from_every_store_and_recomputes_the_windows(sta
     assert {k: v for k, v in got.items() if v} == dict(truth)
     kept = orjson.loads(orjson.loads(get_bytes(clients.s3, s.settings.bucket, dead))["payload"])["Records"]
     assert others[0].encode() in codec.decode_record(base64.b64decode(kept[0]["kinesis"]["data"]))
+
+
+def marker_arrived(s, clients, marker: str) -> bool:
+    return searched(s, marker) >= 1 and raw_count(clients, APP, marker) >= 1
+
+
+def test_suppress_stores_nothing_then_unsuppress_stores_again(stack):
+    """suppress: the user's later events through the native, Segment and PostHog routes are answered 200,
+    counted as suppressed in GET /v1/pipeline, and stored nowhere (no S3 object, no search document),
+    while another user's event sent after them arrives; unsuppress: the user's events are stored again."""
+    s, keys, clients = stack
+    user, marker = f"quiet-{TOKEN}", f"marker-{TOKEN}"
+    now = int(time.time() * 1000)
+    reg_id = regulate(s, keys[APP], "suppress", [user])
+    assert regulation(s, keys[APP], reg_id)["status"] == "done"
+    native(s, keys[APP], [{"event_type": "probe", "event_time": ms_to_iso(now), "user_id": user}])
+    segment(s, keys[APP], user, now)
+    posthog(s, keys[APP], user, now)
+    native(s, keys[APP], [{"event_type": "probe", "event_time": ms_to_iso(now), "user_id": marker}])
+    assert poll(lambda: marker_arrived(s, clients, marker), 120), "the marker event never arrived"
+    assert searched(s, user) == 0 and raw_count(clients, APP, user) == 0
+    assert s3_hits(clients.s3, user) == []
+    r = requests.get(f"{s.api_url}/v1/pipeline", headers={"x-api-key": keys[APP]}, timeout=30)
+    assert r.status_code == 200 and r.json()["app"]["suppressed"] >= 3, r.text
+
+    regulate(s, keys[APP], "unsuppress", [user])
+    native(s, keys[APP], [{"event_type": "probe", "event_time": ms_to_iso(now), "user_id": user}])
+    segment(s, keys[APP], user, now)
+    posthog(s, keys[APP], user, now)
+    assert poll(lambda: searched(s, user) >= 3, 120), "the unsuppressed user's events were not stored again"
+
+
+def test_suppress_with_delete_racing_ingestion_of_the_same_user_leaves_nothing(stack):
+    """A suppress_with_delete filed while the same user's events (and others') are being sent: after the
+    job, nothing of the user is in any store, and every event of the others is in the raw table."""
+    s, keys, clients = stack
+    user, other = f"racer-{TOKEN}", f"steady-{TOKEN}"
+    at = (int(time.time() * 1000) // HOUR - 2) * HOUR + 900_000
+    stop, sent_other = threading.Event(), []
+
+    def sender():
+        i = 0
+        while not stop.is_set():
+            native(s, keys[APP], [{"event_type": "probe", "event_time": ms_to_iso(at + i), "user_id": user},
+                                  {"event_type": "probe", "event_time": ms_to_iso(at + i), "user_id": other}])
+            posthog(s, keys[APP], user, at + i)
+            sent_other.append(i)
+            i += 1
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    time.sleep(3)
+    reg_id = regulate(s, keys[APP], "suppress_with_delete", [user])
+    time.sleep(3)
+    stop.set()
+    thread.join()
+    marker = f"after-race-{TOKEN}"
+    native(s, keys[APP], [{"event_type": "probe", "event_time": ms_to_iso(at), "user_id": marker}])
+    assert poll(lambda: marker_arrived(s, clients, marker), 120)
+    assert poll(lambda: raw_count(clients, APP, other) >= len(sent_other), 120)
+    processed(s, keys[APP], reg_id, lambda: run_job(s))
+    assert s3_hits(clients.s3, user) == [] and searched(s, user) == 0 and raw_count(clients, APP, user) == 0
+    assert raw_count(clients, APP, other) == len(sent_other)
+
+
+def test_a_deletion_job_crashing_between_steps_and_rerun_leaves_nothing_and_loses_nothing(stack):
+    """The deletion job crashing after the raw delete, then (rerun) after the search step, then run to the
+    end: the regulation is done, nothing of the user is left, and every event of the other user stays."""
+    s, keys, clients = stack
+    user, other = f"crash-{TOKEN}", f"survivor-{TOKEN}"
+    at = (int(time.time() * 1000) // HOUR - 2) * HOUR + 1_500_000
+    for i in range(5):
+        native(s, keys[APP], [{"event_type": "probe", "event_time": ms_to_iso(at + i), "user_id": u} for u in (user, other)])
+    assert poll(lambda: raw_count(clients, APP, user) >= 5 and raw_count(clients, APP, other) >= 5, 120)
+    assert poll(lambda: searched(s, user) >= 5, 120)
+    reg_id = regulate(s, keys[APP], "delete", [user])
+
+    class Crash(RuntimeError):
+        pass
+
+    for step in ("raw-deleted", "search-erased"):
+        def crash(name, step=step):
+            if name == step:
+                raise Crash(step)
+        with pytest.raises(Crash):
+            run_job(s, crash)
+        assert regulation(s, keys[APP], reg_id)["status"] == "running"
+    processed(s, keys[APP], reg_id, lambda: run_job(s))
+    assert s3_hits(clients.s3, user) == [] and searched(s, user) == 0 and raw_count(clients, APP, user) == 0
+    assert raw_count(clients, APP, other) == 5
