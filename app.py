@@ -11,7 +11,8 @@ import logging
 
 from chalice import Chalice, Rate
 
-from chalicelib.api.routes import POSTHOG, SEGMENT, Routes, json_response, metrics_cost, pipeline_cost, query_params
+from chalicelib.api.routes import (POSTHOG, SEGMENT, Routes, json_response, metrics_cost, pipeline_cost, query_params,
+                                   regulations_cost)
 from chalicelib.runtime.container import Container
 from chalicelib.runtime.pipeline_config import load_pipeline_config
 from chalicelib.runtime.settings import Settings
@@ -98,7 +99,7 @@ def create_regulation(request, app_id):
                                                       request.raw_body or b""), 202)
 
 
-@routes.authenticated("/v1/regulations")
+@routes.authenticated("/v1/regulations", cost=regulations_cost)
 def list_regulations(request, app_id):
     return container.regulations.list(app_id)
 
