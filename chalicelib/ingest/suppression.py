@@ -7,7 +7,7 @@ retry, the events never reach the stream, and the app's count of suppressed even
 once per ``ttl_s`` per process (one BatchGetItem) and kept in a bounded LRU like the key cache; a
 regulation accepted by this process is seen at once (:meth:`Suppression.invalidate`), one accepted by
 another process within ``ttl_s``. An app with no suppressed user costs one cache lookup per request;
-otherwise one SHA-256 per event. When the list cannot be read the request is refused (503): an event
+otherwise one SHA-256 per distinct user of the request. When the list cannot be read the request is refused (503): an event
 is never stored for want of knowing whether its user asked not to be.
 """
 
@@ -55,8 +55,11 @@ class Suppression:
         hashes = self.hashes(app_id)
         if not hashes:
             return None
-        kept = [i for i, (_, event) in enumerate(accepted)
-                if event.user_id is None or user_hash(app_id, event.user_id) not in hashes]
+        users = {event.user_id for _, event in accepted} - {None}
+        gone = {user for user in users if user_hash(app_id, user) in hashes}  # one hash per distinct user
+        if not gone:
+            return None
+        kept = [i for i, (_, event) in enumerate(accepted) if event.user_id not in gone]
         if len(kept) == len(accepted):
             return None
         day = datetime.fromtimestamp(self._clock_ms() / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
