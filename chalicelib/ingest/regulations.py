@@ -52,8 +52,11 @@ def parse_request(body: bytes) -> tuple[str, list[str], str | None]:
 
 class RegulationsService:
     def __init__(self, store: RegulationStore, is_operator: Callable[[str], bool],
-                 on_change: Callable[[str], None] = lambda app_id: None) -> None:
+                 on_change: Callable[[str], None] = lambda app_id: None,
+                 pseudonymiser: Callable[[str], Any] | None = None) -> None:
         self._store, self._is_operator, self._on_change = store, is_operator, on_change
+        #: An app that pseudonymises user_id stores pseudonyms: the ids asked for are mapped the same way.
+        self._pseudonymiser = pseudonymiser
 
     def create(self, app_id: str, api_key: str | None, body: bytes) -> dict[str, Any]:
         type_, ids, target = parse_request(body)
@@ -61,6 +64,9 @@ class RegulationsService:
         if target is not None and target != app_id and not operator:
             raise BadRequest("app_id: an app key may file regulations for its own app only")
         target = target or app_id
+        transform = self._pseudonymiser(target) if self._pseudonymiser is not None else None
+        if transform is not None:
+            ids = [transform.apply({"user_id": user})["user_id"] for user in ids]
         who = {"app_id": app_id, "key_id": hash_key(api_key or "")[:12], "role": "operator" if operator else "app"}
         reg = self._call(lambda: self._store.create(target, type_, ids, who))
         self._on_change(target)

@@ -47,8 +47,10 @@ class IngestService:
                  max_events: int = MAX_EVENTS_PER_REQUEST,
                  max_bytes: int = MAX_DECOMPRESSED_BYTES,
                  admit: Callable[[str, int], None] | None = None,
-                 suppression: Callable[[str, Sequence[tuple[int, ValidatedEvent]]], list[int] | None] | None = None
-                 ) -> None:
+                 suppression: Callable[[str, Sequence[tuple[int, ValidatedEvent]]], list[int] | None] | None = None,
+                 pseudonymiser: Callable[[str], Any] | None = None) -> None:
+        #: app -> its Pseudonymiser (chalicelib/ingest/pseudonymise.py) or None: applied before validation.
+        self._pseudonymiser = pseudonymiser
         self._sink = sink
         #: Suppressed users (chalicelib/ingest/suppression.py ``Suppression.keep``): their events are
         #: answered as accepted and written nowhere.
@@ -72,9 +74,11 @@ class IngestService:
                                   f"the limit is {self._max_events} events per request")
         accepted: list[tuple[int, ValidatedEvent]] = []
         errors: list[dict[str, Any]] = []
+        transform = self._pseudonymiser(app_id) if self._pseudonymiser is not None else None
         for index, raw in enumerate(raw_events):
             try:
-                accepted.append((index, validate_event(raw, app_id, received_at)))
+                accepted.append((index, validate_event(transform.apply(raw) if transform else raw, app_id,
+                                                       received_at)))
             except InvalidEvent as exc:
                 errors.append({"index": index, "error": str(exc)})
         records = codec.pack([event.line for _, event in accepted])

@@ -70,14 +70,21 @@ class Container:
 
     @functools.cached_property
     def ingest(self) -> IngestService:
-        return IngestService(self.kinesis_writer, clock_ms, admit=self.limiter.admit, suppression=self.suppression.keep)
+        return IngestService(self.kinesis_writer, clock_ms, admit=self.limiter.admit, suppression=self.suppression.keep,
+                             pseudonymiser=self.pseudonymiser)
 
     @functools.cached_property
     def sdk_ingest(self):
         """Segment- and PostHog-compatible ingestion; rejected messages go to bad-rows/ingest/."""
         from chalicelib.ingest.sdk import SdkIngestService
         return SdkIngestService(self.kinesis_writer, self.bad_rows("ingest"), clock_ms, admit=self.limiter.admit,
-                                suppression=self.suppression.keep)
+                                suppression=self.suppression.keep, pseudonymiser=self.pseudonymiser)
+
+    def pseudonymiser(self, app_id: str):
+        """The app's Pseudonymiser (apps table), or None when it pseudonymises nothing."""
+        from chalicelib.ingest.pseudonymise import Pseudonymiser
+        config = self.apps.pseudonymisation(app_id)
+        return Pseudonymiser(*config) if config else None
 
     # ------------------------------------------------------------- privacy
     @functools.cached_property
@@ -95,7 +102,8 @@ class Container:
     def regulations(self):
         """/v1/regulations (a regulation filed here is honoured by this process's ingest routes at once)."""
         from chalicelib.ingest.regulations import RegulationsService
-        return RegulationsService(self.regulation_store, self.apps.is_operator, self.suppression.invalidate)
+        return RegulationsService(self.regulation_store, self.apps.is_operator, self.suppression.invalidate,
+                                  pseudonymiser=self.pseudonymiser)
 
     @functools.cached_property
     def writer_lock(self):

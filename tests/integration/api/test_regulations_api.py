@@ -90,3 +90,29 @@ def test_the_audit_keeps_no_user_id_of_a_suppression_and_no_key(client, containe
     text = json.dumps(items)
     assert "alice@example.com" not in text and app_key["x-api-key"] not in text
     assert any(i["pk"]["S"].startswith("suppress|shop|") for i in items)
+
+
+def test_pseudonymised_fields_never_reach_the_stream_and_regulations_map_the_ids(client, container, app_key):
+    """With `apps pseudonymise shop --field user_id --field attributes.email`, the stream holds the keyed
+    hash (ps_ + 64 hex digits, the same for the same value) and never the values, on the native and
+    Segment routes; a suppress filed with the real id still suppresses the pseudonymised user."""
+    store = AppStore(container.clients.dynamodb, container.settings.apps_table)
+    store.set_pseudonymisation("shop", ["user_id", "attributes.email"])
+    events = [{"event_type": "probe", "event_time": "2026-01-01T00:00:00Z", "user_id": "bob",
+               "attributes": {"email": "bob@example.com", "plan": "pro"}}] * 2
+    assert call(client, "post", "/v1/events", app_key, {"events": events})[0] == 200
+    response = client.http.post("/v1/batch", headers={"Content-Type": "application/json"}, body=json.dumps(
+        {"writeKey": app_key["x-api-key"], "batch": [{"type": "track", "event": "x", "userId": "bob",
+                                                      "properties": {"email": "bob@example.com"},
+                                                      "timestamp": "2026-01-01T00:00:00Z"}]}))
+    assert response.status_code == 200
+    blobs = read_stream(container)
+    text = b"".join(codec.decode_record(blob) for blob in blobs)
+    assert b"bob" not in text
+    written = [orjson.loads(line) for line in text.splitlines()]
+    assert len({e["user_id"] for e in written}) == 1 and written[0]["user_id"].startswith("ps_")
+    assert len(written[0]["user_id"]) == 67
+    assert sum(json.loads(e["attributes"]).get("plan") == "pro" for e in written) == 2  # other attributes kept
+    assert call(client, "post", "/v1/regulations", app_key, {"type": "suppress", "user_ids": ["bob"]})[0] == 202
+    assert call(client, "post", "/v1/events", app_key, {"events": events})[0] == 200
+    assert len(read_stream(container)) == len(blobs)  # nothing more written
