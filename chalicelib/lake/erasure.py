@@ -38,12 +38,13 @@ def bucket_versioned(s3, bucket: str) -> bool:
     return s3.get_bucket_versioning(Bucket=bucket).get("Status") in ("Enabled", "Suspended")
 
 
-def delete_old_versions(s3, bucket: str, key: str) -> int:
-    """Delete every noncurrent version (and delete marker) of ``key``; returns how many."""
+def delete_old_versions(s3, bucket: str, key: str, every: bool = False) -> int:
+    """Delete every noncurrent version and delete marker of ``key`` (``every``: the current ones too,
+    so no trace of the key is left); returns how many."""
     doomed = []
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
         for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
-            if v["Key"] == key and not v.get("IsLatest"):
+            if v["Key"] == key and (every or not v.get("IsLatest")):
                 doomed.append({"Key": key, "VersionId": v["VersionId"]})
     for i in range(0, len(doomed), 1000):
         s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed[i:i + 1000], "Quiet": True})
@@ -62,10 +63,8 @@ class ObjectEraser:
             self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=content_type)
         if self._versioned is None:
             self._versioned = bucket_versioned(self._s3, self._bucket)
-        if self._versioned:
-            delete_old_versions(self._s3, self._bucket, key)
-            if body is None:  # the delete marker itself, so no version of the key is left
-                delete_old_versions(self._s3, self._bucket, key)
+        if self._versioned:  # a deleted key: its delete marker too, so no version of it is left
+            delete_old_versions(self._s3, self._bucket, key, every=body is None)
 
     # -------------------------------------------------------------------- staged batches
     def staged(self, targets: Targets) -> tuple[int, int]:

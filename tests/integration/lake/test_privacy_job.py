@@ -104,3 +104,19 @@ def test_a_regulation_whose_hours_are_still_open_stays_running_with_its_ids_unti
     done = container.regulation_store.get(reg.id)
     assert done.status == "done" and done.user_ids == [] and "hours" not in done.results
     assert container.raw_table.table().scan().to_arrow()["user_id"].to_pylist() == ["kept"]
+
+
+def test_in_a_versioned_bucket_no_older_version_of_a_cleaned_object_is_left(container):
+    """Should the bucket keep versions, a rewritten or deleted bad-row object keeps no version naming the user."""
+    s3, bucket = container.clients.s3, container.settings.bucket
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    mixed = "bad-rows/archive/dt=2026-01-01/app_id=a/s-1.ndjson"
+    only = "bad-rows/archive/dt=2026-01-01/app_id=a/s-2.ndjson"
+    for _ in range(2):
+        s3.put_object(Bucket=bucket, Key=mixed, Body=b'{"event":{"user_id":"gone"}}\n{"event":{"user_id":"kept"}}\n')
+        s3.put_object(Bucket=bucket, Key=only, Body=b'{"event":{"user_id":"gone"}}\n')
+    assert ObjectEraser(s3, bucket).bad_rows({"a": frozenset({"gone"})}) == 2  # the current versions
+    versions = s3.list_object_versions(Bucket=bucket, Prefix="bad-rows/")
+    bodies = [s3.get_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])["Body"].read()
+              for v in versions.get("Versions", [])]
+    assert bodies == [b'{"event":{"user_id":"kept"}}\n'] and not versions.get("DeleteMarkers")
