@@ -66,6 +66,22 @@ class ObjectEraser:
         if self._versioned:  # a deleted key: its delete marker too, so no version of it is left
             delete_old_versions(self._s3, self._bucket, key, every=body is None)
 
+    def purge_noncurrent(self, prefix: str) -> int:
+        """In a versioned bucket, delete every noncurrent version and delete marker under ``prefix`` (the
+        raw table's replaced files, once expiry deleted them); 0 in an unversioned bucket."""
+        if self._versioned is None:
+            self._versioned = bucket_versioned(self._s3, self._bucket)
+        if not self._versioned:
+            return 0
+        doomed = []
+        for page in self._s3.get_paginator("list_object_versions").paginate(Bucket=self._bucket, Prefix=prefix):
+            doomed += [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                       for v in page.get("Versions", []) + page.get("DeleteMarkers", []) if not v.get("IsLatest")
+                       or "Size" not in v]
+        for i in range(0, len(doomed), 1000):
+            self._s3.delete_objects(Bucket=self._bucket, Delete={"Objects": doomed[i:i + 1000], "Quiet": True})
+        return len(doomed)
+
     # -------------------------------------------------------------------- staged batches
     def staged(self, targets: Targets) -> tuple[int, int]:
         """(files rewritten, rows removed) over every staged archive batch."""

@@ -189,7 +189,8 @@ class DeletionJob:
         report = MaintenanceReport()
         self._maintenance.expire(report)
         self._maintenance.sweep_orphans(report)
-        return report.deleted_files + report.swept_orphans
+        from chalicelib.lake.raw_table import TABLE_PREFIX
+        return report.deleted_files + report.swept_orphans + self._eraser.purge_noncurrent(TABLE_PREFIX + "/")
 
     def _hours_to_refinalize(self, hours) -> list[tuple[str, str]]:
         out: set[tuple[str, str]] = set()

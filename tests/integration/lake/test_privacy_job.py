@@ -120,3 +120,12 @@ def test_in_a_versioned_bucket_no_older_version_of_a_cleaned_object_is_left(cont
     bodies = [s3.get_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])["Body"].read()
               for v in versions.get("Versions", [])]
     assert bodies == [b'{"event":{"user_id":"kept"}}\n'] and not versions.get("DeleteMarkers")
+    table_key = "tables/events/data/x.parquet"
+    for body in (b"old", b"new"):
+        s3.put_object(Bucket=bucket, Key=table_key, Body=body)
+    s3.put_object(Bucket=bucket, Key="tables/events/data/gone.parquet", Body=b"old")
+    s3.delete_object(Bucket=bucket, Key="tables/events/data/gone.parquet")
+    assert ObjectEraser(s3, bucket).purge_noncurrent("tables/events/") == 3
+    left = s3.list_object_versions(Bucket=bucket, Prefix="tables/events/")
+    assert [v["Key"] for v in left["Versions"] if "/data/" in v["Key"]] == [table_key]
+    assert not left.get("DeleteMarkers")
