@@ -166,11 +166,7 @@ def finalize_windows(event):
 def process_regulations(event):
     """Privacy: deletes the users of due delete / suppress_with_delete regulations from every store
     (chalicelib/lake/privacy_job.py); skipped while the raw table's writer lease is held."""
-    from chalicelib.lake.writer_lock import LockHeld
-    try:
-        return container.deletion_job().run()
-    except LockHeld as exc:
-        return {"skipped": str(exc)}
+    return container.process_regulations()
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS), name="search_retention")

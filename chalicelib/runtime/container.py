@@ -111,6 +111,14 @@ class Container:
         from chalicelib.lake.writer_lock import WriterLock
         return WriterLock(self.clients.dynamodb, self.settings.state_table, clock_ms)
 
+    def process_regulations(self) -> dict:
+        """The scheduled deletion job's run: skipped (not failed) while the raw table's writer lease is held."""
+        from chalicelib.lake.writer_lock import LockHeld
+        try:
+            return self.deletion_job().run()
+        except LockHeld as exc:
+            return {"skipped": str(exc)}
+
     def deletion_job(self, checkpoint=None):
         """The privacy deletion job (chalicelib/lake/privacy_job.py); ``checkpoint(step)`` for tests."""
         from chalicelib.lake.erasure import ObjectEraser
