@@ -11,7 +11,8 @@ import logging
 
 from chalice import Chalice, Rate
 
-from chalicelib.api.routes import POSTHOG, SEGMENT, Routes, json_response, metrics_cost, pipeline_cost, query_params
+from chalicelib.api.routes import (POSTHOG, SEGMENT, Routes, json_response, metrics_cost, pipeline_cost, query_params,
+                                   regulations_cost)
 from chalicelib.runtime.container import Container
 from chalicelib.runtime.pipeline_config import load_pipeline_config
 from chalicelib.runtime.settings import Settings
@@ -92,6 +93,22 @@ def pipeline_status(request, app_id):
     return container.pipeline.report(app_id, query_params(request))
 
 
+@routes.authenticated("/v1/regulations", methods=("POST",), content_types=["*/*"])
+def create_regulation(request, app_id):
+    return json_response(container.regulations.create(app_id, request.headers.get("x-api-key"),
+                                                      request.raw_body or b""), 202)
+
+
+@routes.authenticated("/v1/regulations", cost=regulations_cost)
+def list_regulations(request, app_id):
+    return container.regulations.list(app_id)
+
+
+@routes.authenticated("/v1/regulations/{regulation_id}")
+def show_regulation(request, app_id, regulation_id):
+    return container.regulations.show(app_id, regulation_id)
+
+
 @routes.public("/dashboard")
 def dashboard(request):
     return container.dashboard.response()
@@ -142,6 +159,14 @@ def finalize_windows(event):
         return container.finalizer.backfill_request(event.to_dict()["detail"]["backfill"])
     return {"partitions": [f"{r.metric} {r.dt}/{r.hour}: {r.action} ({r.rows} rows, {r.partials} partials)"
                            for r in container.finalizer.run()]}
+
+
+@app.schedule(Rate(pipeline.function("process_regulations").schedule_minutes or 1440, unit=Rate.MINUTES),
+              name="process_regulations")
+def process_regulations(event):
+    """Privacy: deletes the users of due delete / suppress_with_delete regulations from every store
+    (chalicelib/lake/privacy_job.py); skipped while the raw table's writer lease is held."""
+    return container.process_regulations()
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS), name="search_retention")

@@ -5,11 +5,13 @@
     (``POST /v1/batch``: the same events as analytics-python's track messages,
     100 per batch as that client sends them, mapped and then validated and
     packed by the same code) and the native path at that batch size;
+(s) the suppression check (privacy regulations) per request, on validated 1,000- and 100-event
+    requests: an app with no suppressed user (the cached empty list) and one with 5,000;
 (b) the local end-to-end POST-to-Kinesis rate through the real stack (moto
     server + HTTP API), with Kinesis records and PUT payload units per 1,000
     events.
 
-    .venv/bin/python bench/ingest.py [--events 200000] [--e2e-events 50000]
+    .venv/bin/python bench/ingest.py [--events 200000] [--e2e-events 50000] [--smoke]
 """
 
 from __future__ import annotations
@@ -101,6 +103,42 @@ def bench_service(events: int, batch: int, segment_batch: int) -> None:
           f"({segment_rate / native_rate:.2f}x)")
 
 
+def bench_suppression(events: int) -> None:
+    """(s): microseconds per request of ``Suppression.keep`` (the list cached: one lookup per request
+    when the app has no suppressed user, one SHA-256 per event when it has some)."""
+    from chalicelib.ingest.suppression import Suppression
+    from chalicelib.ingest.validation import validate_event
+    from chalicelib.lake.regulations import user_hash
+
+    start_ms = int(time.time() * 1000) - 3_600_000
+    raw = list(generate_events(events, seed=7, start_ms=start_ms))
+    accepted = list(enumerate(validate_event(e, "demo", start_ms + 3_600_000) for e in raw))
+
+    class Store:  # the list as the cache holds it (a miss costs one BatchGetItem per app and TTL)
+        def __init__(self, hashes):
+            self.hashes = hashes
+
+        def suppressed_hashes(self, app_id):
+            return self.hashes
+
+        def count_suppressed(self, app_id, day, n):
+            pass
+
+    lists = {"none": frozenset(), "5000": frozenset(user_hash("demo", f"gone-{i}") for i in range(5000))}
+    for size in (1000, 100):
+        batches = [accepted[i:i + size] for i in range(0, len(accepted), size)]
+        for name, hashes in lists.items():
+            check = Suppression(Store(hashes), lambda: start_ms, ttl_s=3600)
+            best = math.inf
+            for _ in range(3):
+                started = time.perf_counter()
+                for b in batches:
+                    check.keep("demo", b)
+                best = min(best, (time.perf_counter() - started) / len(batches))
+            print(f"(s) suppression check, {size}-event requests, {name} suppressed user(s): "
+                  f"{best * 1e6:,.1f} us per request ({best * 1e6 / size:.2f} us per event)")
+
+
 def bench_e2e(events: int, batch: int, concurrency: int) -> None:
     from eventpipe.local.stack import Stack, StackConfig, free_port
     from eventpipe.sender import send_file
@@ -141,8 +179,12 @@ def main() -> None:
     parser.add_argument("--segment-batch", type=int, default=100, help="messages per Segment batch (the client's)")
     parser.add_argument("--e2e-events", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run (CI): 2,000 events, no end-to-end part")
     args = parser.parse_args()
+    if args.smoke:
+        args.events, args.e2e_events = 2000, 0
     bench_service(args.events, args.batch, args.segment_batch)
+    bench_suppression(min(args.events, 100_000))
     if args.e2e_events:
         bench_e2e(args.e2e_events, args.batch, args.concurrency)
 

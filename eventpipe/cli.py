@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timezone
 
 from chalicelib.runtime.settings import Settings
-from eventpipe import cli_history
+from eventpipe import cli_history, cli_privacy
 from eventpipe.cli_args import _aws_settings, _parse_duration_ms, _parse_instant_ms
 
 
@@ -83,6 +83,17 @@ def cmd_apps(args) -> int:
                 return 2
             own = store.set_limits(args.name, limits) if limits else store.own_limits(args.name)
             print(f"{args.name}\t{_describe_limits(settings, own)}")
+        elif args.apps_command == "pseudonymise":
+            from chalicelib.ingest.pseudonymise import check_fields
+            try:
+                fields = check_fields(args.field)
+            except ValueError as exc:
+                print(exc, file=sys.stderr)
+                return 2
+            if args.field or args.off:
+                store.set_pseudonymisation(args.name, [] if args.off else fields)
+            config = store.pseudonymisation(args.name)
+            print(f"{args.name}\tpseudonymised at ingest: {', '.join(config[0]) if config else 'nothing'}")
         else:
             own_limits = store.all_limits()
             for app_id, keys in sorted(store.list_apps().items()):
@@ -258,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("name")
     _add_limit_options(limits)
     apps.add_parser("list", help="list apps, their number of keys and their rate limits")
+    pseudo = apps.add_parser("pseudonymise", help="show, set or stop the fields replaced by a keyed hash at ingest "
+                                                  "(HMAC-SHA256 with the app's secret)")
+    pseudo.add_argument("name")
+    pseudo.add_argument("--field", action="append", default=[], help="user_id or attributes.<name> (repeatable; "
+                                                                     "replaces the app's list)")
+    pseudo.add_argument("--off", action="store_true", help="pseudonymise nothing from now on")
     p.set_defaults(func=cmd_apps)
 
     p = sub.add_parser("generate", help="write reproducible synthetic game + GPS events as NDJSON")
@@ -302,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_query)
 
     cli_history.add_parsers(sub)
+    cli_privacy.add_parsers(sub)
 
     for name, func, text in (("deploy", cmd_deploy, "build the artifacts, package, create or update the stack"),
                              ("destroy", cmd_destroy, "delete the stage's stack (prod keeps its data)")):

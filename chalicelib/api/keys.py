@@ -89,6 +89,7 @@ class AppStore:
         self._unknown_budget = UnknownKeyBudget(limits.unknown_lookups_per_s, limits.unknown_lookup_burst, monotonic)
         self._operators: dict[str, tuple[float, bool]] = {}
         self._limits: dict[str, tuple[float, dict[str, float]]] = {}
+        self._pseudonyms: dict[str, tuple[float, tuple[list[str], bytes] | None]] = {}
         self._lock = threading.Lock()
 
     def create_key(self, app_id: str, api_key: str | None = None, operator: bool = False) -> str:
@@ -185,6 +186,44 @@ class AppStore:
         with self._lock:
             self._limits[app_id] = (now, values)
         return values
+
+    def set_pseudonymisation(self, app_id: str, fields: list[str]) -> list[str]:
+        """Store the fields the app's events have pseudonymised at ingest (none: off); the app's secret
+        (256 random bits, chalicelib/ingest/pseudonymise.py) is created once and kept."""
+        if not APP_ID_RE.fullmatch(app_id):
+            raise BadRequest(f"app name {app_id!r} must match ^[a-z0-9][a-z0-9_-]{{0,63}}$")
+        key = {"key_hash": {"S": LIMITS_PREFIX + app_id}}
+        if fields:
+            self._client.update_item(
+                TableName=self._table, Key=key,
+                UpdateExpression="SET app_id = :a, pseudonymise = :f, pseudonym_secret = "
+                                 "if_not_exists(pseudonym_secret, :s)",
+                ExpressionAttributeValues={":a": {"S": app_id}, ":f": {"SS": sorted(set(fields))},
+                                           ":s": {"S": secrets.token_hex(32)}})
+        else:
+            self._client.update_item(TableName=self._table, Key=key, UpdateExpression="REMOVE pseudonymise")
+        with self._lock:
+            self._pseudonyms.pop(app_id, None)
+        return sorted(set(fields))
+
+    def pseudonymisation(self, app_id: str) -> tuple[list[str], bytes] | None:
+        """(fields, secret) when the app pseudonymises fields at ingest (remembered for the cache TTL)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._pseudonyms.get(app_id)
+        if cached is not None and now - cached[0] < self._cache_ttl_s:
+            return cached[1]
+        try:
+            item = self._client.get_item(TableName=self._table,
+                                         Key={"key_hash": {"S": LIMITS_PREFIX + app_id}}).get("Item") or {}
+        except (ClientError, BotoCoreError) as exc:
+            raise ServiceUnavailable(f"the key store is unavailable ({type(exc).__name__}); retry later",
+                                     headers={"Retry-After": "1"}) from exc
+        value = ((sorted(item["pseudonymise"]["SS"]), bytes.fromhex(item["pseudonym_secret"]["S"]))
+                 if "pseudonymise" in item and "pseudonym_secret" in item else None)
+        with self._lock:
+            self._pseudonyms[app_id] = (now, value)
+        return value
 
     def all_limits(self) -> dict[str, dict[str, float]]:
         """app_id -> the limits stored for it (apps without their own limits are absent)."""

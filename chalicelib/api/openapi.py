@@ -247,6 +247,51 @@ def _search(facts: ContractFacts) -> dict[str, Any]:
                                       (400, *_AUTHENTICATED), "search")}
 
 
+_REGULATION = {"type": "object", "required": ["id", "app_id", "type", "status", "user_count", "created_at", "results"],
+               "properties": {"id": {"type": "string"}, "app_id": {"type": "string"},
+                              "type": {"type": "string", "enum": ["delete", "suppress", "suppress_with_delete",
+                                                                  "unsuppress"]},
+                              "status": {"type": "string", "enum": ["pending", "running", "done", "failed"]},
+                              "user_count": {"type": "integer"}, "ids_sha256": {"type": "string"},
+                              "requested_by": {"type": "object"}, "created_at": {"type": "integer"},
+                              "started_at": {"type": ["integer", "null"]}, "finished_at": {"type": ["integer", "null"]},
+                              "results": {"type": "object", "description": "counts per store: raw_rows, "
+                                          "search_documents, bad_rows, dead_letter_events, staged_files, "
+                                          "windows_recomputed, partials_deleted, suppressed"},
+                              "error": {"type": ["string", "null"]}}}
+
+
+def _regulations() -> dict[str, Any]:
+    """Privacy regulations (chalicelib/ingest/regulations.py)."""
+    body = {"type": "object", "required": ["type", "user_ids"], "additionalProperties": False, "properties": {
+        "type": _REGULATION["properties"]["type"],
+        "user_ids": {"type": "array", "minItems": 1, "maxItems": 5000,
+                     "items": {"type": "string", "minLength": 1, "maxLength": 128}},
+        "app_id": {"type": "string", "description": "operator keys only: another app"}}}
+    one = {"description": "the regulation", "content": {_JSON: {"schema": _REGULATION}}}
+    security = [{"ApiKey": []}]
+    return {
+        "/v1/regulations": {
+            "post": {"summary": "file a privacy regulation (delete, suppress, suppress_with_delete, unsuppress) of "
+                                "up to 5,000 of the app's user ids", "tags": ["privacy"], "security": security,
+                     "requestBody": {"required": True, "content": {_JSON: {"schema": body}}},
+                     "responses": {"202": {**one, "description": "accepted: suppressions apply at once, deletions "
+                                                                 "when the deletion job has run"},
+                                   **_errors((400, *_AUTHENTICATED), "Error")}},
+            "get": {"summary": "the app's regulations (an operator's: every app's)", "tags": ["privacy"],
+                    "security": security, "parameters": [],
+                    "responses": {"200": {"description": "oldest first", "content": {_JSON: {"schema": {
+                        "type": "object", "required": ["regulations"],
+                        "properties": {"regulations": {"type": "array", "items": _REGULATION}}}}}},
+                        **_errors(_AUTHENTICATED, "Error")}}},
+        "/v1/regulations/{regulation_id}": {
+            "get": {"summary": "one regulation: status, counts per store, times", "tags": ["privacy"],
+                    "security": security,
+                    "parameters": [{"name": "regulation_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"200": one, **_errors((404, *_AUTHENTICATED), "Error")}}},
+    }
+
+
 def _public(summary: str, responses: dict[str, Any], tag: str, params: list | None = None) -> dict[str, Any]:
     return {"get": {"summary": summary, "tags": [tag], "security": [], "parameters": params or [],
                     "responses": responses}}
@@ -281,6 +326,7 @@ def build_spec(facts: ContractFacts) -> dict[str, Any]:
         **_search(facts),
         "/v1/pipeline": _native_get("the pipeline's figures (Flink's job view)", "Pipeline", pipeline,
                                     (400, *_AUTHENTICATED), "pipeline"),
+        **_regulations(),
         "/v1/health": _public("health of the components", health, "health"),
         **_dashboard(),
         SPEC_PATH: _public("this document", {"200": {"description": "the OpenAPI 3.1 document",

@@ -9,7 +9,9 @@ requests/s limit bounds the API time it can use, not just its request count:
   of partial or final files; 24 h measured 140 ms at p50: 13 tokens; 7 days: 85);
 * ``GET /v1/pipeline``: 50 per UTC day its range may touch, ``1 + ceil(days)`` (it lists and
   reads each day's bad rows for every consumer; 7 days measured ~4 s: 400 tokens; the default
-  hour: 100).
+  hour: 100);
+* ``GET /v1/regulations``: 10 (a scan of the state table's regulation items; ``GET
+  /v1/regulations/{id}`` is one item: 1 token, as is ``POST``, a handful of writes).
 
 An app at the default 200 requests/s with a 10 s burst can then run five 7-day pipeline
 reads at once, then one every 2 s, where the count of requests allowed 2,000 at once.
@@ -40,6 +42,7 @@ DAY_MS = 24 * HOUR_MS
 MAX_RANGE_MS = 7 * DAY_MS
 METRICS_HOURS_PER_TOKEN = 2
 PIPELINE_TOKENS_PER_DAY = 50
+REGULATIONS_LIST_TOKENS = 10
 #: Reads of at least this many tokens are "expensive": at most MAX_EXPENSIVE_IN_FLIGHT of an app at once.
 EXPENSIVE_TOKENS = 50
 MAX_EXPENSIVE_IN_FLIGHT = 2
@@ -74,6 +77,11 @@ def pipeline_cost(params: Mapping[str, Any]) -> int:
     """Tokens of ``GET /v1/pipeline``: 50 per UTC day the range may touch (1 when malformed)."""
     length = _range_ms(params)
     return PIPELINE_TOKENS_PER_DAY * (1 + math.ceil(length / DAY_MS)) if length else 1
+
+
+def regulations_cost(params: Mapping[str, Any]) -> int:
+    """Tokens of ``GET /v1/regulations``: a scan of the regulations, whatever the parameters."""
+    return REGULATIONS_LIST_TOKENS
 
 
 @dataclass

@@ -84,8 +84,15 @@ class SdkIngestService:
     """Validates SDK requests' messages, keeps the rejects as bad rows and writes the rest to the stream."""
 
     def __init__(self, sink: RecordSink, bad_rows: badrows.BadRowsSink, clock_ms: Callable[[], int],
-                 admit: Callable[[str, int], None] | None = None) -> None:
+                 admit: Callable[[str, int], None] | None = None,
+                 suppression: Callable[[str, Any], list[int] | None] | None = None,
+                 pseudonymiser: Callable[[str], Any] | None = None) -> None:
+        #: app -> its Pseudonymiser (chalicelib/ingest/pseudonymise.py) or None: applied before validation,
+        #: and a rejected message of such an app is kept as a bad row without its content.
+        self._pseudonymiser = pseudonymiser
         self._sink, self._bad_rows, self._clock_ms = sink, bad_rows, clock_ms
+        #: Suppressed users (chalicelib/ingest/suppression.py): accepted in the answer, written nowhere.
+        self._suppression = suppression
         #: The app's rate limit (chalicelib/api/ratelimit.py): raises 429 before anything is written.
         self._admit = admit
 
@@ -139,6 +146,7 @@ class SdkIngestService:
         prepared = self.prepare(protocol, app_id, batch, received_at)
         if self._admit is not None:
             self._admit(app_id, len(batch.messages))
+        prepared = self._suppressed(app_id, prepared)
         if prepared.bad_rows:
             try:
                 self._bad_rows.write(prepared.bad_rows)
@@ -151,17 +159,30 @@ class SdkIngestService:
                 raise write_failure(outcome, len(prepared.records))
         return protocol.success(len(prepared.accepted), prepared.errors)
 
+    def _suppressed(self, app_id: str, prepared: SdkPrepared) -> SdkPrepared:
+        """Without the events of suppressed users; their messages still count as accepted. (A message that
+        failed validation has no user the list can be checked against: its bad row is kept.)"""
+        if self._suppression is None or not prepared.accepted:
+            return prepared
+        kept = self._suppression(app_id, prepared.accepted)
+        if kept is None:
+            return prepared
+        return SdkPrepared(prepared.accepted, prepared.errors, prepared.bad_rows,
+                           codec.pack([prepared.accepted[i][1].line for i in kept], kept))
+
     def prepare(self, protocol: SdkProtocol, app_id: str, batch: SdkBatch, received_at: int) -> SdkPrepared:
         """Map and validate every message, pack the valid ones (nothing is written)."""
         accepted: list[tuple[int, ValidatedEvent]] = []
         rejected: list[tuple[int, Any, str]] = []
+        transform = self._pseudonymiser(app_id) if self._pseudonymiser is not None else None
         for index, message in enumerate(batch.messages):
             try:
                 raw = protocol.to_raw_event(message, batch, received_at)
-                accepted.append((index, validate_event(raw, app_id, received_at)))
+                accepted.append((index, validate_event(transform.apply(raw) if transform else raw, app_id,
+                                                       received_at)))
             except InvalidEvent as exc:
                 rejected.append((index, message, str(exc)))
-        errors, rows = self._rejects(protocol, app_id, received_at, rejected)
+        errors, rows = self._rejects(protocol, app_id, received_at, rejected, withhold=transform is not None)
         return SdkPrepared(accepted, errors, rows, codec.pack([event.line for _, event in accepted]))
 
     def prepare_body(self, protocol: SdkProtocol, app_id: str, body: bytes, content_type: str | None,
@@ -172,10 +193,12 @@ class SdkIngestService:
 
     @staticmethod
     def _rejects(protocol: SdkProtocol, app_id: str, received_at: int,
-                 rejected: list[tuple[int, Any, str]]) -> tuple[list[dict[str, Any]], list[badrows.BadRow]]:
+                 rejected: list[tuple[int, Any, str]], withhold: bool = False
+                 ) -> tuple[list[dict[str, Any]], list[badrows.BadRow]]:
         if not rejected:
             return [], []
-        lines = [orjson.dumps(protocol.redact(message), option=orjson.OPT_SORT_KEYS).decode()
+        lines = ['{"withheld":"the app pseudonymises fields at ingest"}' if withhold else
+                 orjson.dumps(protocol.redact(message), option=orjson.OPT_SORT_KEYS).decode()
                  for _, message, _ in rejected]
         digest = hashlib.sha256("\n".join([protocol.name, app_id, *lines]).encode()).hexdigest()[:32]
         errors, rows = [], []

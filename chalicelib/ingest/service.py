@@ -46,8 +46,15 @@ class IngestService:
     def __init__(self, sink: RecordSink, clock_ms: Callable[[], int],
                  max_events: int = MAX_EVENTS_PER_REQUEST,
                  max_bytes: int = MAX_DECOMPRESSED_BYTES,
-                 admit: Callable[[str, int], None] | None = None) -> None:
+                 admit: Callable[[str, int], None] | None = None,
+                 suppression: Callable[[str, Sequence[tuple[int, ValidatedEvent]]], list[int] | None] | None = None,
+                 pseudonymiser: Callable[[str], Any] | None = None) -> None:
+        #: app -> its Pseudonymiser (chalicelib/ingest/pseudonymise.py) or None: applied before validation.
+        self._pseudonymiser = pseudonymiser
         self._sink = sink
+        #: Suppressed users (chalicelib/ingest/suppression.py ``Suppression.keep``): their events are
+        #: answered as accepted and written nowhere.
+        self._suppression = suppression
         #: The app's rate limit (chalicelib/api/ratelimit.py): raises 429 before anything is written.
         self._admit = admit
         self._clock_ms = clock_ms
@@ -67,9 +74,11 @@ class IngestService:
                                   f"the limit is {self._max_events} events per request")
         accepted: list[tuple[int, ValidatedEvent]] = []
         errors: list[dict[str, Any]] = []
+        transform = self._pseudonymiser(app_id) if self._pseudonymiser is not None else None
         for index, raw in enumerate(raw_events):
             try:
-                accepted.append((index, validate_event(raw, app_id, received_at)))
+                accepted.append((index, validate_event(transform.apply(raw) if transform else raw, app_id,
+                                                       received_at)))
             except InvalidEvent as exc:
                 errors.append({"index": index, "error": str(exc)})
         records = codec.pack([event.line for _, event in accepted])
@@ -80,6 +89,11 @@ class IngestService:
         batch = self.prepare(app_id, body, content_type, content_encoding)
         if self._admit is not None:
             self._admit(app_id, len(batch.accepted) + len(batch.errors))
+        if self._suppression is not None and batch.accepted:
+            kept = self._suppression(app_id, batch.accepted)
+            if kept is not None:
+                batch = PreparedBatch(batch.accepted, batch.errors,
+                                      codec.pack([batch.accepted[i][1].line for i in kept], kept))
         if not batch.records:
             return IngestResult([], batch.errors)
         outcome = self._sink.put([record.data for record in batch.records])

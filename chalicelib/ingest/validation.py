@@ -34,6 +34,8 @@ class ValidatedEvent:
     event_id: str
     event_time: int
     line: bytes
+    #: The event's user (None when it has none): the suppression list is checked against it.
+    user_id: str | None = None
 
 
 def parse_timestamp(value: Any, field: str) -> int:
@@ -118,7 +120,7 @@ def validate_event(raw: Any, app_id: str, received_at: int,
         "client_event_time": client_event_time,
         "attributes": attributes_json,
     })
-    return ValidatedEvent(event_id=event_id, event_time=event_time, line=line)
+    return ValidatedEvent(event_id=event_id, event_time=event_time, line=line, user_id=user_id)
 
 
 def _json_type(value: Any) -> str:

@@ -52,8 +52,11 @@ class PipelineService:
     """
 
     def __init__(self, s3, bucket: str, metrics_service: MetricsService, lag, consumers: Sequence[str],
-                 is_operator: Callable[[str], bool], clock_ms: Callable[[], int]) -> None:
+                 is_operator: Callable[[str], bool], clock_ms: Callable[[], int],
+                 suppressed: Callable[[str, list[str]], dict[str, int]] | None = None) -> None:
         self._s3, self._bucket, self._metrics, self._lag = s3, bucket, metrics_service, lag
+        #: app, days -> events refused by suppression per day (chalicelib/lake/regulations.py).
+        self._suppressed = suppressed
         self._consumers, self._is_operator, self._clock_ms = tuple(consumers), is_operator, clock_ms
 
     def _range(self, params: Mapping[str, str], now: int) -> tuple[int, int]:
@@ -82,6 +85,7 @@ class PipelineService:
         own_bad = count_bad_rows(self._s3, self._bucket, days, app_id)
         app = {**self._accepted(app_id, window), "bad_rows": own_bad.by_consumer,
                "bad_rows_truncated": own_bad.truncated}
+        app["suppressed"] = sum(self._suppressed(app_id, days).values()) if self._suppressed else 0
         app["rejected"] = sum(n for reasons in own_bad.by_consumer.values() for n in reasons.values())
         app["late_events"] = (app.pop("late_count") or 0) + sum(
             reasons.get(TOO_LATE, 0) for reasons in own_bad.by_consumer.values())

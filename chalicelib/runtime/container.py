@@ -70,13 +70,72 @@ class Container:
 
     @functools.cached_property
     def ingest(self) -> IngestService:
-        return IngestService(self.kinesis_writer, clock_ms, admit=self.limiter.admit)
+        return IngestService(self.kinesis_writer, clock_ms, admit=self.limiter.admit, suppression=self.suppression.keep,
+                             pseudonymiser=self.pseudonymiser)
 
     @functools.cached_property
     def sdk_ingest(self):
         """Segment- and PostHog-compatible ingestion; rejected messages go to bad-rows/ingest/."""
         from chalicelib.ingest.sdk import SdkIngestService
-        return SdkIngestService(self.kinesis_writer, self.bad_rows("ingest"), clock_ms, admit=self.limiter.admit)
+        return SdkIngestService(self.kinesis_writer, self.bad_rows("ingest"), clock_ms, admit=self.limiter.admit,
+                                suppression=self.suppression.keep, pseudonymiser=self.pseudonymiser)
+
+    def pseudonymiser(self, app_id: str):
+        """The app's Pseudonymiser (apps table), or None when it pseudonymises nothing."""
+        from chalicelib.ingest.pseudonymise import Pseudonymiser
+        config = self.apps.pseudonymisation(app_id)
+        return Pseudonymiser(*config) if config else None
+
+    # ------------------------------------------------------------- privacy
+    @functools.cached_property
+    def regulation_store(self):
+        from chalicelib.lake.regulations import RegulationStore
+        return RegulationStore(self.clients.dynamodb, self.settings.state_table, clock_ms)
+
+    @functools.cached_property
+    def suppression(self):
+        """Suppressed (app, user)s: their events are answered 200 and written nowhere (every ingest route)."""
+        from chalicelib.ingest.suppression import Suppression
+        return Suppression(self.regulation_store, clock_ms, ttl_s=self.settings.suppression_ttl_s)
+
+    @functools.cached_property
+    def regulations(self):
+        """/v1/regulations (a regulation filed here is honoured by this process's ingest routes at once)."""
+        from chalicelib.ingest.regulations import RegulationsService
+        return RegulationsService(self.regulation_store, self.apps.is_operator, self.suppression.invalidate,
+                                  pseudonymiser=self.pseudonymiser)
+
+    @functools.cached_property
+    def writer_lock(self):
+        """The raw table's writer lease: the committer job and the deletion job never overlap."""
+        from chalicelib.lake.writer_lock import WriterLock
+        return WriterLock(self.clients.dynamodb, self.settings.state_table, clock_ms)
+
+    def process_regulations(self) -> dict:
+        """The scheduled deletion job's run: skipped (not failed) while the raw table's writer lease is held."""
+        from chalicelib.lake.writer_lock import LockHeld
+        try:
+            return self.deletion_job().run()
+        except LockHeld as exc:
+            return {"skipped": str(exc)}
+
+    def deletion_job(self, checkpoint=None):
+        """The privacy deletion job (chalicelib/lake/privacy_job.py); ``checkpoint(step)`` for tests."""
+        from chalicelib.lake.erasure import ObjectEraser
+        from chalicelib.lake.privacy_job import DeletionJob, FinalizerRefinalizer
+        from chalicelib.lake.raw_commit import StagedCommitter
+        from chalicelib.lake.raw_maintenance import RawMaintenance
+        from chalicelib.search.erasure import SearchEraser
+        s = self.settings
+        lookback_ms = max(m.window.size_ms - m.window.slide_ms for m in self.metrics.metrics)
+        search = SearchEraser(lambda: self.search_client, s.search_index_prefix) if s.opensearch_url else None
+        return DeletionJob(
+            self.regulation_store, self.writer_lock, StagedCommitter(self.clients.s3, s.bucket, self.raw_table, self.state),
+            self.raw_table, RawMaintenance(self.clients.s3, s.bucket, self.raw_table, clock_ms, settle_ms=0,
+                                           snapshot_retention_ms=0, orphan_min_age_ms=0),
+            ObjectEraser(self.clients.s3, s.bucket), search,
+            lambda: FinalizerRefinalizer(self.finalizer, self.metrics, self.clients.s3, s.bucket), clock_ms,
+            lookback_hours=-(-lookback_ms // 3_600_000), **({"checkpoint": checkpoint} if checkpoint else {}))
 
     @functools.cached_property
     def health(self):
@@ -119,7 +178,7 @@ class Container:
             lag = CloudWatchLag(self.clients.client("cloudwatch"), self.clients.kinesis, s.stream_name,
                                 lambda name: f"eventpipe-{s.stage}-{name}", clock_ms)
         return PipelineService(self.clients.s3, s.bucket, self.metrics_service, lag, consumers,
-                               self.apps.is_operator, clock_ms)
+                               self.apps.is_operator, clock_ms, suppressed=self.regulation_store.suppressed_counts)
 
     @functools.cached_property
     def openapi(self) -> dict:
@@ -192,7 +251,7 @@ class Container:
         return RawTableJob(StagedCommitter(self.clients.s3, s.bucket, self.raw_table, self.state),
                            RawMaintenance(self.clients.s3, s.bucket, self.raw_table, clock_ms, settle_ms,
                                           retention_days=s.raw_retention_days),
-                           self.state, clock_ms)
+                           self.state, clock_ms, lock=self.writer_lock)
 
     @functools.cached_property
     def finalizer(self):

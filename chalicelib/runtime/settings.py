@@ -48,6 +48,9 @@ class Settings:
     rate_events_per_second: float = 10_000.0
     rate_requests_per_second: float = 200.0
     rate_burst_seconds: float = 10.0
+    #: How long an API process keeps an app's suppression list (a regulation filed through another
+    #: process is honoured by this one within this many seconds).
+    suppression_ttl_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -77,4 +80,5 @@ class Settings:
             rate_events_per_second=float(env.get("EVENTPIPE_RATE_EVENTS_PER_S", cls.rate_events_per_second)),
             rate_requests_per_second=float(env.get("EVENTPIPE_RATE_REQUESTS_PER_S", cls.rate_requests_per_second)),
             rate_burst_seconds=float(env.get("EVENTPIPE_RATE_BURST_S", cls.rate_burst_seconds)),
+            suppression_ttl_s=float(env.get("EVENTPIPE_SUPPRESSION_TTL_S", cls.suppression_ttl_s)),
         )

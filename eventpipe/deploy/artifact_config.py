@@ -148,6 +148,8 @@ PACKAGE = PackageSpec(
         FunctionSpec("finalize_windows", "app.finalize_windows", "schedule", (*_LAKE, "iceberg")),
         # The raw table's one writer: commits, compaction, expiry (no DuckDB: chalicelib.processing is not loaded).
         FunctionSpec("commit_events", "app.commit_events", "schedule", ("pyarrow", "numpy", "iceberg")),
+        # Privacy deletions: the raw table (a writer, under its lease), rollups (the finalizer's backfill), search.
+        FunctionSpec("process_regulations", "app.process_regulations", "schedule", (*_LAKE, "iceberg")),
         FunctionSpec("index_events", "app.index_events", "kinesis", ()),
         FunctionSpec("search_retention", "app.search_retention", "schedule", ()),
     ),

@@ -24,6 +24,10 @@ Which calls each function makes (from chalicelib):
 * finalize_windows: reads the raw table (Glue GetTable, tables/events/) and rollups/, writes and
   deletes rollups/; state table.
 * search_retention: lists and deletes daily indices.
+* process_regulations (privacy deletions): the state table (regulations, the suppression list, the
+  raw table's writer lease); the raw table as commit_events (under the lease); rollups as
+  finalize_windows; rewrites or deletes staged files, bad rows and on-failure records (and their old
+  versions, should the bucket keep any); OpenSearch ``_delete_by_query`` (POST) on the daily indices.
 """
 
 from __future__ import annotations
@@ -114,6 +118,22 @@ def statements(function: str, names: StageNames) -> list[dict]:
         ]
     if function in ("aggregate_events", "finalize_windows", "commit_events"):
         result.append(_allow("State", ["dynamodb:GetItem", "dynamodb:PutItem"], [table_arn(n.STATE_TABLE)]))
+    if function == "commit_events":  # the raw table's writer lease (chalicelib/lake/writer_lock.py)
+        result.append(_allow("State", ["dynamodb:DeleteItem"], [table_arn(n.STATE_TABLE)]))
+    if function == "api_handler":  # regulations, the suppression list and its per-app counts
+        result.append(_allow("Regulations", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                             "dynamodb:BatchGetItem", "dynamodb:Scan"], [table_arn(n.STATE_TABLE)]))
+    if function == "process_regulations":
+        result += [
+            _allow("State", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                             "dynamodb:Scan"], [table_arn(n.STATE_TABLE)]),
+            _allow("ListLake", ["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketVersioning"], [bucket_arn()]),
+            _allow("Erase", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
+                   _objects("staging/", "tables/events/", "rollups/", "bad-rows/", n.DEAD_LETTER_PREFIX,
+                            "aws/lambda-redriven/")),
+            _allow("RawTableCatalog", ["glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable"],
+                   glue_arns(names)),
+        ]
     if function == "archive_events":
         result.append(_allow("WriteLake", ["s3:PutObject"], _objects("staging/events/", "bad-rows/")))
     if function == "commit_events":

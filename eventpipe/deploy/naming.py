@@ -19,11 +19,12 @@ FUNCTIONS = {
     "finalize_windows": "FinalizeWindows",
     "commit_events": "CommitEvents",
     "search_retention": "SearchRetention",
+    "process_regulations": "ProcessRegulations",
 }
 #: The Kinesis consumers among them (each has one event source mapping).
 CONSUMERS = ("archive_events", "aggregate_events", "index_events")
 #: Functions that talk to OpenSearch (they get OPENSEARCH_URL and a domain policy entry).
-SEARCH_FUNCTIONS = ("api_handler", "index_events", "search_retention")
+SEARCH_FUNCTIONS = ("api_handler", "index_events", "search_retention", "process_regulations")
 
 #: Logical ids of the resources the merge template adds.
 STREAM = "EventStream"

@@ -156,7 +156,7 @@ def invariant_findings(template: dict) -> list[Finding]:
             findings.append(Finding("mappings", logical_id, "retries forever: a poison batch blocks its shard"))
 
     reserved = {k: f["Properties"].get("ReservedConcurrentExecutions") for k, f in functions.items()}
-    for single in ("FinalizeWindows", "CommitEvents"):  # one run at a time (finals; the raw table's writer)
+    for single in ("FinalizeWindows", "CommitEvents", "ProcessRegulations"):  # one run at a time
         if reserved.get(single) != 1:
             findings.append(Finding("concurrency", single, f"reserved concurrency {reserved.get(single)}, must be 1"))
     if not reserved.get(n.FUNCTIONS["api_handler"]):

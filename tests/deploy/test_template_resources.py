@@ -135,6 +135,7 @@ def test_the_finalizer_the_committer_and_the_api_alone_reserve_concurrency(stage
     reserved = {k: v["Properties"].get("ReservedConcurrentExecutions")
                 for k, v in template["Resources"].items() if v["Type"] == "AWS::Lambda::Function"}
     assert reserved == {**{k: None for k in n.FUNCTIONS.values()}, "FinalizeWindows": 1, "CommitEvents": 1,
+                        "ProcessRegulations": 1,
                         "APIHandler": 100}
 
 
