@@ -34,6 +34,7 @@ SMOKE: dict[str, tuple[list[str], int]] = {
     "lake_cost.py": (["--smoke"], 240),
     "payload_guard.py": (["--smoke"], 180),
     "persistence.py": (["--objects", "20", "--size", "1000"], 120),
+    "privacy.py": (["--smoke"], 240),
     "query.py": (["--smoke"], 280),
     "ratelimit.py": (["--smoke"], 240),
     "read_costs.py": (["--beta-requests", "3", "--rounds", "1"], 180),
