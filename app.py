@@ -11,7 +11,8 @@ import logging
 
 from chalice import Chalice, Rate
 
-from chalicelib.api.routes import POSTHOG, SEGMENT, Routes, json_response, metrics_cost, pipeline_cost, query_params
+from chalicelib.api.routes import (POSTHOG, SEGMENT, Routes, insight_cost, json_body, json_response, metrics_cost,
+                                   pipeline_cost, query_params)
 from chalicelib.runtime.container import Container
 from chalicelib.runtime.pipeline_config import load_pipeline_config
 from chalicelib.runtime.settings import Settings
@@ -90,6 +91,26 @@ def search(request, app_id):
 @routes.authenticated("/v1/pipeline", cost=pipeline_cost)
 def pipeline_status(request, app_id):
     return container.pipeline.report(app_id, query_params(request))
+
+
+@routes.authenticated("/v1/insights/funnel", methods=("POST",), cost=insight_cost)
+def insight_funnel(request, app_id):
+    return container.insights.funnel(app_id, json_body(request))
+
+
+@routes.authenticated("/v1/insights/retention", methods=("POST",), cost=insight_cost)
+def insight_retention(request, app_id):
+    return container.insights.retention(app_id, json_body(request))
+
+
+@routes.authenticated("/v1/insights/queries/{query_id}")
+def insight_query(request, app_id, query_id):
+    return container.insights.query(app_id, query_id)
+
+
+@routes.authenticated("/v1/insights/event-types")
+def insight_event_types(request, app_id):
+    return container.insights.event_types(app_id)
 
 
 @routes.public("/dashboard")

@@ -76,6 +76,31 @@ def pipeline_cost(params: Mapping[str, Any]) -> int:
     return PIPELINE_TOKENS_PER_DAY * (1 + math.ceil(length / DAY_MS)) if length else 1
 
 
+INSIGHT_BASE_TOKENS = 20
+INSIGHT_TOKENS_PER_DAY = 5
+
+
+def insight_cost(body: Mapping[str, Any]) -> int:
+    """Tokens of an insight (its JSON body): 20 + 5 per UTC day it reads (1 when its range is malformed)."""
+    if not isinstance(body, Mapping):
+        return 1
+    try:
+        start, end = parse_instant(body.get("from"), "from"), parse_instant(body.get("to"), "to")
+    except InvalidInstant:
+        return 1
+    if end <= start:
+        return 1
+    extra_days = 0
+    periods = body.get("periods", 8)
+    if "start_event" in body and isinstance(periods, int) and not isinstance(periods, bool):
+        extra_days = max(0, min(periods, 92)) * (7 if body.get("period") == "week" else 1)
+    within = str(body.get("within", "1h"))
+    if within[:-1].isdigit() and within[-1:] in ("s", "m", "h", "d"):
+        extra_days += math.ceil(int(within[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[within[-1]] / 86400)
+    days = math.ceil(min(end - start, 92 * DAY_MS) / DAY_MS) + 1 + min(extra_days, 400)
+    return INSIGHT_BASE_TOKENS + INSIGHT_TOKENS_PER_DAY * days
+
+
 @dataclass
 class _Flight:
     done: threading.Event = field(default_factory=threading.Event)

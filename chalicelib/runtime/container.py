@@ -92,6 +92,21 @@ class Container:
         return MetricsService(self.clients.s3, self.settings.bucket, self.metrics, clock_ms, limits)
 
     @functools.cached_property
+    def insights(self):
+        """Funnels and retention (chalicelib/query/insights.py): DuckDB here on the local stack, Athena on AWS."""
+        from chalicelib.query import insight_engines as engines
+        from chalicelib.query.insights import InsightsService
+        s = self.settings
+        if (s.insights_engine or ("duckdb" if s.aws_endpoint_url else "athena")) == "athena":
+            engine = engines.AthenaEngine(self.clients.client("athena"), self.clients.dynamodb, s.state_table,
+                                          s.glue_database, s.athena_workgroup,
+                                          s.athena_output or f"s3://{s.bucket}/athena-results/insights/",
+                                          wait_s=s.insights_wait_s)
+        else:
+            engine = engines.DuckDbEngine(engines.iceberg_source(self.raw_table))
+        return InsightsService(engine, engines.iceberg_event_types(self.raw_table, clock_ms))
+
+    @functools.cached_property
     def search(self):
         from chalicelib.search.facade import SearchService
         from chalicelib.search.query import SearchSettings

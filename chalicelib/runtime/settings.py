@@ -48,6 +48,13 @@ class Settings:
     rate_events_per_second: float = 10_000.0
     rate_requests_per_second: float = 200.0
     rate_burst_seconds: float = 10.0
+    #: Where funnels and retention run: "duckdb" (in the API process) or "athena"; default duckdb on the
+    #: local stack (aws_endpoint_url set), athena on AWS. Athena: workgroup, result location (default
+    #: s3://<bucket>/athena-results/insights/) and how long a request waits before answering 202.
+    insights_engine: str | None = None
+    athena_workgroup: str = "primary"
+    athena_output: str | None = None
+    insights_wait_s: float = 3.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -77,4 +84,8 @@ class Settings:
             rate_events_per_second=float(env.get("EVENTPIPE_RATE_EVENTS_PER_S", cls.rate_events_per_second)),
             rate_requests_per_second=float(env.get("EVENTPIPE_RATE_REQUESTS_PER_S", cls.rate_requests_per_second)),
             rate_burst_seconds=float(env.get("EVENTPIPE_RATE_BURST_S", cls.rate_burst_seconds)),
+            insights_engine=env.get("EVENTPIPE_INSIGHTS_ENGINE") or None,
+            athena_workgroup=env.get("EVENTPIPE_ATHENA_WORKGROUP", cls.athena_workgroup),
+            athena_output=env.get("EVENTPIPE_ATHENA_OUTPUT") or None,
+            insights_wait_s=float(env.get("EVENTPIPE_INSIGHTS_WAIT_S", cls.insights_wait_s)),
         )
