@@ -148,7 +148,14 @@ trino_only = pytest.mark.skipif(not TRINO_URL, reason="TRINO_URL is not set: scr
 @pytest.fixture(scope="module")
 def trino_service(insights_lake, tmp_path_factory):
     service, _ = insights_lake
-    trino = QueryService(service.clients, trino_url=TRINO_URL, trino_root=tmp_path_factory.mktemp("trino-insights"),
+    root = tmp_path_factory.mktemp("trino-insights")
+    # This lake has only raw events: Trino wants the external location of every other table to exist.
+    glue, database = service.clients.glue, service.clients.settings.glue_database
+    for table in glue.get_tables(DatabaseName=database)["TableList"]:
+        location = table.get("StorageDescriptor", {}).get("Location", "")
+        if location.startswith("s3://"):
+            (root / "lake" / location.removeprefix("s3://")).mkdir(parents=True, exist_ok=True)
+    trino = QueryService(service.clients, trino_url=TRINO_URL, trino_root=root,
                          trino_catalog=f"eventpipe_insights_{os.getpid()}")
     engine = trino.trino_engine()
     yield trino
