@@ -167,6 +167,14 @@ class InsightsService:
         return {"event_types": sorted(self._event_types(app_id)) if self._event_types else []}
 
 
+def contract_facts():
+    """The limits enforced here, for the OpenAPI document."""
+    from chalicelib.api.openapi_insights import InsightFacts
+    return InsightFacts(max_steps=MAX_STEPS, max_where=MAX_WHERE, max_range_days=MAX_RANGE_DAYS,
+                        max_within_days=MAX_WITHIN_S // 86400, max_periods=dict(MAX_PERIODS),
+                        attribute_path=insight_sql.ATTRIBUTE_PATH.pattern, duration=DURATION.pattern)
+
+
 def accepted(pending: Pending):
     """202: the insight still runs on Athena; poll the Location."""
     location = f"/v1/insights/queries/{pending.query_id}"

@@ -189,3 +189,15 @@ def test_on_athena_a_quick_insight_answers_200(monkeypatch):
             status, doc, _ = post(client, "/v1/insights/retention", body)
             assert status == 200, doc
             assert doc == {"cohorts": [{"period_start": "2026-03-02T00:00:00Z", "users": 3, "returned": [3, 0, 1]}]}
+
+
+def test_an_insight_takes_its_cost_in_request_tokens(local_api, monkeypatch):
+    """The route admits insight_cost(body) tokens of the app's requests/s bucket (not one)."""
+    from chalicelib.api.read_costs import insight_cost
+
+    taken = []
+    monkeypatch.setattr(app_module.container.limiter, "admit", lambda app, events, requests: taken.append(
+        (app, events, requests)))
+    body = {"steps": [{"event_type": "view"}, {"event_type": "buy"}], "within": "1h", **RANGE}
+    status, _, _ = post(local_api, "/v1/insights/funnel", body)
+    assert status == 200 and taken == [("shop", 0, insight_cost(body))] and insight_cost(body) == 20 + 5 * 15
