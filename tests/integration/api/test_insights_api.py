@@ -200,4 +200,4 @@ def test_an_insight_takes_its_cost_in_request_tokens(local_api, monkeypatch):
         (app, events, requests)))
     body = {"steps": [{"event_type": "view"}, {"event_type": "buy"}], "within": "1h", **RANGE}
     status, _, _ = post(local_api, "/v1/insights/funnel", body)
-    assert status == 200 and taken == [("shop", 0, insight_cost(body))] and insight_cost(body) == 20 + 5 * 15
+    assert status == 200 and taken == [("shop", 0, insight_cost(body))] and insight_cost(body) == 20 + 5 * 16  # 14 days + the last day counted whole + within
