@@ -67,8 +67,10 @@ def journeys(stack):
 
 def open_tab(browser, stack, view):  # noqa: F811
     browser.get(f"{stack.api_url}/dashboard#key={KEY}&view={view}")
+    browser.find_element(By.CSS_SELECTOR, f'#tabs button[data-view="{view}"]').click()  # (a hash change alone)
     wait_for(browser, f"return document.querySelectorAll('#view-{view} select.event-type option').length > 0",
              what="the app's event types in the step lists")
+    wait_for(browser, "return window.Dash.inflight === 0", what="no request in flight (the lists are final)")
 
 
 def test_the_funnel_tab_shows_the_apis_numbers(stack, browser, journeys):  # noqa: F811
@@ -87,7 +89,7 @@ def test_the_funnel_tab_shows_the_apis_numbers(stack, browser, journeys):  # noq
     answer = post(stack, "v1/insights/funnel", shown["request"])
     assert answer == shown["answer"] and answer["steps"][0]["users"] == USERS
     for k, step in enumerate(answer["steps"], 1):
-        cell = lambda name: browser.find_element(By.CSS_SELECTOR, f'[data-cell="{name}-{k}"]').text  # noqa: E731
+        cell = lambda name: browser.find_element(By.CSS_SELECTOR, f'#funnel-table [data-cell="{name}-{k}"]').text  # noqa: E731
         assert cell("users") == str(step["users"])
         assert cell("conversion") == f"{100 * step['conversion']:.1f} %"
         median = step["median_seconds_to_convert"]
@@ -110,7 +112,7 @@ def test_the_retention_tab_shows_the_apis_numbers(stack, browser, journeys):  # 
     answer = post(stack, "v1/insights/retention", shown["request"])
     assert answer == shown["answer"] and sum(c["users"] for c in answer["cohorts"]) == USERS
     for i, cohort in enumerate(answer["cohorts"]):
-        assert browser.find_element(By.CSS_SELECTOR, f'[data-cell="users-{i}"]').text == str(cohort["users"])
+        assert browser.find_element(By.CSS_SELECTOR, f'#retention-table [data-cell="cohort-users-{i}"]').text == str(cohort["users"])
         for k in range(1, 4):
-            cell = browser.find_element(By.CSS_SELECTOR, f'[data-cell="returned-{i}-{k}"]')
+            cell = browser.find_element(By.CSS_SELECTOR, f'#retention-table [data-cell="returned-{i}-{k}"]')
             assert cell.get_attribute("data-value") == str(cohort["returned"][k]) == cell.text

@@ -119,7 +119,7 @@
       state.retention = { request: body, answer: doc };
       const headers = ["cohort", "users", ...Array.from({ length: body.periods - 1 }, (_, k) => body.period + " " + (k + 1))];
       const rows = doc.cohorts.map((c, i) => D.el("tr", { "data-cohort": c.period_start }, [
-        D.el("td", { text: c.period_start.slice(0, 10) }), cell(c.users, "users-" + i),
+        D.el("td", { text: c.period_start.slice(0, 10) }), cell(c.users, "cohort-users-" + i),
         ...c.returned.slice(1).map((n, k) => D.el("td", { class: "num", "data-cell": "returned-" + i + "-" + (k + 1),
           "data-value": String(n), title: c.users ? pct(n / c.users) : "", text: D.fmt(n),
           style: "background:rgba(30,110,200," + (c.users ? (0.08 + 0.6 * n / c.users).toFixed(2) : 0) + ")" }))]));
