@@ -58,7 +58,7 @@ def json_path(attribute_path: str) -> str:
     return "'$." + attribute_path.split(".", 1)[1] + "'"
 
 
-def _deduped(columns: str, types: str, end: str) -> str:
+def _deduped(columns: str, types: str, end: str, also: str = "") -> str:
     return f"""copies AS (
     SELECT {columns},
            row_number() OVER (PARTITION BY app_id, event_id ORDER BY received_at) AS copy_number
@@ -67,7 +67,7 @@ def _deduped(columns: str, types: str, end: str) -> str:
       AND dt BETWEEN CAST(CAST(:from AS DATE) AS VARCHAR) AND CAST(CAST({end} AS DATE) AS VARCHAR)
       AND event_time >= :from
       AND event_time < {end}
-      AND event_type IN ({types})
+      AND event_type IN ({types}){also}
 ),
 deduped AS (
     SELECT {columns.replace('app_id, ', '')} FROM copies WHERE copy_number = 1 AND user_id IS NOT NULL
@@ -145,7 +145,10 @@ def retention_sql() -> str:
     periods. Rows: period_start ('YYYY-MM-DD'), period_number, users."""
     length = "CASE WHEN :period = 'week' THEN 7 ELSE 1 END"
     end = f":to + INTERVAL '1' DAY * ({length} * :periods)"
-    return "WITH " + _deduped("app_id, user_id, event_type, event_time", ":start_event, :return_event", end) + f""",
+    # Start events count only before `to`: the ones after it are not read (return events are).
+    also = "\n      AND (event_type = :return_event OR event_time < :to)"
+    return "WITH " + _deduped("app_id, user_id, event_type, event_time", ":start_event, :return_event", end,
+                              also) + f""",
 cohorts AS (
     SELECT user_id, date_trunc(:period, min(event_time)) AS cohort
     FROM deduped

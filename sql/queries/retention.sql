@@ -19,6 +19,7 @@ WITH copies AS (
       AND event_time >= :from
       AND event_time < :to + INTERVAL '1' DAY * (CASE WHEN :period = 'week' THEN 7 ELSE 1 END * :periods)
       AND event_type IN (:start_event, :return_event)
+      AND (event_type = :return_event OR event_time < :to)
 ),
 deduped AS (
     SELECT user_id, event_type, event_time FROM copies WHERE copy_number = 1 AND user_id IS NOT NULL
