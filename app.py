@@ -11,8 +11,8 @@ import logging
 
 from chalice import Chalice, Rate
 
-from chalicelib.api.routes import (POSTHOG, SEGMENT, Routes, json_response, metrics_cost, pipeline_cost, query_params,
-                                   regulations_cost)
+from chalicelib.api.routes import (POSTHOG, SEGMENT, Routes, insight_cost, json_body, json_response, metrics_cost,
+                                   pipeline_cost, query_params, regulations_cost)
 from chalicelib.runtime.container import Container
 from chalicelib.runtime.pipeline_config import load_pipeline_config
 from chalicelib.runtime.settings import Settings
@@ -107,6 +107,26 @@ def list_regulations(request, app_id):
 @routes.authenticated("/v1/regulations/{regulation_id}")
 def show_regulation(request, app_id, regulation_id):
     return container.regulations.show(app_id, regulation_id)
+
+
+@routes.authenticated("/v1/insights/funnel", methods=("POST",), cost=insight_cost)
+def insight_funnel(request, app_id):
+    return container.insights.funnel(app_id, json_body(request))
+
+
+@routes.authenticated("/v1/insights/retention", methods=("POST",), cost=insight_cost)
+def insight_retention(request, app_id):
+    return container.insights.retention(app_id, json_body(request))
+
+
+@routes.authenticated("/v1/insights/queries/{query_id}")
+def insight_query(request, app_id, query_id):
+    return container.insights.query(app_id, query_id)
+
+
+@routes.authenticated("/v1/insights/event-types")
+def insight_event_types(request, app_id):
+    return container.insights.event_types(app_id)
 
 
 @routes.public("/dashboard")

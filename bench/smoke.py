@@ -31,6 +31,7 @@ SMOKE: dict[str, tuple[list[str], int]] = {
     "coldstart.py": (["--repeats", "1", "--events", "2", "--api-only"], 280),
     "finalize.py": (["--smoke"], 240),  # the finalize-units branch gives it --smoke
     "ingest.py": (["--events", "2000", "--e2e-events", "500", "--batch", "100", "--concurrency", "2"], 180),
+    "insights.py": (["--smoke"], 180),
     "lake_cost.py": (["--smoke"], 240),
     "payload_guard.py": (["--smoke"], 180),
     "persistence.py": (["--objects", "20", "--size", "1000"], 120),

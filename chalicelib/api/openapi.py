@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 from chalicelib.api.dashboard import ASSETS
 from chalicelib.api.dialects import KEY_HEADER
+from chalicelib.api.openapi_insights import InsightFacts, insight_paths, insight_schemas
 from chalicelib.api.openapi_schemas import ERRORS, schemas
 from chalicelib.processing import MetricSet
 
@@ -74,6 +75,8 @@ class ContractFacts:
     pipeline_max_range_h: int
     posthog_config_paths: tuple[str, ...] = ()
     posthog_flags_paths: tuple[str, ...] = ()
+    #: The insight routes' limits (chalicelib/query/insights.py); None: the routes are left out.
+    insights: InsightFacts | None = None
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -328,6 +331,7 @@ def build_spec(facts: ContractFacts) -> dict[str, Any]:
                                     (400, *_AUTHENTICATED), "pipeline"),
         **_regulations(),
         "/v1/health": _public("health of the components", health, "health"),
+        **(insight_paths(facts.insights, _errors, _ok, _RETRY_AFTER) if facts.insights else {}),
         **_dashboard(),
         SPEC_PATH: _public("this document", {"200": {"description": "the OpenAPI 3.1 document",
                                                      "content": {_JSON: {"schema": {"type": "object"}}}}}, "meta"),
@@ -339,7 +343,8 @@ def build_spec(facts: ContractFacts) -> dict[str, Any]:
                                 "search and the pipeline's state. See the README's API section."},
         "paths": paths,
         "components": {
-            "schemas": schemas(facts.metrics, facts.max_events),
+            "schemas": {**schemas(facts.metrics, facts.max_events),
+                        **(insight_schemas(facts.insights) if facts.insights else {})},
             "securitySchemes": {
                 "ApiKey": {"type": "apiKey", "in": "header", "name": KEY_HEADER,
                            "description": "an app key (`eventpipe apps create`); accepted on every route"},

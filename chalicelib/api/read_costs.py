@@ -84,6 +84,31 @@ def regulations_cost(params: Mapping[str, Any]) -> int:
     return REGULATIONS_LIST_TOKENS
 
 
+INSIGHT_BASE_TOKENS = 20
+INSIGHT_TOKENS_PER_DAY = 5
+
+
+def insight_cost(body: Mapping[str, Any]) -> int:
+    """Tokens of an insight (its JSON body): 20 + 5 per UTC day it reads (1 when its range is malformed)."""
+    if not isinstance(body, Mapping):
+        return 1
+    try:
+        start, end = parse_instant(body.get("from"), "from"), parse_instant(body.get("to"), "to")
+    except InvalidInstant:
+        return 1
+    if end <= start:
+        return 1
+    extra_days = 0
+    periods, within = body.get("periods", 8), str(body.get("within", "1h"))
+    if "start_event" in body:  # retention: the return events of the periods after `to`
+        if isinstance(periods, int) and not isinstance(periods, bool):
+            extra_days = max(0, min(periods, 92)) * (7 if body.get("period") == "week" else 1)
+    elif within[:-1].isdigit() and within[-1:] in ("s", "m", "h", "d"):  # funnel: `within` after `to`
+        extra_days = math.ceil(int(within[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[within[-1]] / 86400)
+    days = math.ceil(min(end - start, 92 * DAY_MS) / DAY_MS) + 1 + min(extra_days, 400)
+    return INSIGHT_BASE_TOKENS + INSIGHT_TOKENS_PER_DAY * days
+
+
 @dataclass
 class _Flight:
     done: threading.Event = field(default_factory=threading.Event)

@@ -30,11 +30,11 @@ import orjson
 from chalice import Chalice, Response
 
 from chalicelib.api.dialects import KEY_HEADER, NATIVE, POSTHOG, SEGMENT, Dialect, Script, SdkCall, find_key
-from chalicelib.api.errors import RequestError, Unauthorized
-from chalicelib.api.read_costs import ReadGuard, metrics_cost, pipeline_cost, regulations_cost
+from chalicelib.api.errors import BadRequest, RequestError, Unauthorized
+from chalicelib.api.read_costs import ReadGuard, insight_cost, metrics_cost, pipeline_cost, regulations_cost
 
-__all__ = ["KEY_HEADER", "NATIVE", "POSTHOG", "SEGMENT", "Routes", "SdkCall", "error_response", "json_response",
-           "metrics_cost", "pipeline_cost", "query_params", "regulations_cost"]
+__all__ = ["KEY_HEADER", "NATIVE", "POSTHOG", "SEGMENT", "Routes", "SdkCall", "error_response", "insight_cost",
+           "json_body", "json_response", "metrics_cost", "pipeline_cost", "query_params", "regulations_cost"]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -52,6 +52,14 @@ def query_params(request) -> dict[str, Any]:
     if not params:
         return {}
     return {name: (values if len(values := params.getlist(name)) > 1 else values[0]) for name in params}
+
+
+def json_body(request) -> Any:
+    """The request's JSON body (400 when it is not JSON)."""
+    try:
+        return orjson.loads(request.raw_body or b"")
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body must be JSON") from None
 
 
 class Routes:
@@ -90,10 +98,16 @@ class Routes:
 
     def _read(self, request, app_id: str, handler: Callable, cost: Callable[[dict], int],
               url_params: dict[str, Any]) -> Any:
-        """A read with a cost: its tokens, shared with an identical one in flight (read_costs.ReadGuard)."""
-        params = query_params(request)
-        key = (request.path, tuple(sorted(url_params.items())),
-               tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())))
+        """A read with a cost: its tokens, shared with an identical one in flight (read_costs.ReadGuard).
+
+        A POST read (an insight) is priced from its JSON body, and only an identical body shares."""
+        if request.method == "POST":
+            params = json_body(request)
+            key = (request.path, tuple(sorted(url_params.items())), bytes(request.raw_body or b""))
+        else:
+            params = query_params(request)
+            key = (request.path, tuple(sorted(url_params.items())),
+                   tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())))
         return self._reads().run(app_id, key, cost(params), lambda tokens: self._admit(app_id, 0, tokens),
                                  lambda: handler(request, app_id, **url_params))
 

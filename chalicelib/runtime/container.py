@@ -151,6 +151,21 @@ class Container:
         return MetricsService(self.clients.s3, self.settings.bucket, self.metrics, clock_ms, limits)
 
     @functools.cached_property
+    def insights(self):
+        """Funnels and retention (chalicelib/query/insights.py): DuckDB here on the local stack, Athena on AWS."""
+        from chalicelib.query import insight_engines as engines
+        from chalicelib.query.insights import InsightsService
+        s = self.settings
+        if (s.insights_engine or ("duckdb" if s.aws_endpoint_url else "athena")) == "athena":
+            engine = engines.AthenaEngine(self.clients.client("athena"), self.clients.dynamodb, s.state_table,
+                                          s.glue_database, s.athena_workgroup,
+                                          s.athena_output or f"s3://{s.bucket}/athena-results/insights/",
+                                          wait_s=s.insights_wait_s)
+        else:
+            engine = engines.DuckDbEngine(engines.iceberg_source(self.raw_table))
+        return InsightsService(engine, engines.iceberg_event_types(self.raw_table, clock_ms))
+
+    @functools.cached_property
     def search(self):
         from chalicelib.search.facade import SearchService
         from chalicelib.search.query import SearchSettings
@@ -187,7 +202,7 @@ class Container:
         from chalicelib.ingest import posthog, segment
         from chalicelib.ingest.sdk import MAX_MESSAGES_PER_REQUEST
         from chalicelib.ingest.service import MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_REQUEST
-        from chalicelib.query import pipeline
+        from chalicelib.query import insights, pipeline
         from chalicelib.query.metrics import FIXED_PARAMS, MetricsLimits
         from chalicelib.search.query import PARAMS, SearchSettings
 
@@ -203,7 +218,8 @@ class Container:
             search_max_size=search.max_size, search_max_range_days=search.max_range_days,
             search_max_query_chars=search.max_query_chars, pipeline_params=pipeline.PARAMS,
             pipeline_max_range_h=pipeline.MAX_RANGE_MS // 3_600_000,
-            posthog_config_paths=posthog.CONFIG_PATHS, posthog_flags_paths=posthog.FLAGS_PATHS))
+            posthog_config_paths=posthog.CONFIG_PATHS, posthog_flags_paths=posthog.FLAGS_PATHS,
+            insights=insights.contract_facts()))
 
     # ------------------------------------------------------------- consumers
     @functools.cached_property

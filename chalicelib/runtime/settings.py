@@ -51,6 +51,13 @@ class Settings:
     #: How long an API process keeps an app's suppression list (a regulation filed through another
     #: process is honoured by this one within this many seconds).
     suppression_ttl_s: float = 30.0
+    #: Where funnels and retention run: "duckdb" (in the API process) or "athena"; default duckdb on the
+    #: local stack (aws_endpoint_url set), athena on AWS. Athena: workgroup, result location (default
+    #: s3://<bucket>/athena-results/insights/) and how long a request waits before answering 202.
+    insights_engine: str | None = None
+    athena_workgroup: str = "primary"
+    athena_output: str | None = None
+    insights_wait_s: float = 3.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -81,4 +88,8 @@ class Settings:
             rate_requests_per_second=float(env.get("EVENTPIPE_RATE_REQUESTS_PER_S", cls.rate_requests_per_second)),
             rate_burst_seconds=float(env.get("EVENTPIPE_RATE_BURST_S", cls.rate_burst_seconds)),
             suppression_ttl_s=float(env.get("EVENTPIPE_SUPPRESSION_TTL_S", cls.suppression_ttl_s)),
+            insights_engine=env.get("EVENTPIPE_INSIGHTS_ENGINE") or None,
+            athena_workgroup=env.get("EVENTPIPE_ATHENA_WORKGROUP", cls.athena_workgroup),
+            athena_output=env.get("EVENTPIPE_ATHENA_OUTPUT") or None,
+            insights_wait_s=float(env.get("EVENTPIPE_INSIGHTS_WAIT_S", cls.insights_wait_s)),
         )

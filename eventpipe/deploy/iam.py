@@ -13,7 +13,11 @@ Which calls each function makes (from chalicelib):
   of the rate-limit buckets only (items ``bucket#<app_id>`` of the apps table); PutRecords and
   DescribeStreamSummary (ingest, health); HeadBucket/ListBucket and rollups/ reads
   (metrics API); OpenSearch reads only: ``POST /<daily indices>/_search`` (GET /v1/search) and
-  ``GET /_cluster/health`` (GET /v1/health), never a write or the index template.
+  ``GET /_cluster/health`` (GET /v1/health), never a write or the index template; insights
+  (chalicelib/query/insights.py): Athena queries in the stage's workgroup, which read the raw table
+  (Glue GetDatabase/GetTable/GetPartitions, tables/events/) and write results under
+  athena-results/insights/; the query ids in the state table (items ``insight#<id>`` only); the event
+  types read from the raw table with pyiceberg.
 * archive_events / aggregate_events: Kinesis mapping reads; Parquet and bad rows to S3;
   state table watermarks and progress.
 * index_events: Kinesis mapping reads; OpenSearch bulk; search bad rows to S3.
@@ -115,6 +119,17 @@ def statements(function: str, names: StageNames) -> list[dict]:
             _allow("PipelineMetrics", ["cloudwatch:GetMetricData"], ["*"]),
             # The SDK-compatible routes keep the messages they refuse (chalicelib/ingest/sdk.py).
             _allow("WriteBadRows", ["s3:PutObject"], _objects("bad-rows/ingest/")),
+            # Insights on Athena (chalicelib/query/insight_engines.py): the query runs with the caller's
+            # permissions, so the API reads the raw table and writes the results.
+            _allow("InsightQueries", ["athena:StartQueryExecution", "athena:GetQueryExecution",
+                                      "athena:GetQueryResults"],
+                   [{"Fn::Sub": "arn:${AWS::Partition}:athena:${AWS::Region}:${AWS::AccountId}:workgroup/primary"}]),
+            _allow("InsightCatalog", ["glue:GetDatabase", "glue:GetTable", "glue:GetPartitions"], glue_arns(names)),
+            _allow("InsightReads", ["s3:GetObject"], _objects("tables/events/", "athena-results/insights/")),
+            _allow("InsightResults", ["s3:PutObject", "s3:GetBucketLocation"],
+                   [*_objects("athena-results/insights/"), bucket_arn()]),
+            {**_allow("InsightIds", ["dynamodb:GetItem", "dynamodb:PutItem"], [table_arn(n.STATE_TABLE)]),
+             "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["insight#*"]}}},
         ]
     if function in ("aggregate_events", "finalize_windows", "commit_events"):
         result.append(_allow("State", ["dynamodb:GetItem", "dynamodb:PutItem"], [table_arn(n.STATE_TABLE)]))

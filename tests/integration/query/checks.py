@@ -25,6 +25,11 @@ KEYS = {"alpha": "alpha-key", "beta": "beta-key"}  # the API key of each app
 VIEWS = ("event_counts", "class_activity", "region_activity", "active_users_5m", "match_duration")
 QUERIES = ("events_per_minute", "daily_active_users", "top_users", "class_activity", "region_heatmap",
            "late_events", "bad_rows_by_reason", "active_users", "match_durations")
+#: Named queries checked on a lake of their own (tests/integration/query/test_insights_sql.py), and the
+#: parameters without a default they need to run here.
+INSIGHT_QUERIES = ("funnel", "retention")
+REQUIRED_PARAMS = {"funnel": {"step1": "view", "step2": "cart", "step3": "checkout", "step4": "buy"},
+                   "retention": {"start_event": "view", "return_event": "buy"}}
 Run = Callable[..., list]
 
 

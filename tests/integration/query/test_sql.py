@@ -66,7 +66,8 @@ def test_active_users_5m_view(lake, app):
 
 # ------------------------------------------------------------------ named queries
 def test_every_shipped_sql_file_is_tested_here():
-    assert {q.name for q in list_queries()} == set(checks.QUERIES) == set(checks.QUERY_CHECKS)
+    assert {q.name for q in list_queries()} == set(checks.QUERIES) | set(checks.INSIGHT_QUERIES)
+    assert set(checks.QUERIES) == set(checks.QUERY_CHECKS)
     assert {p.stem for p in view_files()} == set(checks.VIEWS) == set(checks.VIEW_CHECKS)
     for query in list_queries():
         assert query.description and any(p.name == "app_id" for p in query.params), query.name
@@ -130,9 +131,10 @@ def test_active_users(lake, app):
 def test_a_key_queries_its_own_app_only(lake):
     _, data, service = lake
     for query in list_queries():
-        as_beta = service.run(file=query.name, api_key=KEYS["beta"])
+        required = checks.REQUIRED_PARAMS.get(query.name, {})
+        as_beta = service.run(file=query.name, api_key=KEYS["beta"], params=required)
         assert as_beta.app_id == "beta" and "'alpha'" not in as_beta.sql
-        assert rounded(as_beta.table.to_pylist()) == rounded(run(service, query.name, "beta")), query.name
+        assert rounded(as_beta.table.to_pylist()) == rounded(run(service, query.name, "beta", **required)), query.name
     with pytest.raises(QueryRefused, match="cannot query app 'alpha'"):
         service.run(file="top_users", params={"app_id": "alpha"}, api_key=KEYS["beta"])
     with pytest.raises(QueryRefused, match="unknown API key"):
@@ -234,7 +236,7 @@ def test_shipped_sql_is_translated_with_types_so_integer_division_is_trinos(lake
     engine = QueryService(clients).local_engine()
     assert engine.untyped == []  # the views
     for query in list_queries():
-        engine.query(bind_query(query, {"app_id": "alpha"}))
+        engine.query(bind_query(query, {"app_id": "alpha", **checks.REQUIRED_PARAMS.get(query.name, {})}))
     assert engine.untyped == []  # every named query
     # Trino divides integers as integers; DuckDB would not without the types.
     row = engine.query("SELECT 7 / 2 AS i, 7e0 / 2 AS d, max(\"count\") / max(\"count\" + 1) AS ratio "

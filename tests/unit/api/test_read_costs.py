@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from chalicelib.api.errors import BadRequest, TooManyRequests
-from chalicelib.api.read_costs import ReadGuard, metrics_cost, pipeline_cost
+from chalicelib.api.read_costs import ReadGuard, insight_cost, metrics_cost, pipeline_cost
 
 DAY = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
 WEEK = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-08T00:00:00Z"}
@@ -102,3 +102,14 @@ def test_a_failed_read_fails_its_followers_and_is_not_kept():
         thread.join(10)
     assert isinstance(first[1][0], BadRequest) and isinstance(follower[1][0], BadRequest)
     assert guard.run("alpha", ("k",), 1, lambda n: None, lambda: "fresh") == "fresh"
+
+
+def test_an_insight_costs_20_plus_5_per_utc_day_it_reads():
+    """Funnel: from..to plus `within`; retention: from..to plus its periods (returns after `to` are read too)."""
+    month = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-31T00:00:00Z"}
+    assert insight_cost({**month, "within": "1h"}) == 20 + 5 * 32  # 30 days + the day within reaches, counted whole
+    assert insight_cost({**month, "within": "2d"}) == 20 + 5 * 33
+    assert insight_cost({**month, "start_event": "a", "period": "week", "periods": 12}) == 20 + 5 * (31 + 84)
+    assert insight_cost({**month, "start_event": "a", "periods": 3}) == 20 + 5 * (31 + 3)
+    for bad in ({"from": "x", "to": "y"}, [], {"from": month["to"], "to": month["from"]}):
+        assert insight_cost(bad) == 1
