@@ -11,7 +11,8 @@ import logging
 
 from chalice import Chalice, Rate
 
-from chalicelib.api.routes import POSTHOG, SEGMENT, Routes, json_response, metrics_cost, pipeline_cost, query_params
+from chalicelib.api.routes import (POSTHOG, SEGMENT, Routes, json_response, metrics_cost, person_cost, pipeline_cost,
+                                   query_params, sessions_cost)
 from chalicelib.runtime.container import Container
 from chalicelib.runtime.pipeline_config import load_pipeline_config
 from chalicelib.runtime.settings import Settings
@@ -92,6 +93,16 @@ def pipeline_status(request, app_id):
     return container.pipeline.report(app_id, query_params(request))
 
 
+@routes.authenticated("/v1/sessions", cost=sessions_cost)
+def sessions(request, app_id):
+    return container.insights_reader.sessions(app_id, query_params(request))
+
+
+@routes.authenticated("/v1/persons/{user_id}", cost=person_cost)
+def person(request, app_id, user_id):
+    return container.insights_reader.person(app_id, user_id)
+
+
 @routes.public("/dashboard")
 def dashboard(request):
     return container.dashboard.response()
@@ -140,8 +151,10 @@ def finalize_windows(event):
     an invocation with ``detail.backfill`` (``eventpipe backfill --aws``) recomputes that one partition."""
     if "backfill" in (event.to_dict().get("detail") or {}):
         return container.finalizer.backfill_request(event.to_dict()["detail"]["backfill"])
+    reports = container.finalizer.run()
     return {"partitions": [f"{r.metric} {r.dt}/{r.hour}: {r.action} ({r.rows} rows, {r.partials} partials)"
-                           for r in container.finalizer.run()]}
+                           for r in reports],
+            "insights": container.insights.after_finalize(reports)}  # persons and sessions of those hours
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS), name="search_retention")

@@ -83,6 +83,16 @@ def cmd_apps(args) -> int:
                 return 2
             own = store.set_limits(args.name, limits) if limits else store.own_limits(args.name)
             print(f"{args.name}\t{_describe_limits(settings, own)}")
+        elif args.apps_command == "session-gap":
+            if args.minutes is not None:
+                if args.name not in store.list_apps():
+                    print(f"no app {args.name!r} (create it with `eventpipe apps create {args.name}`)",
+                          file=sys.stderr)
+                    return 2
+                store.set_session_gap(args.name, args.minutes)
+            own = store.session_gap_minutes(args.name)
+            print(f"{args.name}\tsession gap {own if own is not None else 30.0:g} min"
+                  + ("" if own is not None else " (the default)"))
         else:
             own_limits = store.all_limits()
             for app_id, keys in sorted(store.list_apps().items()):
@@ -258,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("name")
     _add_limit_options(limits)
     apps.add_parser("list", help="list apps, their number of keys and their rate limits")
+    gap = apps.add_parser("session-gap", help="show an app's session inactivity gap, or set it (sessions table)")
+    gap.add_argument("name")
+    gap.add_argument("minutes", type=float, nargs="?", help="1 to 1440 (default 30)")
     p.set_defaults(func=cmd_apps)
 
     p = sub.add_parser("generate", help="write reproducible synthetic game + GPS events as NDJSON")

@@ -203,6 +203,22 @@ class Container:
                          raw=self.raw_table)
 
     @functools.cached_property
+    def insights(self):
+        """Persons and sessions of closed hours (chalicelib/lake/insights.py); the gap is the app's own."""
+        from chalicelib.lake.insights import InsightsUpdater, gap_from_minutes
+        from chalicelib.lake.persons_table import PersonsTable
+        from chalicelib.lake.sessions_table import SessionsTable
+        s3, bucket = self.clients.s3, self.settings.bucket
+        return InsightsUpdater(self.raw_table, SessionsTable(s3, bucket), PersonsTable(s3, bucket),
+                               lambda app_id: gap_from_minutes(self.apps.session_gap_minutes(app_id)))
+
+    @functools.cached_property
+    def insights_reader(self):
+        """GET /v1/sessions and GET /v1/persons/{user_id}."""
+        from chalicelib.query.insights import InsightsService
+        return InsightsService(self.clients.s3, self.settings.bucket, clock_ms)
+
+    @functools.cached_property
     def indexing(self):
         from chalicelib.search.facade import IndexingService
         from chalicelib.search.indexer import IndexerConfig

@@ -1,0 +1,179 @@
+"""Persons and sessions written at finalization, read through the API and the ``sessions`` named query.
+
+The lake is written by the real services on a moto server: archive and aggregation consumers, the
+committer, then the ``finalize_windows`` handler of app.py (which finalizes the hours and updates
+persons and sessions of each). The truth is computed independently with pandas
+(tests/factories/insights.py). The data has duplicate copies (one with its time shifted by an
+hour), a session across an hour boundary, users with the same id in two apps, and a late event
+that joins two sessions into one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from chalice.test import Client
+from moto.server import ThreadedMotoServer
+
+import app as app_module
+from chalicelib.lake.s3io import list_keys
+from chalicelib.runtime.container import Container
+from chalicelib.runtime.settings import Settings
+from chalicelib.stream.instants import ms_to_iso
+from eventpipe.local.bootstrap import bootstrap
+from eventpipe.local.stack import free_port
+from eventpipe.query.service import QueryService
+from tests.factories.insights import (APPS, HOUR, generate, persons_truth, session_metrics_truth,
+                                      sessions_truth)
+from tests.factories.lake import T0, lambda_batches
+
+KEYS = {"demo": "demo-key", "rival-game": "rival-key"}
+RANGE = (T0 - HOUR, T0 + 8 * HOUR)
+SCHEDULED = {"version": "0", "account": "123456789012", "region": "us-east-1", "detail": {},
+             "detail-type": "Scheduled Event", "source": "aws.events", "time": "2026-12-07T00:00:00Z",
+             "id": "schedule", "resources": []}
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    moto.start()
+    yield f"http://127.0.0.1:{port}"
+    moto.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(server):
+    """The container of the app on the moto server, the data, and the stages delivered."""
+    container = Container(Settings(aws_endpoint_url=server))
+    bootstrap(container.clients, shards=2)
+    container.apps.create_key("rival-game", KEYS["rival-game"])
+    original, app_module.container = app_module.container, container
+    data = generate()
+    try:
+        yield container, data
+    finally:
+        app_module.container = original
+
+
+def deliver(container, lines, first_sequence):
+    for batch in lambda_batches(lines, seed=3, first_sequence=first_sequence):
+        assert container.archive.handle(batch) == {"batchItemFailures": []}
+        assert container.aggregation.handle(batch) == {"batchItemFailures": []}
+    container.raw_table_job.run()  # the commit_events schedule
+    return app_module.finalize_windows(SCHEDULED, None)
+
+
+def get(path, key, **params):
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    with Client(app_module.app) as client:
+        response = client.http.get(f"{path}?{query}" if query else path, headers={"x-api-key": key})
+    return response.status_code, json.loads(response.body)
+
+
+def stored_sessions(container, app):
+    table = container.insights_reader._sessions.read(app, *RANGE)
+    return sorted((r["user_id"], int(r["session_start"].timestamp() * 1000), int(r["session_end"].timestamp() * 1000),
+                   r["events"], r["entry_event_type"], r["exit_event_type"]) for r in table.to_pylist())
+
+
+def truth_rows(truth, app):
+    s = truth[truth["app_id"] == app]
+    return sorted(zip(s["user_id"], s["start"].astype(int), s["end"].astype(int), s["events"].astype(int),
+                      s["entry"], s["exit"]))
+
+
+def check_everything(container, copies):
+    """Sessions (rows and metrics) and persons equal the pandas truth through the API and DuckDB."""
+    truth = sessions_truth(copies)
+    people = persons_truth(copies)
+    service = QueryService(container.clients)
+    for app in APPS:
+        assert stored_sessions(container, app) == truth_rows(truth, app)
+        expected = session_metrics_truth(truth, app, *RANGE)
+        status, body = get("/v1/sessions", KEYS[app], **{"from": ms_to_iso(RANGE[0]), "to": ms_to_iso(RANGE[1])})
+        assert status == 200, body
+        assert {k: body[k] for k in expected} == expected
+        result = service.run(file="sessions", params={"app_id": app, "from": ms_to_iso(RANGE[0]),
+                                                      "to": ms_to_iso(RANGE[1])})
+        (row,) = result.table.to_pylist()
+        assert {k: row[k] for k in expected} == expected
+        for (person_app, user), want in people.items():
+            if person_app != app:
+                continue
+            for asked in [user, *want["aliases"]]:
+                status, body = get(f"/v1/persons/{asked}", KEYS[app])
+                assert status == 200, (asked, body)
+                assert body == {"user_id": user, "aliases": want["aliases"], "traits": want["traits"],
+                                "first_seen": ms_to_iso(want["first_seen"]),
+                                "last_seen": ms_to_iso(want["last_seen"])}
+    return truth, people
+
+
+def test_sessions_and_persons_equal_the_truth_before_and_after_a_late_event(stack):
+    """Rule: the sessions and persons tables written at finalization equal an independent pandas
+    computation over the deduplicated events (gap 30 min; traits: newest set, else oldest set_once;
+    aliases merged under the canonical id) — through GET /v1/sessions, GET /v1/persons and the
+    ``sessions`` named query on DuckDB; a late event within the gap of two sessions joins them."""
+    container, data = stack
+    report = deliver(container, data.lines(data.first), 100)
+    assert report["insights"], report
+    truth, people = check_everything(container, data.first)
+    bridge = truth[(truth["app_id"] == "demo") & (truth["user_id"] == "bridge")]
+    assert len(bridge) == 2  # two sessions until the late event comes
+    crosser = truth[(truth["app_id"] == "demo") & (truth["user_id"] == "crosser")]
+    assert len(crosser) == 1 and crosser["events"].item() == 2  # one session over 13:00
+    assert people[("demo", "ann")]["aliases"] == ["anon-1"]
+    assert people[("demo", "ann")]["traits"]["first_plan"] == "pro"  # set_once kept the first value
+    assert people[("rival-game", "ann")]["traits"] == {"plan": "gold"}
+
+    report = deliver(container, data.lines(data.late), 10_000)
+    assert report["insights"], report
+    truth, _ = check_everything(container, data.first + data.late)
+    bridge = truth[(truth["app_id"] == "demo") & (truth["user_id"] == "bridge")]
+    assert len(bridge) == 1 and bridge["events"].item() == 6
+
+
+def test_tables_do_not_depend_on_the_order_hours_are_processed_in(stack):
+    """Rule: every file of the persons and sessions tables is a function of the events only:
+    recomputing every hour from scratch in reverse order, twice, writes the same bytes."""
+    container, data = stack
+    if not any(True for _ in list_keys(container.clients.s3, container.settings.bucket, "tables/sessions/")):
+        deliver(container, data.lines(data.first + data.late), 20_000)
+    s3, bucket = container.clients.s3, container.settings.bucket
+    prefixes = ("tables/sessions/", "tables/persons/", "insights/")
+
+    def files():
+        return {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+                for p in prefixes for o in list_keys(s3, bucket, p)}
+
+    before = files()
+    assert any(k.startswith("tables/persons/") for k in before) and any(k.startswith("tables/sessions/") for k in before)
+    for key in before:
+        s3.delete_object(Bucket=bucket, Key=key)
+    hours = sorted({(c["event_time"] // HOUR) for c in data.first + data.late}, reverse=True)
+    for _ in range(2):
+        for hour in hours:
+            dt, hh = ms_to_iso(hour * HOUR)[:10], ms_to_iso(hour * HOUR)[11:13]
+            container.insights.update_hour(dt, hh)
+    assert files() == before
+
+
+def test_unknown_person_is_404_and_another_apps_person_is_not_visible(stack):
+    """Rule: GET /v1/persons/{user_id} answers the key's app only: 404 for an id it never saw,
+    even when another app has that id."""
+    container, data = stack
+    if not any(True for _ in list_keys(container.clients.s3, container.settings.bucket, "tables/persons/")):
+        deliver(container, data.lines(data.first), 30_000)
+    status, body = get("/v1/persons/nobody", KEYS["demo"])
+    assert status == 404 and "error" in body
+    status, body = get("/v1/persons/rival-game-u1", KEYS["demo"])
+    assert status == 404
+    status, body = get("/v1/persons/rival-game-u1", KEYS["rival-game"])
+    assert status == 200 and body["user_id"] == "rival-game-u1"
+    status, body = get("/v1/sessions", KEYS["demo"], **{"from": "yesterday"})
+    assert status == 400 and "from" in body["error"]
