@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 
+import pandas as pd
 import pytest
 from chalice.test import Client
 from moto.server import ThreadedMotoServer
@@ -25,11 +26,13 @@ from chalicelib.stream.instants import ms_to_iso
 from eventpipe.local.bootstrap import bootstrap
 from eventpipe.local.stack import free_port
 from eventpipe.query.service import QueryService
-from tests.factories.insights import (APPS, HOUR, generate, persons_truth, session_metrics_truth,
+from tests.factories.insights import (APPS, HOUR, MINUTE, generate, persons_truth, session_metrics_truth,
                                       sessions_truth)
 from tests.factories.lake import T0, lambda_batches
 
 KEYS = {"demo": "demo-key", "rival-game": "rival-key"}
+#: demo keeps the default gap; rival-game has its own (the apps table).
+GAPS = {"demo": 30 * MINUTE, "rival-game": 50 * MINUTE}
 RANGE = (T0 - HOUR, T0 + 8 * HOUR)
 SCHEDULED = {"version": "0", "account": "123456789012", "region": "us-east-1", "detail": {},
              "detail-type": "Scheduled Event", "source": "aws.events", "time": "2026-12-07T00:00:00Z",
@@ -52,6 +55,7 @@ def stack(server):
     container = Container(Settings(aws_endpoint_url=server))
     bootstrap(container.clients, shards=2)
     container.apps.create_key("rival-game", KEYS["rival-game"])
+    container.apps.set_session_gap("rival-game", GAPS["rival-game"] / MINUTE)  # `eventpipe apps session-gap`
     original, app_module.container = app_module.container, container
     data = generate()
     try:
@@ -89,7 +93,7 @@ def truth_rows(truth, app):
 
 def check_everything(container, copies):
     """Sessions (rows and metrics) and persons equal the pandas truth through the API and DuckDB."""
-    truth = sessions_truth(copies)
+    truth = pd.concat([sessions_truth([c for c in copies if c["app_id"] == app], GAPS[app]) for app in APPS])
     people = persons_truth(copies)
     service = QueryService(container.clients)
     for app in APPS:
@@ -123,6 +127,8 @@ def test_sessions_and_persons_equal_the_truth_before_and_after_a_late_event(stac
     report = deliver(container, data.lines(data.first), 100)
     assert report["insights"], report
     truth, people = check_everything(container, data.first)
+    rival = [c for c in data.first if c["app_id"] == "rival-game"]
+    assert len(sessions_truth(rival, GAPS["demo"])) != len(sessions_truth(rival, GAPS["rival-game"]))  # the gap matters
     bridge = truth[(truth["app_id"] == "demo") & (truth["user_id"] == "bridge")]
     assert len(bridge) == 2  # two sessions until the late event comes
     crosser = truth[(truth["app_id"] == "demo") & (truth["user_id"] == "crosser")]
