@@ -74,6 +74,10 @@ class ContractFacts:
     pipeline_max_range_h: int
     posthog_config_paths: tuple[str, ...] = ()
     posthog_flags_paths: tuple[str, ...] = ()
+    #: ``GET /v1/sessions`` and ``GET /v1/persons/{user_id}`` (chalicelib/query/insights.py).
+    sessions_params: tuple[str, ...] = ("from", "to")
+    sessions_max_range_days: int = 31
+    person_id_max_chars: int = 128
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -247,6 +251,39 @@ def _search(facts: ContractFacts) -> dict[str, Any]:
                                       (400, *_AUTHENTICATED), "search")}
 
 
+def _sessions_and_persons(facts: ContractFacts) -> dict[str, Any]:
+    """GET /v1/sessions and GET /v1/persons/{user_id} (chalicelib/query/insights.py)."""
+    days = facts.sessions_max_range_days
+    params = [_query("from", "sessions starting from (included); default to - 7 days", _TIME),
+              _query("to", f"sessions starting before (excluded); default now; at most {days} days after from", _TIME)]
+    assert [p["name"] for p in params] == list(facts.sessions_params)
+    user = {"name": "user_id", "in": "path", "required": True, "description": "a user id, or an id merged into it",
+            "schema": {"type": "string", "minLength": 1, "maxLength": facts.person_id_max_chars}}
+    return {"/v1/sessions": _native_get("session metrics of the caller's app (finalized hours)", "Sessions", params,
+                                        (400, *_AUTHENTICATED), "insights"),
+            "/v1/persons/{user_id}": _native_get("a person of the caller's app: latest traits, first and last seen",
+                                                 "Person", [user], (400, 404, *_AUTHENTICATED), "insights")}
+
+
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+INSIGHT_SCHEMAS = {
+    "Sessions": {"type": "object", "required": ["from", "to", "sessions", "users", "events", "bounces",
+                                                "bounce_rate", "median_duration_s"],
+                 "properties": {"from": _TIME, "to": _TIME, "sessions": {"type": "integer", "minimum": 0},
+                                "users": {"type": "integer", "minimum": 0}, "events": {"type": "integer", "minimum": 0},
+                                "bounces": {"type": "integer", "minimum": 0},
+                                "bounce_rate": {**_NUMBER_OR_NULL, "description": "one-event sessions / sessions"},
+                                "median_duration_s": {**_NUMBER_OR_NULL,
+                                                      "description": "mean of the two middle durations if even"}}},
+    "Person": {"type": "object", "required": ["user_id", "aliases", "first_seen", "last_seen", "traits"],
+               "properties": {"user_id": {"type": "string", "description": "the person's canonical id"},
+                              "aliases": {"type": "array", "items": {"type": "string"},
+                                          "description": "the ids merged into it by alias"},
+                              "first_seen": _TIME, "last_seen": _TIME,
+                              "traits": {"type": "object", "description": "newest $set, else oldest $set_once"}}},
+}
+
+
 def _public(summary: str, responses: dict[str, Any], tag: str, params: list | None = None) -> dict[str, Any]:
     return {"get": {"summary": summary, "tags": [tag], "security": [], "parameters": params or [],
                     "responses": responses}}
@@ -281,6 +318,7 @@ def build_spec(facts: ContractFacts) -> dict[str, Any]:
         **_search(facts),
         "/v1/pipeline": _native_get("the pipeline's figures (Flink's job view)", "Pipeline", pipeline,
                                     (400, *_AUTHENTICATED), "pipeline"),
+        **_sessions_and_persons(facts),
         "/v1/health": _public("health of the components", health, "health"),
         **_dashboard(),
         SPEC_PATH: _public("this document", {"200": {"description": "the OpenAPI 3.1 document",
@@ -293,7 +331,7 @@ def build_spec(facts: ContractFacts) -> dict[str, Any]:
                                 "search and the pipeline's state. See the README's API section."},
         "paths": paths,
         "components": {
-            "schemas": schemas(facts.metrics, facts.max_events),
+            "schemas": {**schemas(facts.metrics, facts.max_events), **INSIGHT_SCHEMAS},
             "securitySchemes": {
                 "ApiKey": {"type": "apiKey", "in": "header", "name": KEY_HEADER,
                            "description": "an app key (`eventpipe apps create`); accepted on every route"},

@@ -128,7 +128,7 @@ class Container:
         from chalicelib.ingest import posthog, segment
         from chalicelib.ingest.sdk import MAX_MESSAGES_PER_REQUEST
         from chalicelib.ingest.service import MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_REQUEST
-        from chalicelib.query import pipeline
+        from chalicelib.query import insights, pipeline
         from chalicelib.query.metrics import FIXED_PARAMS, MetricsLimits
         from chalicelib.search.query import PARAMS, SearchSettings
 
@@ -144,7 +144,9 @@ class Container:
             search_max_size=search.max_size, search_max_range_days=search.max_range_days,
             search_max_query_chars=search.max_query_chars, pipeline_params=pipeline.PARAMS,
             pipeline_max_range_h=pipeline.MAX_RANGE_MS // 3_600_000,
-            posthog_config_paths=posthog.CONFIG_PATHS, posthog_flags_paths=posthog.FLAGS_PATHS))
+            posthog_config_paths=posthog.CONFIG_PATHS, posthog_flags_paths=posthog.FLAGS_PATHS,
+            sessions_params=insights.SESSION_PARAMS, sessions_max_range_days=insights.MAX_SESSION_RANGE_MS // 86_400_000,
+            person_id_max_chars=insights.MAX_USER_ID_CHARS))
 
     # ------------------------------------------------------------- consumers
     @functools.cached_property

@@ -183,3 +183,28 @@ def test_unknown_person_is_404_and_another_apps_person_is_not_visible(stack):
     assert status == 200 and body["user_id"] == "rival-game-u1"
     status, body = get("/v1/sessions", KEYS["demo"], **{"from": "yesterday"})
     assert status == 400 and "from" in body["error"]
+
+
+def test_session_and_person_reads_take_their_cost_in_request_tokens(stack):
+    """Rule: GET /v1/sessions takes 1 + one token per UTC day of its range, GET /v1/persons/{id} 5
+    (chalicelib/api/read_costs.py), from the caller's app."""
+    container, _ = stack
+    taken = []
+
+    class Recording:
+        def admit(self, app_id, events, requests):
+            taken.append((app_id, events, requests))
+
+        def check(self, app_id):
+            pass
+
+    real = container.__dict__.get("limiter")
+    container.__dict__["limiter"] = Recording()
+    try:
+        get("/v1/sessions", KEYS["demo"], **{"from": "2026-01-01T00:00:00Z", "to": "2026-01-31T00:00:00Z"})
+        get("/v1/persons/ann", KEYS["rival-game"])
+    finally:
+        container.__dict__.pop("limiter")
+        if real is not None:
+            container.__dict__["limiter"] = real
+    assert taken == [("demo", 0, 32), ("rival-game", 0, 5)]
