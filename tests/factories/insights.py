@@ -13,7 +13,7 @@ import orjson
 import pandas as pd
 
 from chalicelib.ingest.validation import ms_to_iso, validate_event
-from tests.factories.lake import T0
+from tests.factories.lake import T0, lambda_batches
 
 MINUTE = 60_000
 HOUR = 3_600_000
@@ -92,6 +92,24 @@ def generate(seed: int = 7) -> Generated:
     data.first.append({**shifted, "event_time": shifted["event_time"] + HOUR, "received_at": shifted["received_at"] + 5 * MINUTE})
     data.late.append({**originals[10], "received_at": originals[10]["received_at"] + 2 * HOUR})
     return data
+
+
+#: The event of the finalize_windows schedule, as EventBridge sends it.
+SCHEDULED = {"version": "0", "account": "123456789012", "region": "us-east-1", "detail": {},
+             "detail-type": "Scheduled Event", "source": "aws.events", "time": "2026-12-07T00:00:00Z",
+             "id": "schedule", "resources": []}
+
+
+def deliver(container, lines: list[bytes], first_sequence: int) -> dict:
+    """The lines through the real archive and aggregation consumers, the commit_events schedule, then
+    app.py's finalize_windows handler (finalization, then persons and sessions of the hours it finalized)."""
+    import app as app_module
+
+    for batch in lambda_batches(lines, seed=3, first_sequence=first_sequence):
+        assert container.archive.handle(batch) == {"batchItemFailures": []}
+        assert container.aggregation.handle(batch) == {"batchItemFailures": []}
+    container.raw_table_job.run()
+    return app_module.finalize_windows(SCHEDULED, None)
 
 
 # ------------------------------------------------------------------ the truth, with pandas

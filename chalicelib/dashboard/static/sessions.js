@@ -40,7 +40,7 @@
       D.el("div", { class: "cards" }, cards),
       D.el("p", { class: "explain", text: "A session is a user's events with no gap longer than the app's inactivity gap " +
         "(30 min unless set with eventpipe apps session-gap). Sessions come from finalized hours only (duplicates removed); " +
-        "a bounce is a session of one event; the median duration is the mean of the two middle ones for an even count." })]);
+        "a bounce is a session of one event; the median duration is the mean of the two middle ones for an even count." }));
     window.__sessions = body;
   };
   $("#sessions-form").addEventListener("submit", (e) => { e.preventDefault(); D.refresh(); });

@@ -26,18 +26,14 @@ from chalicelib.stream.instants import ms_to_iso
 from eventpipe.local.bootstrap import bootstrap
 from eventpipe.local.stack import free_port
 from eventpipe.query.service import QueryService
-from tests.factories.insights import (APPS, HOUR, MINUTE, generate, persons_truth, session_metrics_truth,
+from tests.factories.insights import (APPS, HOUR, MINUTE, deliver, generate, persons_truth, session_metrics_truth,
                                       sessions_truth)
-from tests.factories.lake import T0, lambda_batches
+from tests.factories.lake import T0
 
 KEYS = {"demo": "demo-key", "rival-game": "rival-key"}
 #: demo keeps the default gap; rival-game has its own (the apps table).
 GAPS = {"demo": 30 * MINUTE, "rival-game": 50 * MINUTE}
 RANGE = (T0 - HOUR, T0 + 8 * HOUR)
-SCHEDULED = {"version": "0", "account": "123456789012", "region": "us-east-1", "detail": {},
-             "detail-type": "Scheduled Event", "source": "aws.events", "time": "2026-12-07T00:00:00Z",
-             "id": "schedule", "resources": []}
-
 
 @pytest.fixture(scope="module")
 def server():
@@ -62,14 +58,6 @@ def stack(server):
         yield container, data
     finally:
         app_module.container = original
-
-
-def deliver(container, lines, first_sequence):
-    for batch in lambda_batches(lines, seed=3, first_sequence=first_sequence):
-        assert container.archive.handle(batch) == {"batchItemFailures": []}
-        assert container.aggregation.handle(batch) == {"batchItemFailures": []}
-    container.raw_table_job.run()  # the commit_events schedule
-    return app_module.finalize_windows(SCHEDULED, None)
 
 
 def get(path, key, **params):
