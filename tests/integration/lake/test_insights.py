@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pandas as pd
 import pytest
@@ -126,6 +127,7 @@ def test_sessions_and_persons_equal_the_truth_before_and_after_a_late_event(stac
     assert people[("rival-game", "ann")]["traits"] == {"plan": "gold"}
 
     report = deliver(container, data.lines(data.late), 10_000)
+    data.late_delivered = True
     assert report["insights"], report
     truth, _ = check_everything(container, data.first + data.late)
     bridge = truth[(truth["app_id"] == "demo") & (truth["user_id"] == "bridge")]
@@ -196,3 +198,44 @@ def test_session_and_person_reads_take_their_cost_in_request_tokens(stack):
         if real is not None:
             container.__dict__["limiter"] = real
     assert taken == [("demo", 0, 32), ("rival-game", 0, 5)]
+
+
+@pytest.mark.skipif(not os.environ.get("TRINO_URL"), reason="TRINO_URL is not set: scripts/test.sh starts a Trino "
+                                                            "node (scripts/trino-node.sh) when Java 24+ is installed")
+def test_the_sessions_query_and_the_persons_table_read_the_same_on_trino(stack, tmp_path):
+    """Rule: the sessions named query and the persons table, run unmodified on Trino (Athena's engine)
+    over the same files, answer the pandas truth and exactly what DuckDB answers."""
+    container, data = stack
+    copies = data.first + data.late
+    if not data.__dict__.get("late_delivered"):
+        deliver(container, data.lines(copies), 40_000)
+    truth = pd.concat([sessions_truth([c for c in copies if c["app_id"] == app], GAPS[app]) for app in APPS])
+    people = persons_truth(copies)
+    service = QueryService(container.clients, trino_url=os.environ["TRINO_URL"], trino_root=tmp_path,
+                           trino_catalog=f"eventpipe_insights_{os.getpid()}")
+    engine = service.trino_engine()
+    try:
+        for app in APPS:
+            params = {"app_id": app, "from": ms_to_iso(RANGE[0]), "to": ms_to_iso(RANGE[1])}
+            on_trino = service.run(file="sessions", params=params, engine="trino")
+            assert on_trino.engine == "trino"
+            (row,) = on_trino.table.to_pylist()
+            expected = session_metrics_truth(truth, app, *RANGE)
+            assert {k: row[k] for k in expected} == expected
+            assert on_trino.table.to_pylist() == service.run(file="sessions", params=params).table.to_pylist()
+            sql = (f"SELECT user_id, first_seen, last_seen, traits, aliases FROM persons WHERE app_id = '{app}' "
+                   "ORDER BY user_id")
+            for engine_name in ("trino", "duckdb"):
+                rows = service.run(sql, engine=engine_name).table.to_pylist()
+                got = {r["user_id"]: {"first_seen": _ms(r["first_seen"]), "last_seen": _ms(r["last_seen"]),
+                                      "traits": json.loads(r["traits"]), "aliases": list(r["aliases"])} for r in rows}
+                assert got == {user: want for (a, user), want in people.items() if a == app}, engine_name
+    finally:
+        engine.drop()
+
+
+def _ms(moment) -> int:
+    from datetime import timezone
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return round(moment.timestamp() * 1000)
