@@ -239,3 +239,22 @@ def _ms(moment) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return round(moment.timestamp() * 1000)
+
+
+def test_cli_sets_and_shows_an_apps_session_gap(stack, monkeypatch, capsys):
+    """Rule: `eventpipe apps session-gap NAME [MINUTES]` stores the app's gap on its apps-table item (what
+    the finalize job's sessions use), shows the default otherwise, and refuses a gap out of range."""
+    from eventpipe import cli
+
+    container, _ = stack
+    s = container.settings
+    for name, value in (("EVENTPIPE_AWS_ENDPOINT_URL", s.aws_endpoint_url), ("EVENTPIPE_APPS_TABLE", s.apps_table)):
+        monkeypatch.setenv(name, value)
+    assert cli.main(["apps", "session-gap", "demo"]) == 0
+    assert capsys.readouterr().out.strip() == "demo\tsession gap 30 min (the default)"
+    assert cli.main(["apps", "session-gap", "rival-game"]) == 0
+    assert capsys.readouterr().out.strip() == "rival-game\tsession gap 50 min"
+    assert cli.main(["apps", "session-gap", "rival-game", "2000"]) == 2
+    assert cli.main(["apps", "session-gap", "nobody", "40"]) == 2
+    assert container.apps.session_gap_minutes("rival-game") == 50.0
+    assert container.apps.session_gap_minutes("demo") is None
