@@ -18,11 +18,10 @@ from selenium.webdriver.common.by import By
 
 import app as app_module
 from chalicelib.runtime.container import Container
-from chalicelib.runtime.settings import Settings
 from eventpipe.local.bootstrap import bootstrap
 from eventpipe.local.stack import free_port
 from tests.e2e.test_dashboard import browser, wait_for  # noqa: F401 - the module's Chromium fixture
-from tests.factories.insights import deliver, generate, session_metrics_truth, sessions_truth
+from tests.factories.insights import deliver, generate, own_settings, session_metrics_truth, sessions_truth
 from tests.factories.lake import T0
 
 KEY = "demo-key"
@@ -39,7 +38,7 @@ def api_url():
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     moto.start()
-    container = Container(Settings(aws_endpoint_url=f"http://127.0.0.1:{port}"))
+    container = Container(own_settings(f"http://127.0.0.1:{port}", "sessions-tab"))
     bootstrap(container.clients, shards=2)
     original, app_module.container = app_module.container, container
     data = generate()

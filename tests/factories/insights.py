@@ -94,6 +94,15 @@ def generate(seed: int = 7) -> Generated:
     return data
 
 
+def own_settings(endpoint_url: str, name: str):
+    """Settings with resource names of their own: moto keeps one backend per process (every moto server
+    of a test session shares it), so another suite's stream, tables, bucket or Glue database are never met."""
+    from chalicelib.runtime.settings import Settings
+
+    return Settings(aws_endpoint_url=endpoint_url, stream_name=f"{name}-events", apps_table=f"{name}-apps",
+                    state_table=f"{name}-state", bucket=f"{name}-lake", glue_database=name.replace("-", "_"))
+
+
 #: The event of the finalize_windows schedule, as EventBridge sends it.
 SCHEDULED = {"version": "0", "account": "123456789012", "region": "us-east-1", "detail": {},
              "detail-type": "Scheduled Event", "source": "aws.events", "time": "2026-12-07T00:00:00Z",

@@ -22,12 +22,11 @@ from moto.server import ThreadedMotoServer
 import app as app_module
 from chalicelib.lake.s3io import list_keys
 from chalicelib.runtime.container import Container
-from chalicelib.runtime.settings import Settings
 from chalicelib.stream.instants import ms_to_iso
 from eventpipe.local.bootstrap import bootstrap
 from eventpipe.local.stack import free_port
 from eventpipe.query.service import QueryService
-from tests.factories.insights import (APPS, HOUR, MINUTE, deliver, generate, persons_truth, session_metrics_truth,
+from tests.factories.insights import (APPS, HOUR, MINUTE, deliver, generate, own_settings, persons_truth, session_metrics_truth,
                                       sessions_truth)
 from tests.factories.lake import T0
 
@@ -49,7 +48,7 @@ def server():
 @pytest.fixture(scope="module")
 def stack(server):
     """The container of the app on the moto server, the data, and the stages delivered."""
-    container = Container(Settings(aws_endpoint_url=server))
+    container = Container(own_settings(server, "insights-test"))
     bootstrap(container.clients, shards=2)
     container.apps.create_key("rival-game", KEYS["rival-game"])
     container.apps.set_session_gap("rival-game", GAPS["rival-game"] / MINUTE)  # `eventpipe apps session-gap`
@@ -248,7 +247,8 @@ def test_cli_sets_and_shows_an_apps_session_gap(stack, monkeypatch, capsys):
 
     container, _ = stack
     s = container.settings
-    for name, value in (("EVENTPIPE_AWS_ENDPOINT_URL", s.aws_endpoint_url), ("EVENTPIPE_APPS_TABLE", s.apps_table)):
+    for name, value in (("EVENTPIPE_AWS_ENDPOINT_URL", s.aws_endpoint_url), ("EVENTPIPE_APPS_TABLE", s.apps_table),
+                        ("EVENTPIPE_STATE_TABLE", s.state_table), ("EVENTPIPE_BUCKET", s.bucket)):
         monkeypatch.setenv(name, value)
     assert cli.main(["apps", "session-gap", "demo"]) == 0
     assert capsys.readouterr().out.strip() == "demo\tsession gap 30 min (the default)"
