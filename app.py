@@ -12,7 +12,7 @@ import logging
 from chalice import Chalice, Rate
 
 from chalicelib.api.routes import (POSTHOG, SEGMENT, Routes, insight_cost, json_body, json_response, metrics_cost,
-                                   pipeline_cost, query_params, regulations_cost)
+                                   person_cost, pipeline_cost, query_params, regulations_cost, sessions_cost)
 from chalicelib.runtime.container import Container
 from chalicelib.runtime.pipeline_config import load_pipeline_config
 from chalicelib.runtime.settings import Settings
@@ -129,6 +129,16 @@ def insight_event_types(request, app_id):
     return container.insights.event_types(app_id)
 
 
+@routes.authenticated("/v1/sessions", cost=sessions_cost)
+def sessions(request, app_id):
+    return container.people.sessions(app_id, query_params(request))
+
+
+@routes.authenticated("/v1/persons/{user_id}", cost=person_cost)
+def person(request, app_id, user_id):
+    return container.people.person(app_id, user_id)
+
+
 @routes.public("/dashboard")
 def dashboard(request):
     return container.dashboard.response()
@@ -177,8 +187,10 @@ def finalize_windows(event):
     an invocation with ``detail.backfill`` (``eventpipe backfill --aws``) recomputes that one partition."""
     if "backfill" in (event.to_dict().get("detail") or {}):
         return container.finalizer.backfill_request(event.to_dict()["detail"]["backfill"])
+    reports = container.finalizer.run()
     return {"partitions": [f"{r.metric} {r.dt}/{r.hour}: {r.action} ({r.rows} rows, {r.partials} partials)"
-                           for r in container.finalizer.run()]}
+                           for r in reports],
+            "insights": container.people_tables.after_finalize(reports)}  # persons and sessions of those hours
 
 
 @app.schedule(Rate(pipeline.function("process_regulations").schedule_minutes or 1440, unit=Rate.MINUTES),

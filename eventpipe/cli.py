@@ -94,6 +94,16 @@ def cmd_apps(args) -> int:
                 store.set_pseudonymisation(args.name, [] if args.off else fields)
             config = store.pseudonymisation(args.name)
             print(f"{args.name}\tpseudonymised at ingest: {', '.join(config[0]) if config else 'nothing'}")
+        elif args.apps_command == "session-gap":
+            if args.minutes is not None:
+                if args.name not in store.list_apps():
+                    print(f"no app {args.name!r} (create it with `eventpipe apps create {args.name}`)",
+                          file=sys.stderr)
+                    return 2
+                store.set_session_gap(args.name, args.minutes)
+            own = store.session_gap_minutes(args.name)
+            print(f"{args.name}\tsession gap {own if own is not None else 30.0:g} min"
+                  + ("" if own is not None else " (the default)"))
         else:
             own_limits = store.all_limits()
             for app_id, keys in sorted(store.list_apps().items()):
@@ -275,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--field", action="append", default=[], help="user_id or attributes.<name> (repeatable; "
                                                                      "replaces the app's list)")
     pseudo.add_argument("--off", action="store_true", help="pseudonymise nothing from now on")
+    gap = apps.add_parser("session-gap", help="show an app's session inactivity gap, or set it (sessions table)")
+    gap.add_argument("name")
+    gap.add_argument("minutes", type=float, nargs="?", help="1 to 1440 (default 30)")
     p.set_defaults(func=cmd_apps)
 
     p = sub.add_parser("generate", help="write reproducible synthetic game + GPS events as NDJSON")

@@ -29,6 +29,7 @@ ASSETS: Mapping[str, tuple[str, str]] = MappingProxyType({
     "regions.js": ("regions.js", "application/javascript; charset=utf-8"),
     "pipeline.js": ("pipeline.js", "application/javascript; charset=utf-8"),
     "insights.js": ("insights.js", "application/javascript; charset=utf-8"),
+    "sessions.js": ("sessions.js", "application/javascript; charset=utf-8"),
     "app.css": ("app.css", "text/css; charset=utf-8"),
     "uplot.js": ("vendor/uplot.js", "application/javascript; charset=utf-8"),
     "uplot.css": ("vendor/uplot.css", "text/css; charset=utf-8"),

@@ -26,6 +26,9 @@ APP_ID_RE = re.compile(APP_ID_PATTERN[1:-1])
 #: Items that are not keys: an app's own limits (``app#<app_id>``) and its rate-limit buckets
 #: (``bucket#<app_id>``, chalicelib/api/ratelimit_store.py). Key hashes are hex: they never hold ``#``.
 LIMITS_PREFIX = "app#"
+#: The app's session inactivity gap (minutes) on its ``app#`` item, and the range accepted.
+SESSION_GAP_FIELD = "session_gap_minutes"
+SESSION_GAP_MINUTES = (1.0, 1440.0)
 
 
 def hash_key(api_key: str) -> str:
@@ -233,6 +236,30 @@ class AppStore:
                 if item["key_hash"]["S"].startswith(LIMITS_PREFIX):
                     result[item["key_hash"]["S"][len(LIMITS_PREFIX):]] = _limit_values(item)
         return result
+
+    def set_session_gap(self, app_id: str, minutes: float) -> float:
+        """Store the app's session inactivity gap (``session_gap_minutes`` on its ``app#`` item)."""
+        if not APP_ID_RE.fullmatch(app_id):
+            raise BadRequest(f"app name {app_id!r} must match ^[a-z0-9][a-z0-9_-]{{0,63}}$")
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) \
+                or not SESSION_GAP_MINUTES[0] <= minutes <= SESSION_GAP_MINUTES[1]:
+            raise BadRequest(f"the session gap must be {SESSION_GAP_MINUTES[0]:g} to {SESSION_GAP_MINUTES[1]:g} "
+                             f"minutes, got {minutes!r}")
+        self._client.update_item(TableName=self._table, Key={"key_hash": {"S": LIMITS_PREFIX + app_id}},
+                                 UpdateExpression="SET #a = :a, #g = :g",
+                                 ExpressionAttributeNames={"#a": "app_id", "#g": SESSION_GAP_FIELD},
+                                 ExpressionAttributeValues={":a": {"S": app_id}, ":g": {"N": repr(float(minutes))}})
+        return float(minutes)
+
+    def session_gap_minutes(self, app_id: str) -> float | None:
+        """The app's own session gap in minutes, or None (the default applies)."""
+        try:
+            item = self._client.get_item(TableName=self._table,
+                                         Key={"key_hash": {"S": LIMITS_PREFIX + app_id}}).get("Item") or {}
+        except (ClientError, BotoCoreError) as exc:
+            raise ServiceUnavailable(f"the key store is unavailable ({type(exc).__name__}); retry later",
+                                     headers={"Retry-After": "1"}) from exc
+        return float(item[SESSION_GAP_FIELD]["N"]) if SESSION_GAP_FIELD in item else None
 
     def authenticate(self, api_key: str | None) -> str:
         """Return the app_id for a key, or raise Unauthorized."""

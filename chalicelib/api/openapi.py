@@ -77,6 +77,10 @@ class ContractFacts:
     posthog_flags_paths: tuple[str, ...] = ()
     #: The insight routes' limits (chalicelib/query/insights.py); None: the routes are left out.
     insights: InsightFacts | None = None
+    #: ``GET /v1/sessions`` and ``GET /v1/persons/{user_id}`` (chalicelib/query/people.py).
+    sessions_params: tuple[str, ...] = ("from", "to")
+    sessions_max_range_days: int = 31
+    person_id_max_chars: int = 128
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -293,6 +297,37 @@ def _regulations() -> dict[str, Any]:
                     "parameters": [{"name": "regulation_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                     "responses": {"200": one, **_errors((404, *_AUTHENTICATED), "Error")}}},
     }
+def _sessions_and_persons(facts: ContractFacts) -> dict[str, Any]:
+    """GET /v1/sessions and GET /v1/persons/{user_id} (chalicelib/query/people.py)."""
+    days = facts.sessions_max_range_days
+    params = [_query("from", "sessions starting from (included); default to - 7 days", _TIME),
+              _query("to", f"sessions starting before (excluded); default now; at most {days} days after from", _TIME)]
+    assert [p["name"] for p in params] == list(facts.sessions_params)
+    user = {"name": "user_id", "in": "path", "required": True, "description": "a user id, or an id merged into it",
+            "schema": {"type": "string", "minLength": 1, "maxLength": facts.person_id_max_chars}}
+    return {"/v1/sessions": _native_get("session metrics of the caller's app (finalized hours)", "Sessions", params,
+                                        (400, *_AUTHENTICATED), "insights"),
+            "/v1/persons/{user_id}": _native_get("a person of the caller's app: latest traits, first and last seen",
+                                                 "Person", [user], (400, 404, *_AUTHENTICATED), "insights")}
+
+
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+INSIGHT_SCHEMAS = {
+    "Sessions": {"type": "object", "required": ["from", "to", "sessions", "users", "events", "bounces",
+                                                "bounce_rate", "median_duration_s"],
+                 "properties": {"from": _TIME, "to": _TIME, "sessions": {"type": "integer", "minimum": 0},
+                                "users": {"type": "integer", "minimum": 0}, "events": {"type": "integer", "minimum": 0},
+                                "bounces": {"type": "integer", "minimum": 0},
+                                "bounce_rate": {**_NUMBER_OR_NULL, "description": "one-event sessions / sessions"},
+                                "median_duration_s": {**_NUMBER_OR_NULL,
+                                                      "description": "mean of the two middle durations if even"}}},
+    "Person": {"type": "object", "required": ["user_id", "aliases", "first_seen", "last_seen", "traits"],
+               "properties": {"user_id": {"type": "string", "description": "the person's canonical id"},
+                              "aliases": {"type": "array", "items": {"type": "string"},
+                                          "description": "the ids merged into it by alias"},
+                              "first_seen": _TIME, "last_seen": _TIME,
+                              "traits": {"type": "object", "description": "newest $set, else oldest $set_once"}}},
+}
 
 
 def _public(summary: str, responses: dict[str, Any], tag: str, params: list | None = None) -> dict[str, Any]:
@@ -330,6 +365,7 @@ def build_spec(facts: ContractFacts) -> dict[str, Any]:
         "/v1/pipeline": _native_get("the pipeline's figures (Flink's job view)", "Pipeline", pipeline,
                                     (400, *_AUTHENTICATED), "pipeline"),
         **_regulations(),
+        **_sessions_and_persons(facts),
         "/v1/health": _public("health of the components", health, "health"),
         **(insight_paths(facts.insights, _errors, _ok, _RETRY_AFTER) if facts.insights else {}),
         **_dashboard(),
@@ -343,7 +379,7 @@ def build_spec(facts: ContractFacts) -> dict[str, Any]:
                                 "search and the pipeline's state. See the README's API section."},
         "paths": paths,
         "components": {
-            "schemas": {**schemas(facts.metrics, facts.max_events),
+            "schemas": {**schemas(facts.metrics, facts.max_events), **INSIGHT_SCHEMAS,
                         **(insight_schemas(facts.insights) if facts.insights else {})},
             "securitySchemes": {
                 "ApiKey": {"type": "apiKey", "in": "header", "name": KEY_HEADER,

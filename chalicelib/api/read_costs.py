@@ -7,6 +7,8 @@ requests/s limit bounds the API time it can use, not just its request count:
 
 * ``GET /v1/metrics/{name}``: ``1 + ceil(hours / 2)`` (one hour of windows is a partition
   of partial or final files; 24 h measured 140 ms at p50: 13 tokens; 7 days: 85);
+* ``GET /v1/sessions``: ``1 + days`` (one sessions file per UTC day, default 7 days: 8; 31: 32);
+* ``GET /v1/persons/{user_id}``: :data:`PERSON_TOKENS` (it reads the app's persons file);
 * ``GET /v1/pipeline``: 50 per UTC day its range may touch, ``1 + ceil(days)`` (it lists and
   reads each day's bad rows for every consumer; 7 days measured ~4 s: 400 tokens; the default
   hour: 100);
@@ -43,6 +45,8 @@ MAX_RANGE_MS = 7 * DAY_MS
 METRICS_HOURS_PER_TOKEN = 2
 PIPELINE_TOKENS_PER_DAY = 50
 REGULATIONS_LIST_TOKENS = 10
+SESSIONS_MAX_DAYS = 31
+PERSON_TOKENS = 5
 #: Reads of at least this many tokens are "expensive": at most MAX_EXPENSIVE_IN_FLIGHT of an app at once.
 EXPENSIVE_TOKENS = 50
 MAX_EXPENSIVE_IN_FLIGHT = 2
@@ -71,6 +75,24 @@ def _range_ms(params: Mapping[str, Any]) -> int:
 def metrics_cost(params: Mapping[str, Any]) -> int:
     """Tokens of ``GET /v1/metrics/{name}``: 1 + one per 2 hours of range."""
     return 1 + math.ceil(_range_ms(params) / (METRICS_HOURS_PER_TOKEN * HOUR_MS))
+
+
+def sessions_cost(params: Mapping[str, Any]) -> int:
+    """Tokens of ``GET /v1/sessions``: 1 + one per UTC day the range may touch (default 7 days; at most 31)."""
+    values = {name: params.get(name) for name in ("from", "to")}
+    if any(isinstance(v, (list, tuple)) for v in values.values()):
+        return 1
+    try:
+        instants = {name: parse_instant(v, name) for name, v in values.items() if v is not None}
+    except InvalidInstant:
+        return 1
+    length = instants["to"] - instants["from"] if len(instants) == 2 else 7 * DAY_MS
+    return 1 + min(SESSIONS_MAX_DAYS, max(0, math.ceil(length / DAY_MS)) + 1)
+
+
+def person_cost(params: Mapping[str, Any]) -> int:
+    """Tokens of ``GET /v1/persons/{user_id}``."""
+    return PERSON_TOKENS
 
 
 def pipeline_cost(params: Mapping[str, Any]) -> int:

@@ -31,10 +31,12 @@ from chalice import Chalice, Response
 
 from chalicelib.api.dialects import KEY_HEADER, NATIVE, POSTHOG, SEGMENT, Dialect, Script, SdkCall, find_key
 from chalicelib.api.errors import BadRequest, RequestError, Unauthorized
-from chalicelib.api.read_costs import ReadGuard, insight_cost, metrics_cost, pipeline_cost, regulations_cost
+from chalicelib.api.read_costs import (ReadGuard, insight_cost, metrics_cost, person_cost, pipeline_cost,
+                                       regulations_cost, sessions_cost)
 
 __all__ = ["KEY_HEADER", "NATIVE", "POSTHOG", "SEGMENT", "Routes", "SdkCall", "error_response", "insight_cost",
-           "json_body", "json_response", "metrics_cost", "pipeline_cost", "query_params", "regulations_cost"]
+           "json_body", "json_response", "metrics_cost", "person_cost", "pipeline_cost", "query_params",
+           "regulations_cost", "sessions_cost"]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -20,7 +20,8 @@ One event is one event:
   the project key ``token`` removed); the rest of the event (its name, ids,
   timestamps) under ``attributes.posthog``;
 * ``$set_once`` then ``$set`` (of the event, then of its properties; a later one wins a
-  key) -> the user's traits, ``attributes.traits`` (``sdk_protocol.TRAITS``).
+  key) -> the user's traits, ``attributes.traits`` (``sdk_protocol.TRAITS``); the keys only
+  ``$set_once`` gave are listed in ``attributes.posthog.set_once_keys`` (a person keeps its value).
 
 posthog-js also calls, on every page load, ``GET /array/<key>/config.js`` (a script) or
 ``/array/<key>/config`` (JSON) for its remote configuration, and ``POST /flags/?v=2``
@@ -55,6 +56,9 @@ CONFIG_PATHS = ("/array/{key}/config", "/array/{key}/config.js")
 #: Feature flags: ``/flags/`` (posthog-js since 1.2xx, posthog-node), ``/decide/`` (older clients).
 FLAGS_PATHS = ("/flags", "/decide")
 _KEY_FIELDS = ("api_key", "token")
+#: Where the keys only ``$set_once`` gave are listed, in the metadata: the name
+#: ``chalicelib.processing.traits.SET_ONCE_KEYS`` reads (not imported: that package loads pyarrow).
+SET_ONCE_KEYS = "set_once_keys"
 #: Person properties: the user's traits (``$set`` wins over ``$set_once``).
 _TRAIT_FIELDS = ("$set_once", "$set")
 #: The remote configuration of every project: capture only, with the compressions capture inflates.
@@ -135,6 +139,11 @@ class PostHogProtocol:
         traits = user_traits(*((where, doc.get(f)) for f in _TRAIT_FIELDS
                                for where, doc in ((f, event), (f"properties.{f}", sent))))
         properties = {k: v for k, v in sent.items() if k not in _KEY_FIELDS and k not in _TRAIT_FIELDS}
+        # Keys only $set_once gave: a person keeps its value of them (chalicelib/processing/traits.py).
+        once_keys = sorted(set().union(*(doc.get("$set_once") or {} for doc in (event, sent)
+                                         if isinstance(doc.get("$set_once"), dict)))
+                           - set().union(*(doc.get("$set") or {} for doc in (event, sent)
+                                           if isinstance(doc.get("$set"), dict))))
         distinct_id = event.get("distinct_id")
         if distinct_id is None:
             distinct_id = properties.get("distinct_id")
@@ -147,6 +156,8 @@ class PostHogProtocol:
         sent_at = event.get("sent_at", shared.get("sent_at"))
         if sent_at is not None:
             meta["sent_at"] = sent_at
+        if once_keys:
+            meta[SET_ONCE_KEYS] = once_keys
         raw: dict[str, Any] = {"event_type": event_type_for(name),
                                "event_id": event_id_for(id_string(event.get("uuid"), "uuid")),
                                "user_id": distinct_id,

@@ -110,10 +110,35 @@ def catalog_table_inputs(bucket: str) -> list[dict]:
     from chalicelib.lake.sql_sketch import lake_schema  # lazily: only bootstrap and deploy need the tables
     from chalicelib.processing import load_metrics
 
-    tables = [bad_rows_table_input(bucket)]
+    tables = [bad_rows_table_input(bucket), *insight_table_inputs(bucket)]
     tables += [rollup_table_input(bucket, metric.name, lake_schema(metric), metric.description, metric.fingerprint)
                for metric in load_metrics().metrics]
     return tables
+
+
+def insight_table_inputs(bucket: str) -> list[dict]:
+    """``sessions`` (partitions app_id, dt: the day a session starts) and ``persons`` (partition app_id):
+    one Parquet file per app and day / per app, rewritten at finalization (chalicelib/lake/people_tables.py).
+    ``app_id`` is an injected projection, as on the raw table: every query names its app."""
+    from chalicelib.lake import persons_table, sessions_table
+
+    def table(name: str, prefix: str, schema: pa.Schema, description: str, by_day: bool) -> dict:
+        location = f"s3://{bucket}/{prefix}/"
+        keys = [{"Name": "app_id", "Type": "string"}] + ([{"Name": "dt", "Type": "string"}] if by_day else [])
+        projection = {k: v for k, v in DATE_PROJECTION.items() if k.startswith("projection.dt.")} if by_day else {}
+        return {
+            "Name": name, "Description": description, "TableType": "EXTERNAL_TABLE", "PartitionKeys": keys,
+            "StorageDescriptor": {"Columns": columns(schema), "Location": location, **PARQUET_STORAGE},
+            "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE", "projection.enabled": "true",
+                           "projection.app_id.type": "injected", **projection,
+                           "storage.location.template": location + "app_id=${app_id}/" + ("dt=${dt}/" if by_day else "")},
+        }
+
+    return [table(sessions_table.TABLE_NAME, sessions_table.TABLE_PREFIX, sessions_table.SCHEMA,
+                  "Sessions by inactivity gap (per app setting, default 30 min), by the UTC day they start; "
+                  "from the deduplicated raw events of finalized hours", True),
+            table(persons_table.TABLE_NAME, persons_table.TABLE_PREFIX, persons_table.SCHEMA,
+                  "Persons: the latest traits per user (ids merged by alias), first and last seen", False)]
 
 
 def ensure_table(glue, database: str, table_input: dict) -> None:

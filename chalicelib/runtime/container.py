@@ -202,7 +202,7 @@ class Container:
         from chalicelib.ingest import posthog, segment
         from chalicelib.ingest.sdk import MAX_MESSAGES_PER_REQUEST
         from chalicelib.ingest.service import MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_REQUEST
-        from chalicelib.query import insights, pipeline
+        from chalicelib.query import insights, people, pipeline
         from chalicelib.query.metrics import FIXED_PARAMS, MetricsLimits
         from chalicelib.search.query import PARAMS, SearchSettings
 
@@ -219,7 +219,9 @@ class Container:
             search_max_query_chars=search.max_query_chars, pipeline_params=pipeline.PARAMS,
             pipeline_max_range_h=pipeline.MAX_RANGE_MS // 3_600_000,
             posthog_config_paths=posthog.CONFIG_PATHS, posthog_flags_paths=posthog.FLAGS_PATHS,
-            insights=insights.contract_facts()))
+            insights=insights.contract_facts(),
+            sessions_params=people.SESSION_PARAMS, sessions_max_range_days=people.MAX_SESSION_RANGE_MS // 86_400_000,
+            person_id_max_chars=people.MAX_USER_ID_CHARS))
 
     # ------------------------------------------------------------- consumers
     @functools.cached_property
@@ -276,6 +278,22 @@ class Container:
         return Finalizer(self.clients.s3, s.bucket, self.state, self.metrics, clock_ms,
                          grace_ms=s.finalize_grace_s * 1000, close_delay_ms=s.finalize_close_delay_s * 1000,
                          raw=self.raw_table)
+
+    @functools.cached_property
+    def people_tables(self):
+        """Persons and sessions of closed hours (chalicelib/lake/people_tables.py); the gap is the app's own."""
+        from chalicelib.lake.people_tables import InsightsUpdater, gap_from_minutes
+        from chalicelib.lake.persons_table import PersonsTable
+        from chalicelib.lake.sessions_table import SessionsTable
+        s3, bucket = self.clients.s3, self.settings.bucket
+        return InsightsUpdater(self.raw_table, SessionsTable(s3, bucket), PersonsTable(s3, bucket),
+                               lambda app_id: gap_from_minutes(self.apps.session_gap_minutes(app_id)))
+
+    @functools.cached_property
+    def people(self):
+        """GET /v1/sessions and GET /v1/persons/{user_id} (chalicelib/query/people.py)."""
+        from chalicelib.query.people import PeopleService
+        return PeopleService(self.clients.s3, self.settings.bucket, clock_ms)
 
     @functools.cached_property
     def indexing(self):

@@ -11,7 +11,8 @@ Which calls each function makes (from chalicelib):
 
 * api_handler: apps GetItem (authenticate, an app's limits) and DescribeTable (health); UpdateItem
   of the rate-limit buckets only (items ``bucket#<app_id>`` of the apps table); PutRecords and
-  DescribeStreamSummary (ingest, health); HeadBucket/ListBucket and rollups/ reads
+  DescribeStreamSummary (ingest, health); HeadBucket/ListBucket, rollups/, tables/sessions/ and
+  tables/persons/ reads
   (metrics API); OpenSearch reads only: ``POST /<daily indices>/_search`` (GET /v1/search) and
   ``GET /_cluster/health`` (GET /v1/health), never a write or the index template; insights
   (chalicelib/query/insights.py): Athena queries in the stage's workgroup, which read the raw table
@@ -26,7 +27,8 @@ Which calls each function makes (from chalicelib):
   journals, reads, writes and deletes the table's files under tables/events/; Glue GetDatabase,
   GetTable, CreateTable (first run), UpdateTable (each commit); state table (progress, sweeps).
 * finalize_windows: reads the raw table (Glue GetTable, tables/events/) and rollups/, writes and
-  deletes rollups/; state table.
+  deletes rollups/; state table; reads and writes insights/, tables/sessions/, tables/persons/ and
+  reads each app's session gap (apps table GetItem).
 * search_retention: lists and deletes daily indices.
 * process_regulations (privacy deletions): the state table (regulations, the suppression list, the
   raw table's writer lease); the raw table as commit_events (under the lease); rollups as
@@ -115,6 +117,8 @@ def statements(function: str, names: StageNames) -> list[dict]:
             _allow("ListLake", ["s3:ListBucket"], [bucket_arn()]),
             # GET /v1/pipeline also reads the bad rows and the on-failure records.
             _allow("ReadRollups", ["s3:GetObject"], _objects("rollups/", "bad-rows/", n.DEAD_LETTER_PREFIX)),
+            # GET /v1/sessions and GET /v1/persons/{user_id} (chalicelib/query/people.py).
+            _allow("ReadInsights", ["s3:GetObject"], _objects("tables/sessions/", "tables/persons/")),
             # GET /v1/pipeline on AWS: IteratorAge, Errors, IncomingRecords (GetMetricData has no resource ARN).
             _allow("PipelineMetrics", ["cloudwatch:GetMetricData"], ["*"]),
             # The SDK-compatible routes keep the messages they refuse (chalicelib/ingest/sdk.py).
@@ -169,6 +173,10 @@ def statements(function: str, names: StageNames) -> list[dict]:
             _allow("ReadEvents", ["s3:GetObject"], _objects("tables/events/")),
             _allow("RawTableCatalog", ["glue:GetDatabase", "glue:GetTable"], glue_arns(names)),
             _allow("Rollups", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], _objects("rollups/")),
+            # Persons and sessions of the finalized hours (chalicelib/lake/people_tables.py), each app's session gap.
+            _allow("Insights", ["s3:GetObject", "s3:PutObject"],
+                   _objects("insights/", "tables/sessions/", "tables/persons/")),
+            _allow("SessionGap", ["dynamodb:GetItem"], [table_arn(n.APPS_TABLE)]),
         ]
     result += search_statements(function, names)
     return _merge_sids(result)

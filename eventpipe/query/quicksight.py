@@ -16,7 +16,8 @@ The data sets query the Athena views ``<database>.<metric>`` in DIRECT_QUERY
 mode, one per metric of ``metrics.yaml``; their columns and the dashboard's
 visuals follow the metrics and the measure registry (:mod:`.dashboard`).  With
 ``app_id`` each data set is a custom SQL query ``... WHERE app_id = '<app>'``
-and gets its own ids, so an app's dashboard shows only that app's rows.  That
+and gets its own ids, so an app's dashboard shows only that app's rows; an app's setup also
+makes data sets over its ``sessions`` and ``persons`` tables (:func:`insight_data_set_request`).  That
 is a data-set filter, not row-level security: it only isolates apps if the
 app's readers are given just these data sets and dashboard (not the
 unrestricted ones nor the data source).
@@ -118,6 +119,39 @@ def data_set_request(account_id: str, view: str, columns: list[dict], data_sourc
     return {"AwsAccountId": account_id, "DataSetId": data_set_id(view, app_id), "Name": name,
             "PhysicalTableMap": {table_id: physical}, "ImportMode": "DIRECT_QUERY",
             **_permissions(principal_arn, DATA_SET_ACTIONS)}
+
+
+#: QuickSight column types of the insight tables' Hive types (arrays are given as comma-joined text).
+_INSIGHT_TYPES = {"string": "STRING", "bigint": "INTEGER", "int": "INTEGER", "double": "DECIMAL",
+                  "timestamp": "DATETIME", "boolean": "BOOLEAN"}
+
+
+def insight_tables() -> dict[str, list[dict]]:
+    """``{table: Glue columns}`` of the sessions and persons tables (partitions included)."""
+    from chalicelib.lake.glue import insight_table_inputs
+
+    return {t["Name"]: t["StorageDescriptor"]["Columns"] + t["PartitionKeys"] for t in insight_table_inputs("bucket")}
+
+
+def insight_data_set_request(account_id: str, table: str, data_source_arn: str, database: str, app_id: str,
+                             principal_arn: str | None = None) -> dict:
+    """CreateDataSet over the ``sessions`` or ``persons`` table of one app (DIRECT_QUERY, custom SQL):
+    their ``app_id`` is an injected partition, so every query must name the app."""
+    _check_app(app_id)
+    columns, select = [], []
+    for column in insight_tables()[table]:
+        name, hive = column["Name"], column["Type"]
+        if hive.startswith("array<"):
+            select.append(f"array_join({_quote(name)}, ',') AS {_quote(name)}")
+            columns.append({"Name": name, "Type": "STRING"})
+        else:
+            select.append(_quote(name))
+            columns.append({"Name": name, "Type": _INSIGHT_TYPES[hive]})
+    sql = f"SELECT {', '.join(select)} FROM {_quote(database)}.{_quote(table)} WHERE {_quote('app_id')} = '{app_id}'"
+    return {"AwsAccountId": account_id, "DataSetId": data_set_id(table, app_id), "Name": f"eventpipe {app_id} {table}",
+            "PhysicalTableMap": {table: {"CustomSql": {"DataSourceArn": data_source_arn, "Name": table,
+                                                       "SqlQuery": sql, "Columns": columns}}},
+            "ImportMode": "DIRECT_QUERY", **_permissions(principal_arn, DATA_SET_ACTIONS)}
 
 
 def dashboard_request(account_id: str, data_set_arns: Mapping[str, str], app_id: str | None = None,
@@ -244,6 +278,12 @@ def setup(client, account_id: str, *, workgroup: str = "primary", principal_arn:
         response, created = _create_or_update(client, "data_set", request, sleep)
         data_set_arns[view] = response["Arn"]
         report.append(f"data set {request['DataSetId']} ({database}.{view}): {verb(created)}")
+
+    # 2b. the app's sessions and persons tables (they need an app: app_id is an injected partition)
+    for table in insight_tables() if app_id else ():
+        request = insight_data_set_request(account_id, table, data_source_arn, database, app_id, principal_arn)
+        _, created = _create_or_update(client, "data_set", request, sleep)
+        report.append(f"data set {request['DataSetId']} ({database}.{table}): {verb(created)}")
 
     # 3. dashboard: each create/update makes a version; an update's must be published
     request = dashboard_request(account_id, data_set_arns, app_id, principal_arn, hours, metrics)

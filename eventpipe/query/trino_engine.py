@@ -326,7 +326,8 @@ class TrinoAthena:
         for table in self.definitions:
             if is_iceberg(table.get("Parameters")):
                 self._redirect_to_iceberg(table["Name"])
-            else:
+            else:  # a table without files yet is empty on S3 (Athena): Trino wants its directory
+                (self.root / "lake" / table["StorageDescriptor"]["Location"][5:]).mkdir(parents=True, exist_ok=True)
                 self.execute(create_table_sql(table, self.qualified(table["Name"]), self.location))
 
     def location(self, s3_location: str) -> str:

@@ -18,13 +18,13 @@ import numpy as np
 
 from chalicelib.processing import ddsketch
 from tests.factories.lake import T0
-from tests.factories.query_lake import HOUR, MINUTE, LakeData, raw_events, view_truth
+from tests.factories.query_lake import HOUR, MINUTE, LakeData, dedupe, raw_events, view_truth
 
 APPS = ("alpha", "beta")
 KEYS = {"alpha": "alpha-key", "beta": "beta-key"}  # the API key of each app
 VIEWS = ("event_counts", "class_activity", "region_activity", "active_users_5m", "match_duration")
 QUERIES = ("events_per_minute", "daily_active_users", "top_users", "class_activity", "region_heatmap",
-           "late_events", "bad_rows_by_reason", "active_users", "match_durations")
+           "late_events", "bad_rows_by_reason", "active_users", "match_durations", "sessions")
 #: Named queries checked on a lake of their own (tests/integration/query/test_insights_sql.py), and the
 #: parameters without a default they need to run here.
 INSIGHT_QUERIES = ("funnel", "retention")
@@ -270,10 +270,31 @@ def active_users(run: Run, data: LakeData, app: str) -> None:
         assert row["users"] == len(truth[(ms(row["window_start"]), None)].users)
 
 
+def sessions(run: Run, data: LakeData, app: str) -> None:
+    """The sessions table holds the finalized hour (12:00): the events archived by then, deduplicated,
+    cut where a user's next event comes more than 30 minutes after the previous one."""
+    events = [e for e in dedupe(data.events(data.archived[:data.archived_at_final]))
+              if e["app_id"] == app and e.get("user_id") and T0 <= e["event_time"] < T0 + HOUR]
+    found: list[list] = []  # [user, start, end, events]
+    for e in sorted(events, key=lambda e: (e["user_id"], e["event_time"], e["event_id"])):
+        if found and found[-1][0] == e["user_id"] and e["event_time"] - found[-1][2] <= 30 * MINUTE:
+            found[-1][2], found[-1][3] = e["event_time"], found[-1][3] + 1
+        else:
+            found.append([e["user_id"], e["event_time"], e["event_time"], 1])
+    durations = sorted(end - start for _, start, end, _ in found)
+    n = len(durations)
+    (row,) = run("sessions", app)
+    assert n > 10
+    assert row == {"sessions": n, "users": len({s[0] for s in found}), "events": len(events),
+                   "bounces": sum(1 for s in found if s[3] == 1),
+                   "bounce_rate": sum(1 for s in found if s[3] == 1) / n,
+                   "median_duration_s": (durations[(n - 1) // 2] + durations[n // 2]) / 2 / 1000}
+
+
 QUERY_CHECKS = {"events_per_minute": events_per_minute, "daily_active_users": daily_active_users,
                 "top_users": top_users, "class_activity": class_activity, "region_heatmap": region_heatmap,
                 "late_events": late_events, "bad_rows_by_reason": bad_rows_by_reason, "active_users": active_users,
-                "match_durations": match_durations}
+                "match_durations": match_durations, "sessions": sessions}
 
 
 # ------------------------------------------------------------------ exact distinct counts (app gamma)

@@ -127,6 +127,13 @@ def test_active_users(lake, app):
     checks.active_users(lambda *a, **k: run(service, *a, **k), data, app)
 
 
+@pytest.mark.parametrize("app", APPS)
+def test_sessions_query_over_the_sessions_table(lake, app):
+    """The sessions named query: session metrics of the finalized hour, as plain Python counts them."""
+    _, data, service = lake
+    checks.sessions(lambda *a, **k: run(service, *a, **k), data, app)
+
+
 # ------------------------------------------------------------------ keys and isolation
 def test_a_key_queries_its_own_app_only(lake):
     _, data, service = lake

@@ -78,7 +78,8 @@ def test_every_glue_table_is_registered_with_its_columns_partitions_and_projecti
     definitions = glue_tables(clients.glue, clients.settings.glue_database)
     from chalicelib.processing import load_metrics
     assert sorted(engine.tables) == sorted(t["Name"] for t in definitions)
-    assert len(definitions) == 2 + len(load_metrics().metrics)  # events, bad_rows, one rollup per metric
+    # events, bad_rows, sessions, persons, one rollup per metric
+    assert len(definitions) == 4 + len(load_metrics().metrics)
     [iceberg] = [t for t in definitions if t["Parameters"].get("table_type") == "ICEBERG"]
     assert iceberg["Name"] == "events"
     for table in definitions:

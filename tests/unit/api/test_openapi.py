@@ -79,6 +79,8 @@ def test_every_route_with_a_key_documents_401_and_429_with_retry_after():
     ("/v1/insights/retention", {"200", "202", "400", "401", "429", "503"}),
     ("/v1/insights/queries/{query_id}", {"200", "202", "401", "404", "429", "503"}),
     ("/v1/insights/event-types", {"200", "401", "429", "503"}),
+    ("/v1/sessions", {"200", "400", "401", "429", "503"}),
+    ("/v1/persons/{user_id}", {"200", "400", "401", "404", "429", "503"}),
     ("/v1/health", {"200", "503"}),
     ("/dashboard", {"200", "503"}),
     ("/dashboard/{name}", {"200", "404", "503"}),

@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from chalicelib.api.errors import BadRequest, TooManyRequests
-from chalicelib.api.read_costs import ReadGuard, insight_cost, metrics_cost, pipeline_cost
+from chalicelib.api.read_costs import (PERSON_TOKENS, ReadGuard, insight_cost, metrics_cost, person_cost, pipeline_cost,
+                                       sessions_cost)
 
 DAY = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
 WEEK = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-08T00:00:00Z"}
@@ -19,6 +20,15 @@ def test_a_read_costs_tokens_in_proportion_to_what_it_reads():
     assert pipeline_cost({}) == 100 and pipeline_cost(DAY) == 100 and pipeline_cost(WEEK) == 400
     assert pipeline_cost({"from": "2026-01-01T00:00:00Z"}) == 400  # up to now: charged as the maximum range
     assert metrics_cost({"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}) == 85  # capped (400 follows)
+
+
+def test_session_and_person_reads_cost_what_they_read():
+    """Sessions: 1 + one per UTC day the range may touch (one file each; default 7 days, at most 31);
+    a person: a fixed PERSON_TOKENS (one file of the app's persons)."""
+    assert sessions_cost(DAY) == 3 and sessions_cost(WEEK) == 9 and sessions_cost({}) == 9
+    assert sessions_cost({"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}) == 32  # capped
+    assert sessions_cost({"from": "yesterday"}) == 1
+    assert person_cost({}) == PERSON_TOKENS == 5
 
 
 @pytest.mark.parametrize("params", [{"from": "yesterday", "to": "2026-01-01T00:00:00Z"},

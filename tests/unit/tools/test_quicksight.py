@@ -49,6 +49,10 @@ def all_requests() -> list[tuple[str, str, dict]]:
                 ds = qs.data_set_request(ACCOUNT, view, COLUMNS[view], SOURCE_ARN, "eventpipe", app_id, principal)
                 out.append((f"{view}/{app_id}/{tag}", "create_data_set", ds))
                 out.append((f"{view}/{app_id}/{tag}", "update_data_set", qs.update_request("data_set", ds)))
+            for table in qs.insight_tables() if app_id else ():
+                ds = qs.insight_data_set_request(ACCOUNT, table, SOURCE_ARN, "eventpipe", app_id, principal)
+                out.append((f"{table}/{app_id}/{tag}", "create_data_set", ds))
+                out.append((f"{table}/{app_id}/{tag}", "update_data_set", qs.update_request("data_set", ds)))
             dash = qs.dashboard_request(ACCOUNT, set_arns(app_id), app_id, principal)
             out.append((f"dashboard/{app_id}/{tag}", "create_dashboard", dash))
             out.append((f"dashboard/{app_id}/{tag}", "update_dashboard", qs.update_request("dashboard", dash)))
@@ -210,6 +214,22 @@ def test_data_set_over_the_view_or_restricted_to_one_app():
                             app_id="x' OR '1'='1")
 
 
+def test_an_apps_sessions_and_persons_data_sets_name_the_app_and_the_table_columns():
+    """Rule: the insight data sets read one app's rows of the Glue tables (app_id is an injected
+    partition there), with every column of the table (arrays as comma-joined text)."""
+    sessions = qs.insight_data_set_request(ACCOUNT, "sessions", SOURCE_ARN, "eventpipe", "demo")
+    sql = sessions["PhysicalTableMap"]["sessions"]["CustomSql"]
+    assert sql["SqlQuery"].endswith('FROM "eventpipe"."sessions" WHERE "app_id" = \'demo\'')
+    assert [c["Name"] for c in sql["Columns"]] == ["session_id", "user_id", "session_start", "session_end",
+                                                    "duration_ms", "events", "entry_event_type", "exit_event_type",
+                                                    "app_id", "dt"]
+    assert {c["Name"]: c["Type"] for c in sql["Columns"]}["session_start"] == "DATETIME"
+    persons = qs.insight_data_set_request(ACCOUNT, "persons", SOURCE_ARN, "eventpipe", "demo")["PhysicalTableMap"]
+    assert "array_join(\"aliases\", ',') AS \"aliases\"" in persons["persons"]["CustomSql"]["SqlQuery"]
+    with pytest.raises(ValueError):
+        qs.insight_data_set_request(ACCOUNT, "sessions", SOURCE_ARN, "eventpipe", "x' OR '1'='1")
+
+
 def test_data_source_request():
     assert qs.data_source_request(ACCOUNT, "analytics") == {
         "AwsAccountId": ACCOUNT, "DataSourceId": "eventpipe-athena", "Name": "eventpipe Athena", "Type": "ATHENA",
@@ -314,6 +334,11 @@ def test_setup_updates_existing_resources_grants_and_publishes(client):
             _exists(stubber, "create_data_set", ds)
             stubber.add_response("update_data_set", {"Arn": set_arn(view, "demo")}, qs.update_request("data_set", ds))
             stubber.add_response("update_data_set_permissions", {}, qs.permissions_request("data_set", ds))
+        for table in ("sessions", "persons"):
+            ds = qs.insight_data_set_request(ACCOUNT, table, SOURCE_ARN, "eventpipe", "demo", PRINCIPAL)
+            _exists(stubber, "create_data_set", ds)
+            stubber.add_response("update_data_set", {"Arn": set_arn(table, "demo")}, qs.update_request("data_set", ds))
+            stubber.add_response("update_data_set_permissions", {}, qs.permissions_request("data_set", ds))
         dash = qs.dashboard_request(ACCOUNT, set_arns("demo"), "demo", PRINCIPAL)
         version_arn = f"arn:aws:quicksight:{REGION}:{ACCOUNT}:dashboard/eventpipe-demo-dashboard/version/7"
         _exists(stubber, "create_dashboard", dash)
@@ -375,7 +400,8 @@ def test_setup_twice_on_moto():
         qs.setup(client, ACCOUNT, app_id="demo", principal_arn=PRINCIPAL, sleep=pytest.fail)
         backend = quicksight_backends[ACCOUNT][REGION]
         assert sorted(backend.data_sets) == sorted([qs.data_set_id(v) for v in VIEWS]
-                                                   + [qs.data_set_id(v, "demo") for v in VIEWS])
+                                                   + [qs.data_set_id(v, "demo") for v in VIEWS]
+                                                   + [qs.data_set_id(t, "demo") for t in ("sessions", "persons")])
         # the definition went over the wire (REST/JSON) and came back unchanged
         stored = backend.dashboards["eventpipe-demo-dashboard"]
         arns = {v: backend.data_sets[qs.data_set_id(v, "demo")].arn for v in VIEWS}
