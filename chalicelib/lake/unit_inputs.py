@@ -38,7 +38,7 @@ class ArchiveReader:
 
     def raw_events(self, unit: Unit) -> pa.Table:
         """The unit's deduplicated raw rows: its app, its slice's event-time range."""
-        start, end = unit.event_range(units.spill_ms(self._metrics))
+        start, end = unit.event_range(self._metrics)
         return self._raw.read_app_deduped(unit.app_id, start, end)
 
     # ------------------------------------------------------------------------------ partials

@@ -15,6 +15,7 @@ key: a metric without keys has one group per window (it could not be split), and
 different keys would each need the whole hour, so the read could not be pruned; a window range
 prunes the read itself (Parquet statistics on ``event_time``), which is what bounds a unit's
 memory. A window longer than a slice's range only widens that slice's read (by the window).
+Slice bounds need not align with any window: a window belongs to the slice its start falls in.
 """
 
 from __future__ import annotations
@@ -56,10 +57,13 @@ class Unit:
         return (start + self.slice * layout.HOUR_MS // self.slices,
                 start + (self.slice + 1) * layout.HOUR_MS // self.slices)
 
-    def event_range(self, spill_ms: int) -> tuple[int, int]:
-        """[start, end) of the event times the unit reads; ``spill_ms``: max(size - slide) of the metrics."""
+    def event_range(self, metrics) -> tuple[int, int]:
+        """[start, end) of the event times the unit reads: every event of every window it owns
+        (the last window a metric starts before the slice's end, to that window's end)."""
         start, end = self.window_range
-        return start, end + spill_ms
+        last = max((((end - 1) // m.window.slide_ms) * m.window.slide_ms + m.window.size_ms
+                    for m in metrics.metrics), default=end)
+        return start, max(end, last)
 
     def message(self) -> str:
         return orjson.dumps({"app_id": self.app_id, "dt": self.dt, "hour": self.hour,
@@ -84,11 +88,6 @@ def slices_for(rows: int, rows_per_unit: int = ROWS_PER_UNIT) -> int:
 def units_of(app_id: str, dt: str, hour: str, rows: int, rows_per_unit: int = ROWS_PER_UNIT) -> list[Unit]:
     n = slices_for(rows, rows_per_unit)
     return [Unit(app_id, dt, hour, k, n) for k in range(n)]
-
-
-def spill_ms(metrics) -> int:
-    """How far past its last window start a slice reads: the longest window's overhang."""
-    return max((m.window.size_ms - m.window.slide_ms for m in metrics.metrics), default=0)
 
 
 def hour_closed(metrics, dt: str, hour: str, now_ms: int, close_delay_ms: int) -> bool:

@@ -198,9 +198,18 @@ class Container:
     def finalizer(self):
         from chalicelib.lake.finalizer import Finalizer
         s = self.settings
+        dispatch = None
+        if s.finalize_queue_url:  # the units go to the finalize_worker function through SQS
+            from chalicelib.lake.unit_queue import UnitQueue
+            dispatch = UnitQueue(self.clients.sqs, s.finalize_queue_url).send
         return Finalizer(self.clients.s3, s.bucket, self.state, self.metrics, clock_ms,
                          grace_ms=s.finalize_grace_s * 1000, close_delay_ms=s.finalize_close_delay_s * 1000,
-                         raw=self.raw_table)
+                         raw=self.raw_table, dispatch=dispatch)
+
+    @property
+    def finalize_worker(self):
+        """One finalization unit at a time (the finalize_worker function; backfill and replay call it too)."""
+        return self.finalizer.worker
 
     @functools.cached_property
     def indexing(self):

@@ -21,8 +21,11 @@ Which calls each function makes (from chalicelib):
 * commit_events: the raw events Iceberg table's one writer: reads and deletes staged files and its
   journals, reads, writes and deletes the table's files under tables/events/; Glue GetDatabase,
   GetTable, CreateTable (first run), UpdateTable (each commit); state table (progress, sweeps).
-* finalize_windows: reads the raw table (Glue GetTable, tables/events/) and rollups/, writes and
-  deletes rollups/; state table.
+* finalize_windows: the planner: reads the raw table's metadata (Glue GetTable, tables/events/) and
+  rollups/, writes its bookkeeping and deletes covered partials under rollups/; state table (the
+  committer's progress); sends units to the finalize-units queue (backfill requests compute here).
+* finalize_worker: the SQS mapping (receive, delete, attributes of the finalize-units queue); reads
+  the raw table and rollups/, writes rollups/ (never deletes); state table reads.
 * search_retention: lists and deletes daily indices.
 """
 
@@ -112,6 +115,18 @@ def statements(function: str, names: StageNames) -> list[dict]:
             # The SDK-compatible routes keep the messages they refuse (chalicelib/ingest/sdk.py).
             _allow("WriteBadRows", ["s3:PutObject"], _objects("bad-rows/ingest/")),
         ]
+    if function in n.QUEUE_CONSUMERS:  # what Lambda's SQS event source mapping needs from the role
+        result.append(_allow("ReadQueue", ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                                           "sqs:ChangeMessageVisibility"],
+                             [{"Fn::GetAtt": [n.QUEUE_CONSUMERS[function], "Arn"]}]))
+    if function == "finalize_worker":
+        result += [
+            _allow("State", ["dynamodb:GetItem"], [table_arn(n.STATE_TABLE)]),
+            _allow("ListLake", ["s3:ListBucket"], [bucket_arn()]),
+            _allow("ReadEvents", ["s3:GetObject"], _objects("tables/events/")),
+            _allow("RawTableCatalog", ["glue:GetDatabase", "glue:GetTable"], glue_arns(names)),
+            _allow("Rollups", ["s3:GetObject", "s3:PutObject"], _objects("rollups/")),
+        ]
     if function in ("aggregate_events", "finalize_windows", "commit_events"):
         result.append(_allow("State", ["dynamodb:GetItem", "dynamodb:PutItem"], [table_arn(n.STATE_TABLE)]))
     if function == "archive_events":
@@ -134,6 +149,7 @@ def statements(function: str, names: StageNames) -> list[dict]:
             _allow("ReadEvents", ["s3:GetObject"], _objects("tables/events/")),
             _allow("RawTableCatalog", ["glue:GetDatabase", "glue:GetTable"], glue_arns(names)),
             _allow("Rollups", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], _objects("rollups/")),
+            _allow("SendUnits", ["sqs:SendMessage"], [{"Fn::GetAtt": [n.FINALIZE_QUEUE, "Arn"]}]),
         ]
     result += search_statements(function, names)
     return _merge_sids(result)
