@@ -15,7 +15,9 @@ Order, so that every reader and every re-run stays exact:
    them has one older than the grace period.
 
 A unit killed anywhere in between leaves the previous head (or the new complete one) in place:
-readers see whole finals of one computation per (metric, app, hour), never half of two.
+readers see whole finals of one computation per (metric, app, hour), never half of two. The done
+marker records the ETags of the files it switched to, so a unit that read an older snapshot and
+wrote last is detected (:meth:`FinalWriter.verified`) and the (app, hour) runs again.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pyarrow as pa
 
 from chalicelib.lake import layout, units
 from chalicelib.lake.final_rows import DEFINITION_KEY, encode_final
-from chalicelib.lake.s3io import get_bytes, list_keys
+from chalicelib.lake.s3io import get_bytes, head, list_keys
 from chalicelib.lake.units import Unit
 from chalicelib.processing import MetricSet, encode_parquet, partials_schema
 from chalicelib.lake.sql_sketch import register_columns
@@ -68,8 +70,7 @@ class FinalWriter:
                 return False
         else:
             manifests = [only]
-        if slices > 1:
-            self._write_heads(app_id, dt, hour, fingerprint, slices)
+        heads = self._write_heads(app_id, dt, hour, fingerprint, slices) if slices > 1 else {}
         covers: dict[str, dict[str, str]] = {}
         for metric in self._metrics.metrics:  # a partial is covered when every slice covered it
             common = None
@@ -77,7 +78,7 @@ class FinalWriter:
                 mine = set(m["covers"].get(metric.name, {}).items())
                 common = mine if common is None else common & mine
             covers[metric.name] = dict(sorted(common or ()))
-        finals = {m_name: keys for m in manifests for m_name, keys in m["finals"].items()} if slices == 1 else {}
+        finals = {m_name: keys for m in manifests for m_name, keys in m["finals"].items()} if slices == 1 else heads
         body = {"fp": fingerprint, "slices": slices, "finalized_at": finalized_at, "covers": covers,
                 "finals": finals}
         self._put(units.done_key(dt, hour, app_id, fingerprint, finalized_at),
@@ -96,11 +97,28 @@ class FinalWriter:
         bodies = [get_bytes(self._s3, self._bucket, present[k]) for k in range(slices)]
         return None if any(b is None for b in bodies) else [orjson.loads(b) for b in bodies]
 
-    def _write_heads(self, app_id: str, dt: str, hour: str, fingerprint: str, slices: int) -> None:
+    def verified(self, done_key: str) -> bool:
+        """Whether the app's final files (or heads) are still the ones written with this done marker.
+        A unit that read an older snapshot and wrote after a newer unit leaves other ETags: the
+        (app, hour) is then due again (the planner checks recent markers: see planner.py)."""
+        body = get_bytes(self._s3, self._bucket, done_key)
+        if body is None:
+            return False
+        for keys in orjson.loads(body).get("finals", {}).values():
+            for key, etag in keys.items():
+                found = head(self._s3, self._bucket, key)
+                if found is None or found.get("ETag") != etag:
+                    return False
+        return True
+
+    def _write_heads(self, app_id: str, dt: str, hour: str, fingerprint: str, slices: int) -> dict:
         names = orjson.dumps([layout.slice_name(k, slices, fingerprint) for k in range(slices)])
+        heads = {}
         for metric in self._metrics.metrics:
             table = register_columns(partials_schema(metric).empty_table())
             table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                    DEFINITION_KEY: metric.fingerprint.encode(),
                                                    layout.SLICES_KEY: names})
-            self._put(layout.final_key(metric, dt, hour, app_id), encode_parquet(table))
+            key = layout.final_key(metric, dt, hour, app_id)
+            heads[metric.name] = {key: self._put(key, encode_parquet(table))}
+        return heads

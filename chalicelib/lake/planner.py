@@ -17,6 +17,12 @@ has not seen before.
   archived every record those partials came from.
 
 Apps that are not due are left alone: a late event of one app re-finalizes that app's hour only.
+
+Concurrency: two units of one (app, hour) may run at once (a re-delivered message, a planner run
+while a unit is still working). One that read an older snapshot could write its finals after the
+newer one wrote its done marker. A unit reads at its start and ends within the worker's timeout,
+so for :data:`VERIFY_MS` after a done marker the planner checks that the finals still carry the
+ETags the marker recorded (one HEAD per metric), and runs the (app, hour) again if not.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ from chalicelib.lake.s3io import list_keys
 from chalicelib.lake.unit_inputs import ArchiveReader
 from chalicelib.lake.units import Unit
 from chalicelib.processing import MetricSet
+
+#: How long after a done marker the planner checks the finals are still the marker's (the worker's
+#: 900 s timeout, plus margin: a unit that started before the marker finished by then).
+VERIFY_MS = 20 * 60_000
 
 
 @dataclass
@@ -89,18 +99,20 @@ class Planner:
             app_files = files.get((app, dt, hour), [])
             n = units.slices_for(sum(c for _, c in app_files), self._rows_per_unit)
             fp = units.input_fingerprint([f for f, _ in app_files], definitions, n)
-            if app not in new_apps and fp in done.get(app, {}):
-                plan.done_at[app] = done[app][fp]
-            elif app not in new_apps and slices.get((app, fp, n), set()) >= set(range(n)) \
+            at, key = done.get(app, {}).get(fp, (None, None))
+            if app not in new_apps and at is not None and (self._clock_ms() - at >= VERIFY_MS
+                                                            or self._writer.verified(key)):
+                plan.done_at[app] = at
+            elif app not in new_apps and at is None and n > 1 and slices.get((app, fp, n), set()) >= set(range(n)) \
                     and self._writer.complete(app, dt, hour, fp, n, self._clock_ms()):
                 pass  # every slice was written, the switch was not (two last slices at once): made now
             else:
                 plan.units += units.units_of(app, dt, hour, sum(c for _, c in app_files), self._rows_per_unit)
         return plan
 
-    def _bookkeeping(self, dt: str, hour: str) -> tuple[dict[str, dict[str, int]], dict[tuple, set[int]]]:
-        """app -> {fingerprint: newest done time}, and (app, fp, n) -> the slices written."""
-        done: dict[str, dict[str, int]] = {}
+    def _bookkeeping(self, dt: str, hour: str) -> tuple[dict[str, dict[str, tuple[int, str]]], dict[tuple, set[int]]]:
+        """app -> {fingerprint: (newest done time, its key)}, and (app, fp, n) -> the slices written."""
+        done: dict[str, dict[str, tuple[int, str]]] = {}
         slices: dict[tuple, set[int]] = {}
         for obj in list_keys(self._s3, self._bucket, units.hour_prefix(dt, hour)):
             parsed = units.parse_unit_key(obj["Key"])
@@ -108,7 +120,8 @@ class Planner:
                 continue
             app, kind, f = parsed
             if kind == "done":
-                done.setdefault(app, {})[f["fp"]] = max(f["at"], done.get(app, {}).get(f["fp"], f["at"]))
+                done.setdefault(app, {})[f["fp"]] = max((f["at"], obj["Key"]),
+                                                        done.get(app, {}).get(f["fp"], (f["at"], obj["Key"])))
             else:
                 slices.setdefault((app, f["fp"], f["n"]), set()).add(f["k"])
         return done, slices
