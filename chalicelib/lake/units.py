@@ -27,9 +27,10 @@ import orjson
 
 from chalicelib.lake import layout
 
-#: Raw rows one unit may hold. Measured by bench/finalize.py (see its docstring): ~140 MB peak RSS
-#: per million events in a unit, so 8M rows keep a unit near 1.2 GB, well under the 3 GB bound.
-ROWS_PER_UNIT = 8_000_000
+#: Raw rows one unit may hold. Measured (bench/finalize.py --events 1e6 --s3 files, 2026-12-07): a
+#: unit's peak RSS is ~130 MB (interpreter) + ~1,010 MB per million raw rows (every metric, exact
+#: distinct sets, 50k users), so 2.5M rows keep a unit at ~2.65 GB, under the 3 GB bound.
+ROWS_PER_UNIT = 2_500_000
 #: More slices than this make slices shorter than a minute (the smallest window slide in use).
 MAX_SLICES = 60
 UNITS_PREFIX = f"{layout.ROLLUPS_PREFIX}_units/"
