@@ -54,6 +54,23 @@ def cmd_lake(args) -> int:
     return 0
 
 
+def _queue_status(container) -> None:
+    """The finalize-units queue: units waiting and in flight, and the dead letters (``eventpipe redrive``)."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.lake.unit_queue import UnitQueue
+
+    sqs, name = container.clients.sqs, container.settings.finalize_queue
+    try:
+        queue = UnitQueue(sqs, sqs.get_queue_url(QueueName=name)["QueueUrl"]).depth()
+        dead = UnitQueue(sqs, sqs.get_queue_url(QueueName=f"{name}-dlq")["QueueUrl"]).depth()
+    except ClientError as exc:
+        print(f"finalize units: queue {name} unavailable ({exc.response['Error'].get('Code')})")
+        return
+    print(f"finalize units ({name}): {queue['visible']} waiting, {queue['in_flight']} in flight; "
+          f"dead letters: {dead['visible'] + dead['in_flight']} (eventpipe redrive --consumer finalize_worker)")
+
+
 def _lake_status(container) -> int:
     """Staged files waiting, the table's partitions (files, rows) and its newest snapshots."""
     from chalicelib.lake import layout, s3io
@@ -62,6 +79,7 @@ def _lake_status(container) -> int:
     s = container.settings
     staged = list(s3io.list_keys(container.clients.s3, s.bucket, layout.STAGING_PREFIX))
     print(f"staged: {len(staged)} file(s), {sum(o['Size'] for o in staged):,} bytes (committed by commit_events)")
+    _queue_status(container)
     partitions = container.raw_table.partitions()
     print(f"table {s.glue_database}.events: {len(partitions)} partition(s)")
     for (app_id, dt, hour), files in sorted(partitions.items()):

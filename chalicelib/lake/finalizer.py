@@ -36,7 +36,7 @@ from chalicelib.lake import layout
 from chalicelib.lake.final_rows import DEFINITION_KEY  # noqa: F401 - re-exported
 from chalicelib.lake.final_writer import FinalWriter
 from chalicelib.lake.planner import HourPlan, PartialCleaner, Planner
-from chalicelib.lake.raw_table import RawTable
+from chalicelib.lake.raw_table import RawTable, hours_between
 from chalicelib.lake.state import StateStore
 from chalicelib.lake.unit_inputs import ArchiveReader
 from chalicelib.lake.unit_worker import FinalizeWorker, UnitReport
@@ -115,8 +115,10 @@ class Finalizer:
 
     # ------------------------------------------------------------------------------ backfill
     def apps_of_hour(self, dt: str, hour: str) -> list[str]:
-        """Apps with raw rows in the hour or rows in its partials (every metric)."""
-        apps = {a for a, _, _ in self._raw.partition_files([(dt, hour)])}
+        """Apps with raw rows the hour's windows read (a window may end in the next hour) or rows in
+        its partials (every metric)."""
+        start, end = Unit("-", dt, hour).event_range(self._metrics)
+        apps = {a for a, _, _ in self._raw.partition_files(hours_between(start, end))}
         for metric in self._metrics.metrics:
             for key in self._reader.partial_etags(metric, dt, hour):
                 apps |= set(self._reader.apps_of(key) or ())
