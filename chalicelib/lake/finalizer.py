@@ -61,6 +61,8 @@ class PartitionReport:
     events: int = 0
 
 
+#: Queued units are sent again after this long without a done marker (a worker's 900 s timeout, plus margin).
+RESEND_MS = 20 * 60_000
 #: Sends units to the workers (the SQS queue on AWS); None runs them in this process.
 Dispatch = Callable[[list[Unit]], None]
 
@@ -75,7 +77,10 @@ class Finalizer:
         reader = ArchiveReader(s3, bucket, metrics, raw, state)
         writer = FinalWriter(s3, bucket, metrics)
         self.worker = FinalizeWorker(reader, writer, metrics, clock_ms, close_delay_ms, rows_per_unit)
-        self.planner = Planner(s3, bucket, metrics, raw, reader, writer, clock_ms, close_delay_ms, rows_per_unit)
+        # Units sent to the queue are not sent again while a worker may still hold them (its timeout).
+        resend_ms = 0 if dispatch is None else RESEND_MS
+        self.planner = Planner(s3, bucket, metrics, raw, reader, writer, clock_ms, close_delay_ms, rows_per_unit,
+                               resend_ms)
         self.cleaner = PartialCleaner(s3, bucket, clock_ms, grace_ms)
         self._reader, self._raw = reader, raw
         self._backfilled: dict[tuple[str, str], list[UnitReport]] = {}

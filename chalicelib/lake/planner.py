@@ -40,6 +40,8 @@ from chalicelib.lake.unit_inputs import ArchiveReader
 from chalicelib.lake.units import Unit
 from chalicelib.processing import MetricSet
 
+#: The key of ``_seen.json`` holding app -> when its units were last sent to the queue.
+IN_FLIGHT = "~sent"
 #: How long after a done marker the planner checks the finals are still the marker's (the worker's
 #: 900 s timeout, plus margin: a unit that started before the marker finished by then).
 VERIFY_MS = 20 * 60_000
@@ -55,12 +57,16 @@ class HourPlan:
     waiting: bool = False                        # new partials whose records are not archived yet
     units: list[Unit] = field(default_factory=list)
     done_at: dict[str, int] = field(default_factory=dict)  # app -> when its current inputs were finalized
+    in_flight: dict[str, int] = field(default_factory=dict)  # app -> when its units were sent (not done yet)
 
 
 class Planner:
     def __init__(self, s3, bucket: str, metrics: MetricSet, raw: RawTable, reader: ArchiveReader,
                  writer: FinalWriter, clock_ms: Callable[[], int], close_delay_ms: int = 60_000,
-                 rows_per_unit: int = units.ROWS_PER_UNIT) -> None:
+                 rows_per_unit: int = units.ROWS_PER_UNIT, resend_ms: int = 0) -> None:
+        """``resend_ms``: units sent to the queue less than this long ago are not sent again (the
+        worker's visibility timeout: SQS brings a failed one back by itself); 0 when they run here."""
+        self._resend_ms = resend_ms
         self._s3, self._bucket, self._metrics, self._raw = s3, bucket, metrics, raw
         self._reader, self._writer, self._clock_ms = reader, writer, clock_ms
         self._close_delay_ms, self._rows_per_unit = close_delay_ms, rows_per_unit
@@ -81,6 +87,7 @@ class Planner:
     def _plan_hour(self, dt: str, hour: str, partials: dict[str, dict[str, str]],
                    files: dict[tuple[str, str, str], list[tuple[str, int]]]) -> HourPlan:
         plan = HourPlan(dt, hour, partials, self._reader.seen(dt, hour))
+        plan.in_flight = plan.seen.pop(IN_FLIGHT, {}) if self._resend_ms else {}
         current = {k: e for keys in partials.values() for k, e in keys.items()}
         fresh = sorted(k for k, e in current.items() if plan.seen.get(k, {}).get("etag") != e)
         if fresh and not self._reader.archived(fresh):
@@ -106,6 +113,9 @@ class Planner:
             elif app not in new_apps and at is None and n > 1 and slices.get((app, fp, n), set()) >= set(range(n)) \
                     and self._writer.complete(app, dt, hour, fp, n, self._clock_ms()):
                 pass  # every slice was written, the switch was not (two last slices at once): made now
+            elif self._resend_ms and self._clock_ms() - plan.in_flight.get(app, -self._resend_ms) < self._resend_ms \
+                    and app not in new_apps:
+                pass  # sent a moment ago and still working (or coming back from SQS by itself)
             else:
                 plan.units += units.units_of(app, dt, hour, sum(c for _, c in app_files), self._rows_per_unit)
         return plan
@@ -128,11 +138,15 @@ class Planner:
 
     def record(self, plan: HourPlan, planned_at: int) -> None:
         """After the hour's units were sent: its new partials are seen (with their apps, and when)."""
-        if not plan.new and all(k in plan.seen for keys in plan.partials.values() for k in keys):
+        sent = {u.app_id: planned_at for u in plan.units} if self._resend_ms else {}
+        if not plan.new and not sent and all(k in plan.seen for keys in plan.partials.values() for k in keys):
             return
         current = {k for keys in plan.partials.values() for k in keys}
-        seen = {k: v for k, v in plan.seen.items() if k in current}
+        seen: dict = {k: v for k, v in plan.seen.items() if k in current}
         seen.update({k: {**v, "at": planned_at} for k, v in plan.new.items()})
+        if self._resend_ms:
+            seen[IN_FLIGHT] = {**{a: t for a, t in plan.in_flight.items()
+                                  if planned_at - t < self._resend_ms}, **sent}
         self._s3.put_object(Bucket=self._bucket, Key=units.seen_key(plan.dt, plan.hour), Body=orjson.dumps(seen),
                             ContentType="application/json")
 

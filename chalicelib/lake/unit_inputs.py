@@ -76,7 +76,7 @@ class ArchiveReader:
     def seen(self, dt: str, hour: str) -> dict[str, dict]:
         """The planner's record of the hour's partials: key -> {etag, apps, at}."""
         body = get_bytes(self._s3, self._bucket, units.seen_key(dt, hour))
-        return orjson.loads(body) if body else {}
+        return orjson.loads(body) if body else {}  # (and "~sent": app -> when its units were queued)
 
     def archived(self, partial_keys: list[str]) -> bool:
         """True when the raw table holds every record the partials came from (the committer's progress)."""

@@ -59,3 +59,28 @@ def test_an_older_units_final_written_after_a_newer_done_marker_makes_the_hour_d
     assert "finalized" in {r.action for r in finalizer.run() if r.metric == "event_counts"}
     finalizer.run()  # cleanup of the covered partials
     assert_counts_match(lake.event_counts(), truth_event_counts(lines))
+
+
+def test_queued_units_are_not_sent_again_while_a_worker_may_hold_them(lake):
+    """Rule: the planner sends a due (app, hour) once, not again at each run while its units are in
+    flight (SQS brings a failed one back itself); after RESEND_MS without a done marker it sends again;
+    once the worker finished, nothing is due."""
+    from chalicelib.lake.finalizer import RESEND_MS
+
+    for batch in lambda_batches(canonical_lines(200, seed=51, duration_ms=30 * 60_000), seed=52):
+        lake.deliver(batch)
+    lake.committer.run()
+    lake.clock.now_ms = T0 + 3 * HOUR
+    sent: list = []
+    planner = Finalizer(lake.s3, lake.bucket, lake.state, lake.metrics, lake.clock, 0, raw=lake.raw,
+                        dispatch=sent.extend)
+    assert {r.action for r in planner.run()} == {"queued"}
+    first = list(sent)
+    assert first and planner.run() == [] and sent == first
+    lake.clock.now_ms += RESEND_MS
+    planner.run()
+    assert sent == first + first  # no done marker after the timeout: sent again
+    for unit in first:
+        planner.worker.run_unit(unit)
+    lake.clock.now_ms += RESEND_MS
+    assert [r for r in planner.run() if r.action == "queued"] == []
