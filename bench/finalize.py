@@ -54,6 +54,8 @@ TYPES = np.array(["session_start", "level_up", "purchase", "match_end", "gps_pin
 TYPE_WEIGHTS = np.array([8, 10, 6, 12, 50, 14], float) / 100
 CLASSES = np.array(["warrior", "mage", "archer", "rogue", "priest"])
 FILE_ROWS = 1_000_000
+#: The longest window of metrics.yaml: how far past its share of the hour a slice reads.
+OVERHANG = 5 * 60_000
 
 
 def _strings(*parts) -> pa.Array:  # noqa: ANN002 - arrays or scalars
@@ -176,7 +178,7 @@ def unit_on_moto(n_events: int, users: int, seed: int, rows_per_unit: int) -> li
         finalizer = Finalizer(clients.s3, clients.settings.bucket, state, load_metrics(), lambda: T0 + 3 * HOUR,
                               raw=raw, rows_per_unit=rows_per_unit)
         out = []
-        for unit in units_of(APP, *layout.dt_hour(T0), n_events, rows_per_unit):
+        for unit in units_of(APP, *layout.dt_hour(T0), n_events, rows_per_unit, OVERHANG):
             os.sched_yield()
             cpu0, wall0 = _cpu_s(), time.monotonic()
             base = _rss_mb()
@@ -191,7 +193,7 @@ def run_units(n: int, args: argparse.Namespace) -> dict:
     """Every unit of an N-event hour, each in a child; per-million figures."""
     from chalicelib.lake.units import slices_for
 
-    slices = slices_for(n, args.rows_per_unit)
+    slices = slices_for(n, args.rows_per_unit, OVERHANG)
     if args.s3 == "moto":
         results = json.loads(_child(["--child-moto", str(n)], args))
     else:
@@ -199,10 +201,12 @@ def run_units(n: int, args: argparse.Namespace) -> dict:
             started = time.monotonic()
             write_hour(root, n, args.users, args.seed)
             print(f"  wrote {n:,} events (+1 % re-sent) in {time.monotonic() - started:.0f} s", file=sys.stderr)
-            results = [json.loads(_child(["--child-files", root, str(k), str(slices)], args))
-                       for k in range(slices)]
-    cpu = sum(r["cpu_s"] for r in results)
-    return {"events": n, "units": slices, "max_peak_mb": max(r["peak_mb"] for r in results),
+            ks = range(slices)
+            if args.sample_units and slices > args.sample_units:  # first, last and evenly between
+                ks = sorted({round(i * (slices - 1) / (args.sample_units - 1)) for i in range(args.sample_units)})
+            results = [json.loads(_child(["--child-files", root, str(k), str(slices)], args)) for k in ks]
+    cpu = sum(r["cpu_s"] for r in results) * slices / len(results)
+    return {"events": n, "units": slices, "units_run": len(results), "max_peak_mb": max(r["peak_mb"] for r in results),
             "cpu_s": round(cpu, 1), "cpu_s_per_million": round(cpu / (n / 1e6), 2),
             "base_mb": max(r["base_mb"] for r in results),
             "peak_mb_per_million_in_unit": round(max((r["peak_mb"] - r["base_mb"]) / max(r["rows"], 1) * 1e6
@@ -231,8 +235,9 @@ def plan(apps: int, total: int, rows_per_unit: int, mb_per_million: float, cpu_p
 
     out = {}
     for name, sizes in (("1/rank", app_sizes(apps, total)), ("one app", [total])):
-        units = [(-(-size // slices_for(size, rows_per_unit)))
-                 for size in sizes for _ in range(slices_for(size, rows_per_unit))]
+        # a slice reads its 1/n of the hour plus the longest window (OVERHANG) of the next rows
+        units = [round(size * (1 / slices_for(size, rows_per_unit, OVERHANG) + OVERHANG / HOUR))
+                 for size in sizes for _ in range(slices_for(size, rows_per_unit, OVERHANG))]
         biggest = max(units)
         out[name] = {"apps": len(sizes), "units": len(units), "max_rows_per_unit": biggest,
                      "est_peak_gb": round((base_mb + biggest / 1e6 * mb_per_million) / 1024, 2), "limit_gb": 10,
@@ -247,8 +252,9 @@ def lag(apps: int, total: int, rows_per_unit: int, cpu_per_million: float, overh
     from chalicelib.lake.units import slices_for
 
     rng = np.random.default_rng(seed)
-    durations = sorted((overhead_s + -(-size // slices_for(size, rows_per_unit)) / 1e6 * cpu_per_million
-                        for size in app_sizes(apps, total) for _ in range(slices_for(size, rows_per_unit))),
+    durations = sorted((overhead_s + size * (1 / slices_for(size, rows_per_unit, OVERHANG) + OVERHANG / HOUR) / 1e6
+                        * cpu_per_million
+                        for size in app_sizes(apps, total) for _ in range(slices_for(size, rows_per_unit, OVERHANG))),
                        reverse=True)
     lags = []
     for _ in range(20):  # the close falls anywhere between two planner runs
@@ -278,6 +284,8 @@ def main() -> None:
     parser.add_argument("--mb-per-million", type=float, default=None)
     parser.add_argument("--cpu-per-million", type=float, default=None)
     parser.add_argument("--overhead-s", type=float, default=3.0, help="per unit: Iceberg planning, GETs, PUTs")
+    parser.add_argument("--sample-units", type=int, default=0, help="run only this many of the units (first, "
+                        "last, evenly between); CPU is scaled to all")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI): every part once")
     parser.add_argument("--child-files", nargs=3, metavar=("DIR", "K", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--child-moto", type=float, metavar="EVENTS", help=argparse.SUPPRESS)

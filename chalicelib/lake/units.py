@@ -27,9 +27,10 @@ import orjson
 
 from chalicelib.lake import layout
 
-#: Raw rows one unit may hold. Measured (bench/finalize.py --events 1e6 --s3 files, 2026-12-07): a
+#: Raw rows one unit may read. Measured (bench/finalize.py --events 1e6 20e6 --s3 files, 2026-12-07): a
 #: unit's peak RSS is ~130 MB (interpreter) + ~1,010 MB per million raw rows (every metric, exact
-#: distinct sets, 50k users), so 2.5M rows keep a unit at ~2.65 GB, under the 3 GB bound.
+#: distinct sets, 50k users), so 2.5M rows keep a unit at ~2.65 GB, under the 3 GB bound. A slice
+#: also reads the events of its last windows past its share of the hour (:func:`slices_for`).
 ROWS_PER_UNIT = 2_500_000
 #: More slices than this make slices shorter than a minute (the smallest window slide in use).
 MAX_SLICES = 60
@@ -81,13 +82,26 @@ class Unit:
             raise ValueError(f"not a finalization unit: {body!r:.200}") from exc
 
 
-def slices_for(rows: int, rows_per_unit: int = ROWS_PER_UNIT) -> int:
-    """How many slices an (app, hour) of ``rows`` raw rows is split into."""
-    return max(1, min(MAX_SLICES, -(-rows // max(1, rows_per_unit))))
+def overhang_ms(metrics) -> int:
+    """How far past its window range a slice may read: up to the longest window."""
+    return max((m.window.size_ms for m in metrics.metrics), default=0)
 
 
-def units_of(app_id: str, dt: str, hour: str, rows: int, rows_per_unit: int = ROWS_PER_UNIT) -> list[Unit]:
-    n = slices_for(rows, rows_per_unit)
+def slices_for(rows: int, rows_per_unit: int = ROWS_PER_UNIT, overhang: int = 0) -> int:
+    """How many slices an (app, hour) of ``rows`` raw rows is split into, so that each slice's read
+    (its 1/n of the hour plus ``overhang`` ms of the next windows' events, at the hour's rate) stays
+    within ``rows_per_unit``. When even the overhang alone is more than that (one window holds more
+    rows than a unit may: ~30M events/hour for 5-minute windows at 2.5M rows), the most slices."""
+    share = overhang / layout.HOUR_MS
+    for n in range(1, MAX_SLICES + 1):
+        if rows * (1 / n + share) <= max(1, rows_per_unit):
+            return n
+    return MAX_SLICES
+
+
+def units_of(app_id: str, dt: str, hour: str, rows: int, rows_per_unit: int = ROWS_PER_UNIT,
+             overhang: int = 0) -> list[Unit]:
+    n = slices_for(rows, rows_per_unit, overhang)
     return [Unit(app_id, dt, hour, k, n) for k in range(n)]
 
 
