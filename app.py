@@ -183,14 +183,12 @@ def commit_events(event):
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="finalize_windows")
 def finalize_windows(event):
-    """Recomputes closed windows from the raw archive (deduplicated) and compacts their partials;
-    an invocation with ``detail.backfill`` (``eventpipe backfill --aws``) recomputes that one partition."""
+    """Plans finalization: the due (app, hour) units go to the finalize-units queue, covered partials
+    are deleted; an invocation with ``detail.backfill`` (``eventpipe backfill --aws``) recomputes that hour."""
     if "backfill" in (event.to_dict().get("detail") or {}):
         return container.finalizer.backfill_request(event.to_dict()["detail"]["backfill"])
-    reports = container.finalizer.run()
     return {"partitions": [f"{r.metric} {r.dt}/{r.hour}: {r.action} ({r.rows} rows, {r.partials} partials)"
-                           for r in reports],
-            "insights": container.people_tables.after_finalize(reports)}  # persons and sessions of those hours
+                           for r in container.finalizer.run()]}
 
 
 @app.schedule(Rate(pipeline.function("process_regulations").schedule_minutes or 1440, unit=Rate.MINUTES),
@@ -199,6 +197,14 @@ def process_regulations(event):
     """Privacy: deletes the users of due delete / suppress_with_delete regulations from every store
     (chalicelib/lake/privacy_job.py); skipped while the raw table's writer lease is held."""
     return container.process_regulations()
+
+
+@app.on_sqs_message(queue=container.settings.finalize_queue, name="finalize_worker",
+                    batch_size=pipeline.function("finalize_worker").batch_size or 1)
+def finalize_worker(event):
+    """Finalizes the units the planner queued (every metric of one (app, hour) slice each); a failed
+    unit is reported alone (ReportBatchItemFailures) and comes back, then goes to the dead-letter queue."""
+    return container.finalize_worker.handle_records(event.to_dict()["Records"])
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS), name="search_retention")

@@ -1,35 +1,40 @@
-"""Benchmark: the finalizer on one hour of N events -- time by step and peak memory.
+"""Benchmark: finalization units -- peak memory and CPU per unit, planning at scale, simulated lag.
 
-For each N (default 1M, 5M, 20M) the parent starts a moto server (S3 and
-DynamoDB over HTTP, as the Lambda would talk to S3), bootstraps the lake and
-writes one hour of raw archive for it the way the archive consumer does
-(``events/app_id=/dt=/hour=/<shard>-<seq>.parquet``, the archive's schema,
-zstd), one file per Lambda batch of ``--batch`` events (5,000) of one app, for
-``--apps`` apps (100, sizes skewed 1/rank) with ``--users`` users each on
-average; 1 % of the events are sent twice (client retries, the finalizer's
-dedupe removes them). It writes matching partials (every shipped metric,
-one file per ``--partial-events`` events, as aggregation Lambdas do, with the
-shard metadata) and the archive progress, so that the partition is due.
+Three parts (all run by default; ``--smoke`` runs each at a tiny size, for CI):
 
-Then ``Finalizer.run`` runs in a child process (a fresh interpreter, so its
-peak RSS is its own: ``VmHWM`` from /proc/self/status), timed by step:
-read raw (list + GET + Parquet), dedupe, aggregate per metric (the exact
-one-pass aggregation with exact distinct counts), partials (HEAD, read for
-tombstones and late counts) and write (final files + manifests).
+1. **Units** (``--events N [N ...]``): one app's hour of N events (1 % re-sent: duplicates) is
+   planned into units (``chalicelib.lake.units``: at most ``ROWS_PER_UNIT`` raw rows each) and
+   every unit runs in a fresh child process (its peak RSS, ``VmHWM``, is its own), timed in
+   CPU-seconds. ``--s3 files``: the hour is Parquet files in a temporary directory (sorted by
+   event time, zstd, as compaction writes them) read the way the unit reads the raw table
+   (pyarrow dataset scan pruned by the event-time range, plus the three id columns of the hour
+   for the duplicate rule), then the real computation of every metric (``unit_rows``) and the
+   encoding of the final files. ``--s3 moto``: the real path end to end on an in-process moto
+   (archive -> committer -> Iceberg table -> ``FinalizeWorker.run_unit``); slow, for small N.
+2. **Planning** (``--plan-apps 1000 --plan-events 36e6``): an hour of 36M events over 1,000 apps
+   (sizes 1/rank, and the worst case of one app holding them all) planned into units; each
+   unit's peak memory and time estimated from part 1's measured per-million figures
+   (``--mb-per-million``/``--cpu-per-million`` override them) against Lambda's 10 GB / 900 s.
+3. **Lag** (``--lag``): from an hour's close to its last final, simulated: the planner runs every
+   5 minutes, units queue, ``reserved_concurrency`` workers of ``[functions.finalize_worker]``
+   (chalicelib/pipeline.toml) take them, each unit costs a fixed overhead plus its rows.
 
 Usage::
 
-    .venv/bin/python bench/finalize.py                       # 1M, 5M, 20M
-    .venv/bin/python bench/finalize.py --events 1000000 --apps 10
+    .venv/bin/python bench/finalize.py --events 1e6 20e6 --s3 files
+    .venv/bin/python bench/finalize.py --smoke                       # CI: tiny sizes, all parts
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
+import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,290 +46,280 @@ import pyarrow.compute as pc  # noqa: E402
 
 T0 = 1_767_268_800_000  # 2026-01-01T12:00:00Z
 HOUR = 3_600_000
-SHARD = "shardId-000000000000"
+APP = "bench"
 for _name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # moto's stand-in credentials, never real ones
     os.environ.setdefault(_name, "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 TYPES = np.array(["session_start", "level_up", "purchase", "match_end", "gps_ping", "chat_message"])
 TYPE_WEIGHTS = np.array([8, 10, 6, 12, 50, 14], float) / 100
 CLASSES = np.array(["warrior", "mage", "archer", "rogue", "priest"])
-CITIES = np.array([(37.5665, 126.9780), (35.1796, 129.0756), (37.4563, 126.7052), (35.8714, 128.6014),
-                   (33.4996, 126.5312)])
-
-
-class FileS3:
-    """A local S3 stand-in (``--s3 files``): objects as files under a directory, the calls the lake
-    code makes (put/get/head/list/delete). For sizes where moto server's per-request cost and
-    in-memory objects would dominate the run."""
-
-    def __init__(self, root: str) -> None:
-        self.root = Path(root)
-
-    def _path(self, bucket: str, key: str) -> Path:
-        return self.root / bucket / key
-
-    def put_object(self, Bucket, Key, Body, Metadata=None, ContentType=None):  # noqa: ANN001, N803, ANN201
-        path = self._path(Bucket, Key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(Body)
-        path.with_name(path.name + ".meta").write_text(json.dumps(Metadata or {}))
-        return {}
-
-    def head_object(self, Bucket, Key):  # noqa: ANN001, N803, ANN201
-        from botocore.exceptions import ClientError
-        path = self._path(Bucket, Key)
-        if not path.exists():
-            raise ClientError({"Error": {"Code": "404"}}, "HeadObject")
-        stat = path.stat()
-        return {"Metadata": json.loads(path.with_name(path.name + ".meta").read_text()),
-                "ETag": f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'}
-
-    def get_object(self, Bucket, Key):  # noqa: ANN001, N803, ANN201
-        import io
-        from botocore.exceptions import ClientError
-        path = self._path(Bucket, Key)
-        if not path.exists():
-            raise ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
-        return {"Body": io.BytesIO(path.read_bytes())}
-
-    def delete_objects(self, Bucket, Delete):  # noqa: ANN001, N803, ANN201
-        for obj in Delete["Objects"]:
-            self._path(Bucket, obj["Key"]).unlink(missing_ok=True)
-        return {}
-
-    def get_paginator(self, name):  # noqa: ANN001, ANN201
-        return self
-
-    def paginate(self, Bucket, Prefix, Delimiter=None):  # noqa: ANN001, N803, ANN201
-        base = self.root / Bucket
-        top = base / Prefix.rsplit("/", 1)[0] if "/" in Prefix else base  # walk only below the prefix's folder
-        found = sorted(str(p.relative_to(base)) for p in top.rglob("*") if p.is_file() and not p.name.endswith(".meta")
-                       and str(p.relative_to(base)).startswith(Prefix)) if top.exists() else []
-        if Delimiter:
-            prefixes = sorted({Prefix + k[len(Prefix):].split(Delimiter, 1)[0] + Delimiter for k in found
-                               if Delimiter in k[len(Prefix):]})
-            yield {"CommonPrefixes": [{"Prefix": p} for p in prefixes]}
-            return
-        yield {"Contents": [{"Key": k, "ETag": self.head_object(Bucket, k)["ETag"]} for k in found]}
-
-
-class FileState:
-    """The archive progress the finalizer checks, for ``--s3 files`` (every record archived)."""
-
-    def archived_through(self, shard_id: str) -> int:
-        return 10**30
+FILE_ROWS = 1_000_000
+#: The longest window of metrics.yaml: how far past its share of the hour a slice reads.
+OVERHANG = 5 * 60_000
 
 
 def _strings(*parts) -> pa.Array:  # noqa: ANN002 - arrays or scalars
     return pc.binary_join_element_wise(*[pa.array(p) if isinstance(p, np.ndarray) else p for p in parts], "")
 
 
-def events_of_app(rng: np.random.Generator, app: int, n: int, users: int, first_id: int) -> pa.Table:
-    """n events of one app over the hour, in the raw archive's schema (app_id is in the path)."""
-    from chalicelib.lake.raw_archive import RAW_SCHEMA
-    time_ms = np.sort(T0 + rng.integers(0, HOUR, n))
+def events(rng: np.random.Generator, n: int, users: int, first_id: int) -> pa.Table:
+    """n events of one app over the hour (and the first minutes of the next), the raw table's rows."""
+    from chalicelib.lake.raw_table import RAW_WITH_APP
+
+    time_ms = np.sort(T0 + rng.integers(0, HOUR + 300_000, n))
     user = rng.integers(0, max(users, 1), n)
     kind = TYPES[rng.choice(len(TYPES), n, p=TYPE_WEIGHTS)]
-    klass = CLASSES[user % len(CLASSES)]
-    city = CITIES[user % len(CITIES)]
-    lat = np.round(city[:, 0] + rng.uniform(-0.05, 0.05, n), 6).astype(str)
-    lon = np.round(city[:, 1] + rng.uniform(-0.05, 0.05, n), 6).astype(str)
     value = rng.integers(0, 3000, n).astype(str)
-    with_class = _strings('{"character_class":"', klass, '","value":', value, "}")
-    gps = _strings('{"lat":', lat, ',"lon":', lon, ',"speed_kmh":12.5}')
-    attributes = pc.if_else(pa.array(kind == "gps_ping"), gps, with_class)
-    ids = _strings(f"a{app}-", (np.arange(n) + first_id).astype(str))
-    columns = {"event_id": ids, "event_type": pa.array(kind), "event_time": pa.array(time_ms),
-               "received_at": pa.array(time_ms + rng.integers(50, 3000, n)),
-               "user_id": _strings(f"app{app}-user-", user.astype(str)), "client_event_time": pa.nulls(n, pa.int64()),
-               "attributes": attributes}
+    attributes = _strings('{"character_class":"', CLASSES[user % len(CLASSES)], '","value":', value, "}")
+    columns = {"event_id": _strings("e-", (np.arange(n) + first_id).astype(str)), "event_type": pa.array(kind),
+               "event_time": pa.array(time_ms), "received_at": pa.array(time_ms + rng.integers(50, 3000, n)),
+               "app_id": pa.array([APP] * n), "user_id": _strings("user-", user.astype(str)),
+               "client_event_time": pa.nulls(n, pa.int64()), "attributes": attributes}
     return pa.table([columns[f.name].cast(pa.int64()).cast(f.type) if pa.types.is_timestamp(f.type)
-                     else columns[f.name].cast(f.type) for f in RAW_SCHEMA], schema=RAW_SCHEMA)
+                     else columns[f.name].cast(f.type) for f in RAW_WITH_APP], schema=RAW_WITH_APP)
 
 
-def write_lake(s3, bucket: str, state, n_events: int, apps: int, users: int, batch: int, partial_events: int,  # noqa: ANN001
-               seed: int, partial_sample: float) -> dict:
-    """Raw archive files and partials of one hour; returns what was written."""
-    from chalicelib.lake import layout
-    from chalicelib.lake.sql_sketch import register_columns
-    from chalicelib.lake.finalizer import raw_to_events
-    from chalicelib.processing import aggregate, encode_parquet, load_metrics
-    metrics = load_metrics()
+def write_hour(root: str, n: int, users: int, seed: int) -> None:
+    """The app's hour as Parquet files of FILE_ROWS rows (1 % of the events sent twice)."""
+    import pyarrow.parquet as pq
+
     rng = np.random.default_rng(seed)
-    weights = 1.0 / np.arange(1, apps + 1)
-    sizes = np.floor(n_events * weights / weights.sum()).astype(int)
-    sizes[0] += n_events - sizes.sum()
-    seq, raw_files, raw_bytes, partial_files = 0, 0, 0, 0
-    pending: list[pa.Table] = []
-    pending_rows = 0
-
-    def flush_partials() -> None:
-        nonlocal pending, pending_rows, partial_files, seq
-        if not pending:
-            return
-        events = raw_to_events(pa.concat_tables(pending))
-        if partial_sample < 1:  # partials of a sample: as many files, less setup time (their windows are kept)
-            events = events.take(pa.array(np.flatnonzero(rng.random(events.num_rows) < partial_sample)))
-        seq += 1
-        for name, table in aggregate(events, metrics, watermark_ms=T0).items():
-            if table.num_rows:
-                s3.put_object(Bucket=bucket, Key=layout.partial_key(name, "2026-01-01", "12", SHARD, str(seq)),
-                              Body=encode_parquet(register_columns(table)),
-                              Metadata={"shard-id": SHARD, "last-sequence": str(seq)})
-                partial_files += 1
-        pending, pending_rows = [], 0
-
-    for app, size in enumerate(sizes):
-        app_users = max(1, int(users * apps * weights[app] / weights.sum()))
-        table = events_of_app(rng, app, int(size), app_users, 0)
-        retried = table.take(pa.array(rng.choice(table.num_rows, table.num_rows // 100, replace=False)))
-        table = pa.concat_tables([table, retried])  # client retries: the same event_ids again
-        for start in range(0, table.num_rows, batch):
-            part = table.slice(start, batch)
-            seq += 1
-            body = encode_parquet(part)
-            s3.put_object(Bucket=bucket, Key=layout.raw_key(f"app-{app:03d}", "2026-01-01", "12", SHARD, str(seq)),
-                          Body=body)
-            raw_files, raw_bytes = raw_files + 1, raw_bytes + len(body)
-            pending.append(part.add_column(4, "app_id", pa.array([f"app-{app:03d}"] * part.num_rows)))
-            pending_rows += part.num_rows
-            if pending_rows >= partial_events:
-                flush_partials()
-    flush_partials()
-    if state is not None:
-        state.raise_archived_through(SHARD, str(seq + 1))
-    return {"raw_files": raw_files, "raw_mb": round(raw_bytes / 2**20, 1), "partial_files": partial_files,
-            "rows": int(sizes.sum() + sum(s // 100 for s in sizes))}
+    done = 0
+    while done < n:
+        size = min(FILE_ROWS, n - done)
+        table = events(rng, size, users, done)
+        dupes = table.take(pa.array(rng.choice(size, max(1, size // 100), replace=False)))
+        dupes = dupes.set_column(3, "received_at", pc.add(dupes["received_at"].cast(pa.int64()), 60_000)
+                                 .cast(dupes.schema.field("received_at").type))
+        table = pa.concat_tables([table, dupes]).sort_by("event_time")
+        pq.write_table(table, f"{root}/part-{done:012d}.parquet", compression="zstd", row_group_size=128 * 1024)
+        done += size
 
 
-def child(endpoint: str) -> None:
-    """Finalize the hour, timed by step; prints one JSON line."""
-    import chalicelib.lake.finalizer as fin
-    from chalicelib.lake.state import StateStore
+def _peak_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _rss_mb() -> float:
+    """The current RSS (the interpreter and its imports, before a unit's work)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def unit_from_files(root: str, k: int, n: int) -> dict:
+    """One unit over the files: the pruned scan, the duplicate rule, every metric, the final files."""
+    import pyarrow.dataset as ds
+
+    from chalicelib.lake.final_rows import encode_final
+    from chalicelib.lake import layout
+    from chalicelib.lake.unit_rows import metric_rows, unit_events
+    from chalicelib.lake.units import Unit
     from chalicelib.processing import load_metrics
-    from chalicelib.runtime.clients import Clients
-    from chalicelib.runtime.settings import Settings
-    if endpoint.startswith("files:"):
-        s3, bucket, state = FileS3(endpoint[len("files:"):]), "eventpipe-lake", FileState()
-    else:
-        clients = Clients(Settings(aws_endpoint_url=endpoint))
-        s3, bucket = clients.s3, clients.settings.bucket
-        state = StateStore(clients.dynamodb, clients.settings.state_table)
-    steps: dict[str, float] = {}
-    cpu: dict[str, float] = {}
+    from chalicelib.processing.duplicates import kept_mask
 
-    def timed(name, fn):  # noqa: ANN001, ANN202
-        def wrapper(*args, **kwargs):  # noqa: ANN202
-            start, start_cpu = time.perf_counter(), time.process_time()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                steps[name] = steps.get(name, 0.0) + time.perf_counter() - start
-                cpu[name] = cpu.get(name, 0.0) + time.process_time() - start_cpu
-        return wrapper
-
-    fin.read_raw_events = timed("read_raw", fin.read_raw_events)
-    fin.dedupe_events = timed("dedupe", fin.dedupe_events)
-    fin.read_many = timed("read_partials", fin.read_many)
-    original_exact = fin.exact_distinct
-
-    def exact(events, metric):  # noqa: ANN001, ANN202
-        return timed(f"aggregate:{metric.name}", original_exact)(events, metric)
-
-    fin.exact_distinct = exact
-
-    class TimedS3:
-        def __init__(self, s3) -> None:  # noqa: ANN001
-            self._s3 = s3
-
-        def __getattr__(self, name):  # noqa: ANN001, ANN204
-            attr = getattr(self._s3, name)
-            label = {"put_object": "write", "head_object": "head_partials"}.get(name)
-            return timed(label, attr) if label else attr
-
-    finalizer = fin.Finalizer(TimedS3(s3), bucket, state, load_metrics(), lambda: T0 + 30 * HOUR)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    reports = finalizer.run()
-    total, total_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    status = Path("/proc/self/status").read_text()
-    hwm_kb = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
-    print(json.dumps({"total_s": round(total, 2), "cpu_s": round(total_cpu, 2), "peak_rss_mb": round(hwm_kb / 1024),
-                      "steps_s": {k: round(v, 2) for k, v in steps.items()},
-                      "steps_cpu_s": {k: round(v, 2) for k, v in cpu.items()},
-                      "finalized": sum(r.action == "finalized" for r in reports),
-                      "final_rows": sum(r.rows for r in reports)}))
+    metrics = load_metrics()
+    base = _rss_mb()
+    cpu0, wall0 = _cpu_s(), time.monotonic()
+    unit = Unit(APP, *layout.dt_hour(T0), k, n)
+    start, end = unit.event_range(metrics)
+    dataset = ds.dataset(root, format="parquet")
+    t = dataset.schema.field("event_time").type
+    rows = dataset.to_table(filter=(ds.field("event_time") >= pa.scalar(start, pa.int64()).cast(t))
+                            & (ds.field("event_time") < pa.scalar(end, pa.int64()).cast(t)))
+    cols = ["app_id", "event_id", "received_at"]
+    ids = rows["event_id"].combine_chunks()
+    hits = dataset.to_table(columns=cols, filter=ds.field("event_id").isin(ids))
+    keys = pa.concat_tables([rows.select(cols), hits])
+    rows = rows.filter(kept_mask(keys["app_id"], keys["event_id"], keys["received_at"]).slice(0, rows.num_rows))
+    events_ = unit_events(rows, metrics)
+    written = 0
+    for metric in metrics.metrics:
+        written += len(encode_final(metric, metric_rows(metric, events_, unit.window_range, [], [])))
+    return {"unit": f"{k + 1}/{n}", "rows": rows.num_rows, "cpu_s": round(_cpu_s() - cpu0, 2),
+            "wall_s": round(time.monotonic() - wall0, 2), "peak_mb": round(_peak_mb()), "base_mb": round(base),
+            "final_bytes": written}
 
 
-def _finalize_in_child(endpoint: str, written: dict, n: int) -> dict:
-    parent_cpu = time.process_time()  # this process is idle but for the moto server's threads
-    out = subprocess.run([sys.executable, __file__, "--child", endpoint], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
-    written["server_cpu_s"] = round(time.process_time() - parent_cpu, 2)
-    if out.returncode != 0:
-        return {"events": n, **written, "error": out.stderr[-2000:]}
-    return {"events": n, **written, **json.loads(out.stdout.strip().splitlines()[-1])}
+def unit_on_moto(n_events: int, users: int, seed: int, rows_per_unit: int) -> list[dict]:
+    """The real path on an in-process moto: archive files -> committer -> table -> run_unit."""
+    from moto import mock_aws
 
-
-def run_files(n: int, args: argparse.Namespace) -> dict:
-    import shutil
-    import tempfile
-    root = tempfile.mkdtemp(prefix="bench-finalize-")
-    try:
-        start = time.perf_counter()
-        written = write_lake(FileS3(root), "eventpipe-lake", None, n, args.apps, args.users, args.batch,
-                             args.partial_events, args.seed, args.partial_sample)
-        written["setup_s"] = round(time.perf_counter() - start, 1)
-        return {"s3": "files", **_finalize_in_child(f"files:{root}", written, n)}
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def run_one(n: int, args: argparse.Namespace) -> dict:
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    from chalicelib.runtime.clients import Clients
-    from chalicelib.runtime.settings import Settings
-    from eventpipe.local.bootstrap import bootstrap
-    from eventpipe.local.stack import free_port
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        clients = Clients(Settings(aws_endpoint_url=endpoint))
-        bootstrap(clients)
-        start = time.perf_counter()
+    with mock_aws():
+        from chalicelib.lake import layout
+        from chalicelib.lake.finalizer import Finalizer
+        from chalicelib.lake.raw_commit import StagedCommitter
+        from chalicelib.lake.raw_table import to_table_rows
         from chalicelib.lake.state import StateStore
-        written = write_lake(clients.s3, clients.settings.bucket, StateStore(clients.dynamodb, clients.settings.state_table),
-                             n, args.apps, args.users, args.batch, args.partial_events, args.seed, args.partial_sample)
-        written["setup_s"] = round(time.perf_counter() - start, 1)
-        return {"s3": "moto", **_finalize_in_child(endpoint, written, n)}
-    finally:
-        server.stop()
+        from chalicelib.lake.units import units_of
+        from chalicelib.processing import load_metrics
+        from chalicelib.runtime.clients import Clients
+        from chalicelib.runtime.settings import Settings
+        from eventpipe.local.bootstrap import bootstrap
+        from tests.factories.lake import raw_table_of
+
+        clients = Clients(Settings())
+        bootstrap(clients)
+        raw = raw_table_of(clients)
+        state = StateStore(clients.dynamodb, clients.settings.state_table)
+        raw.table().append(to_table_rows(events(np.random.default_rng(seed), n_events, users, 0)))
+        del StagedCommitter
+        finalizer = Finalizer(clients.s3, clients.settings.bucket, state, load_metrics(), lambda: T0 + 3 * HOUR,
+                              raw=raw, rows_per_unit=rows_per_unit)
+        out = []
+        for unit in units_of(APP, *layout.dt_hour(T0), n_events, rows_per_unit, OVERHANG):
+            os.sched_yield()
+            cpu0, wall0 = _cpu_s(), time.monotonic()
+            base = _rss_mb()
+            report = finalizer.worker.run_unit(unit)
+            out.append({"unit": f"{unit.slice + 1}/{unit.slices}", "rows": report.events,
+                        "cpu_s": round(_cpu_s() - cpu0, 2), "wall_s": round(time.monotonic() - wall0, 2),
+                        "peak_mb": round(_peak_mb()), "base_mb": round(base)})
+        return out
+
+
+def run_units(n: int, args: argparse.Namespace) -> dict:
+    """Every unit of an N-event hour, each in a child; per-million figures."""
+    from chalicelib.lake.units import slices_for
+
+    slices = slices_for(n, args.rows_per_unit, OVERHANG)
+    if args.s3 == "moto":
+        results = json.loads(_child(["--child-moto", str(n)], args))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-finalize-", dir=args.tmp) as root:
+            started = time.monotonic()
+            write_hour(root, n, args.users, args.seed)
+            print(f"  wrote {n:,} events (+1 % re-sent) in {time.monotonic() - started:.0f} s", file=sys.stderr)
+            ks = range(slices)
+            if args.sample_units and slices > args.sample_units:  # first, last and evenly between
+                ks = sorted({round(i * (slices - 1) / (args.sample_units - 1)) for i in range(args.sample_units)})
+            results = [json.loads(_child(["--child-files", root, str(k), str(slices)], args)) for k in ks]
+    cpu = sum(r["cpu_s"] for r in results) * slices / len(results)
+    return {"events": n, "units": slices, "units_run": len(results), "max_peak_mb": max(r["peak_mb"] for r in results),
+            "cpu_s": round(cpu, 1), "cpu_s_per_million": round(cpu / (n / 1e6), 2),
+            "base_mb": max(r["base_mb"] for r in results),
+            "peak_mb_per_million_in_unit": round(max((r["peak_mb"] - r["base_mb"]) / max(r["rows"], 1) * 1e6
+                                                     for r in results)),
+            "per_unit": results}
+
+
+def _child(extra: list[str], args: argparse.Namespace) -> str:
+    command = [sys.executable, __file__, *extra, "--users", str(args.users), "--seed", str(args.seed),
+               "--rows-per-unit", str(args.rows_per_unit)]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+
+
+# ---------------------------------------------------------------------------------- planning and lag
+def app_sizes(apps: int, total: int) -> list[int]:
+    """Events per app in an hour: 1/rank (a few large apps, a long tail)."""
+    weights = 1 / np.arange(1, apps + 1)
+    sizes = np.floor(weights / weights.sum() * total).astype(int)
+    sizes[0] += total - sizes.sum()
+    return [int(s) for s in sizes]
+
+
+def plan(apps: int, total: int, rows_per_unit: int, mb_per_million: float, cpu_per_million: float,
+         overhead_s: float, base_mb: float = 300.0) -> dict:
+    from chalicelib.lake.units import slices_for
+
+    out = {}
+    for name, sizes in (("1/rank", app_sizes(apps, total)), ("one app", [total])):
+        # a slice reads its 1/n of the hour plus the longest window (OVERHANG) of the next rows
+        units = [round(size * (1 / slices_for(size, rows_per_unit, OVERHANG) + OVERHANG / HOUR))
+                 for size in sizes for _ in range(slices_for(size, rows_per_unit, OVERHANG))]
+        biggest = max(units)
+        out[name] = {"apps": len(sizes), "units": len(units), "max_rows_per_unit": biggest,
+                     "est_peak_gb": round((base_mb + biggest / 1e6 * mb_per_million) / 1024, 2), "limit_gb": 10,
+                     "est_unit_s": round(overhead_s + biggest / 1e6 * cpu_per_million, 1), "limit_s": 900}
+    return out
+
+
+def lag(apps: int, total: int, rows_per_unit: int, cpu_per_million: float, overhead_s: float, workers: int,
+        planner_every_s: float = 300.0, seed: int = 1) -> dict:
+    """Seconds from an hour's close to its last final: the planner's next run (0-5 min after the
+    close), then ``workers`` at a time, the biggest units first as the planner sends them."""
+    from chalicelib.lake.units import slices_for
+
+    rng = np.random.default_rng(seed)
+    durations = sorted((overhead_s + size * (1 / slices_for(size, rows_per_unit, OVERHANG) + OVERHANG / HOUR) / 1e6
+                        * cpu_per_million
+                        for size in app_sizes(apps, total) for _ in range(slices_for(size, rows_per_unit, OVERHANG))),
+                       reverse=True)
+    lags = []
+    for _ in range(20):  # the close falls anywhere between two planner runs
+        start = float(rng.uniform(0, planner_every_s))
+        free = [start] * workers
+        heapq.heapify(free)
+        end = start
+        for d in durations:
+            t = heapq.heappop(free) + d
+            end = max(end, t)
+            heapq.heappush(free, t)
+        lags.append(end)
+    return {"units": len(durations), "workers": workers, "lag_s_p50": round(float(np.median(lags)), 1),
+            "lag_s_max": round(max(lags), 1), "work_s": round(sum(durations), 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000])
-    parser.add_argument("--apps", type=int, default=100)
-    parser.add_argument("--users", type=int, default=2_000, help="users per app on average")
-    parser.add_argument("--batch", type=int, default=5_000, help="events per raw archive file")
-    parser.add_argument("--partial-events", type=int, default=100_000, help="events per partial file")
+    parser.add_argument("--events", type=float, nargs="+", default=[1e6])
+    parser.add_argument("--users", type=int, default=50_000, help="users of the app")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--s3", choices=("moto", "files"), default="moto",
-                        help="moto server, or a local stand-in (objects as files) where moto is the bottleneck")
-    parser.add_argument("--partial-sample", type=float, default=1.0,
-                        help="aggregate the partials from this fraction of the events (setup time)")
-    parser.add_argument("--child", metavar="ENDPOINT", help=argparse.SUPPRESS)
+    parser.add_argument("--s3", choices=("files", "moto"), default="files")
+    parser.add_argument("--tmp", default=None, help="where --s3 files writes the hour (default: the system's)")
+    parser.add_argument("--rows-per-unit", type=int, default=None)
+    parser.add_argument("--plan-apps", type=int, default=1000)
+    parser.add_argument("--plan-events", type=float, default=36e6)
+    parser.add_argument("--mb-per-million", type=float, default=None)
+    parser.add_argument("--cpu-per-million", type=float, default=None)
+    parser.add_argument("--overhead-s", type=float, default=3.0, help="per unit: Iceberg planning, GETs, PUTs")
+    parser.add_argument("--sample-units", type=int, default=0, help="run only this many of the units (first, "
+                        "last, evenly between); CPU is scaled to all")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI): every part once")
+    parser.add_argument("--child-files", nargs=3, metavar=("DIR", "K", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-moto", type=float, metavar="EVENTS", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(args.child)
+    from chalicelib.lake.units import ROWS_PER_UNIT
+    from chalicelib.runtime.pipeline_config import load_pipeline_config
+
+    args.rows_per_unit = args.rows_per_unit or ROWS_PER_UNIT
+    if args.child_files:
+        print(json.dumps(unit_from_files(args.child_files[0], int(args.child_files[1]), int(args.child_files[2]))))
         return
+    if args.child_moto:
+        print(json.dumps(unit_on_moto(int(args.child_moto), args.users, args.seed, args.rows_per_unit)))
+        return
+    if args.smoke:
+        args.events, args.users, args.plan_apps, args.plan_events = [20_000], 500, 20, 1e6
+        args.rows_per_unit = 8_000  # the 20k-event hour splits into slices, as big apps do
+    print(f"load average: {os.getloadavg()}", file=sys.stderr)
+    measured = []
     for n in args.events:
-        print(json.dumps((run_files if args.s3 == "files" else run_one)(n, args)), flush=True)
+        result = run_units(int(n), args)
+        measured.append(result)
+        print(json.dumps({k: v for k, v in result.items() if k != "per_unit"}))
+        for unit in result["per_unit"]:
+            print("   ", json.dumps(unit))
+    mb = args.mb_per_million or max(r["peak_mb_per_million_in_unit"] for r in measured)
+    cpu = args.cpu_per_million or max(r["cpu_s_per_million"] for r in measured)
+    total = int(args.plan_events)
+    base = max(r["base_mb"] for r in measured)
+    print(json.dumps({"plan": plan(args.plan_apps, total, args.rows_per_unit, mb, cpu, args.overhead_s, base),
+                      "mb_per_million": mb, "cpu_s_per_million": cpu}))
+    workers = load_pipeline_config("prod").function("finalize_worker").reserved_concurrency or 1
+    print(json.dumps({"lag": lag(args.plan_apps, total, args.rows_per_unit, cpu, args.overhead_s, workers)}))
+    print(f"load average: {os.getloadavg()}", file=sys.stderr)
 
 
 if __name__ == "__main__":

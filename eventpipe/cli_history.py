@@ -12,7 +12,7 @@ from eventpipe.cli_args import _aws_settings, _parse_instant_ms
 
 def cmd_redrive(args) -> int:
     from chalicelib.runtime.clients import Clients
-    from eventpipe.ops.redrive import aws_redriver, local_redriver
+    from eventpipe.ops.redrive import QUEUE_CONSUMERS, aws_redriver, local_redriver, queue_redriver
     settings = _aws_settings(args)
     if args.aws:
         clients = Clients(settings)
@@ -22,7 +22,12 @@ def cmd_redrive(args) -> int:
         from eventpipe.local.processes import _import_app, _stream_arn
         module = _import_app()
         redriver = local_redriver(module, _stream_arn(module.container))
-    outcomes = redriver.run(consumer=args.consumer, dry_run=args.dry_run, keep=args.keep)
+    outcomes = []
+    if args.consumer is None or args.consumer not in QUEUE_CONSUMERS:
+        outcomes += redriver.run(consumer=args.consumer, dry_run=args.dry_run, keep=args.keep)
+    if args.consumer is None or args.consumer in QUEUE_CONSUMERS:  # the finalize-units dead-letter queue
+        sqs = Clients(settings).sqs if args.aws else module.container.clients.sqs
+        outcomes += queue_redriver(sqs, settings.finalize_queue).run(dry_run=args.dry_run)
     for outcome in outcomes:
         print(f"{outcome.result}\t{outcome.consumer or '-'}\t{outcome.records} record(s)\t{outcome.key}")
     failed = [o for o in outcomes if o.result.startswith("failed")]
@@ -49,6 +54,23 @@ def cmd_lake(args) -> int:
     return 0
 
 
+def _queue_status(container) -> None:
+    """The finalize-units queue: units waiting and in flight, and the dead letters (``eventpipe redrive``)."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.lake.unit_queue import UnitQueue
+
+    sqs, name = container.clients.sqs, container.settings.finalize_queue
+    try:
+        queue = UnitQueue(sqs, sqs.get_queue_url(QueueName=name)["QueueUrl"]).depth()
+        dead = UnitQueue(sqs, sqs.get_queue_url(QueueName=f"{name}-dlq")["QueueUrl"]).depth()
+    except ClientError as exc:
+        print(f"finalize units: queue {name} unavailable ({exc.response['Error'].get('Code')})")
+        return
+    print(f"finalize units ({name}): {queue['visible']} waiting, {queue['in_flight']} in flight; "
+          f"dead letters: {dead['visible'] + dead['in_flight']} (eventpipe redrive --consumer finalize_worker)")
+
+
 def _lake_status(container) -> int:
     """Staged files waiting, the table's partitions (files, rows) and its newest snapshots."""
     from chalicelib.lake import layout, s3io
@@ -57,6 +79,7 @@ def _lake_status(container) -> int:
     s = container.settings
     staged = list(s3io.list_keys(container.clients.s3, s.bucket, layout.STAGING_PREFIX))
     print(f"staged: {len(staged)} file(s), {sum(o['Size'] for o in staged):,} bytes (committed by commit_events)")
+    _queue_status(container)
     partitions = container.raw_table.partitions()
     print(f"table {s.glue_database}.events: {len(partitions)} partition(s)")
     for (app_id, dt, hour), files in sorted(partitions.items()):
@@ -127,8 +150,10 @@ def cmd_backfill(args) -> int:
 
 def add_parsers(sub) -> None:
     """The history subcommands (redrive, replay, backfill, lake), on the main parser's subparsers."""
-    p = sub.add_parser("redrive", help="replay the batches Lambda gave up on (aws/lambda/ in the lake bucket)")
-    p.add_argument("--consumer", help="only this consumer (archive_events, aggregate_events, index_events)")
+    p = sub.add_parser("redrive", help="replay the batches Lambda gave up on (aws/lambda/ in the lake bucket) and "
+                                       "move the finalize-units dead letters back to their queue")
+    p.add_argument("--consumer", help="only this consumer (archive_events, aggregate_events, index_events, "
+                                      "finalize_worker)")
     p.add_argument("--dry-run", action="store_true", help="list what would be replayed")
     p.add_argument("--keep", action="store_true", help="leave replayed records in place (default: move them "
                                                         "to aws/lambda-redriven/)")

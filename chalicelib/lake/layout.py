@@ -9,7 +9,10 @@
                                                                               Iceberg table (`eventpipe lake migrate`)
     rollups/<metric>/def=<fp>/stage=partial/dt=YYYY-MM-DD/hour=HH/<shard>-<first seq>.parquet
     rollups/<metric>/def=<fp>/stage=final/dt=YYYY-MM-DD/hour=HH/app-<app>.parquet   after finalization
-    rollups/<metric>/def=<fp>/stage=final/dt=YYYY-MM-DD/hour=HH/_manifest.json
+    rollups/<metric>/def=<fp>/stage=final/dt=YYYY-MM-DD/hour=HH/app-<app>/slice-<k>-of-<n>-<input fp>.parquet
+                                              the slices of a split (app, hour); app-<app>.parquet is then a
+                                              head without rows naming them (lake/units.py, final_writer.py)
+    rollups/_units/dt=YYYY-MM-DD/hour=HH/app-<app>/{slice-..,done-..}.json     finalization bookkeeping
     bad-rows/<consumer>/dt=YYYY-MM-DD/app_id=<app>/<shard>-<record seq>.ndjson  stream/badrows.py (per app, record)
     aws/lambda/<mapping uuid>/<shard>/YYYY/MM/DD/<time>-<uuid>                 Lambda's on-failure records
 
@@ -106,6 +109,19 @@ FINAL_STEM = "app-"
 def final_key(metric: MetricDef, dt: str, hour: str, app_id: str) -> str:
     """The final rows of one app's windows starting in the hour (app ids are ``[a-z0-9][a-z0-9_-]*``)."""
     return rollup_prefix(metric, "final", dt, hour) + f"{FINAL_STEM}{app_id}.parquet"
+
+
+#: Parquet metadata of a head final file: the names (under ``app-<app>/``) of the app's slice files.
+SLICES_KEY = b"eventpipe.slices"
+
+
+def slice_key(metric: MetricDef, dt: str, hour: str, app_id: str, k: int, n: int, fingerprint: str) -> str:
+    """Slice k of n of one app's final rows of the hour (the head ``final_key`` names the current ones)."""
+    return rollup_prefix(metric, "final", dt, hour) + f"{FINAL_STEM}{app_id}/{slice_name(k, n, fingerprint)}"
+
+
+def slice_name(k: int, n: int, fingerprint: str) -> str:
+    return f"slice-{k}-of-{n}-{fingerprint}.parquet"
 
 
 def final_app(key: str) -> str | None:

@@ -6,8 +6,10 @@ hour (:meth:`chalicelib.lake.raw_table.RawTable.read_deduped`, the duplicate rul
 :class:`PersonsTable`. Both write deterministic files and do not depend on the order hours are
 updated in, so running it again, or for hours in any order, leaves the same tables.
 
-Today it runs after finalization (``finalize_windows`` in ``app.py``: :meth:`after_finalize` for
-each hour the run finalized or backfilled, every app with events in the hour).
+It runs when an (app, hour)'s finals switch: the finalize worker's ``after_hour`` hook
+(chalicelib/lake/unit_worker.py), so on AWS in the ``finalize_worker`` function, once per unit of
+work, retried with it; the privacy deletion job reaches it the same way and then erases the deleted
+ids from the persons state (:meth:`PersonsTable.erase`).
 """
 
 from __future__ import annotations
@@ -42,10 +44,9 @@ class InsightsUpdater:
         """:meth:`update` for every app with events in the hour (or the ones given), one raw read."""
         return self._update_apps(dt, hour, sorted(app_ids) if app_ids is not None else None)
 
-    def after_finalize(self, reports: Iterable) -> list[dict]:
-        """The hook of the finalize job: each hour it finalized or backfilled, once."""
-        hours = sorted({(r.dt, r.hour) for r in reports if r.action in ("finalized", "backfilled")})
-        return [result for dt, hour in hours for result in self.update_hour(dt, hour)]
+    def erase(self, app_id: str, user_ids: Iterable[str]) -> int:
+        """Privacy: the ids leave the persons state and table (see :meth:`PersonsTable.erase`)."""
+        return self._persons.erase(app_id, user_ids)
 
     def _update_apps(self, dt: str, hour: str, app_ids: list[str] | None) -> list[dict]:
         start = layout.hour_start_ms(dt, hour)

@@ -16,6 +16,7 @@ millions of ids would split them by a hash of the id; not needed yet.)
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import orjson
@@ -64,7 +65,28 @@ class PersonsTable:
         into its id states, then rewrite its persons. Returns the number of persons."""
         rows = events.select(["user_id", "event_time", "event_id", "event_type", "attributes"])
         rows = rows.set_column(1, "event_time", epoch_ms(rows["event_time"]))
-        states = merge_all(self._states(app_id), states_of(rows.to_pylist()))
+        return self._write(app_id, merge_all(self._states(app_id), states_of(rows.to_pylist())))
+
+    def erase(self, app_id: str, user_ids) -> int:
+        """Privacy: drop the ids' states, and any alias that names one of them (the other id stays, no
+        longer merged), then rewrite the persons. Idempotent; returns the number of states changed."""
+        gone = set(user_ids)
+        states = self._states(app_id)
+        if not states:
+            return 0
+        kept, changed = {}, 0
+        for user, state in states.items():
+            if user in gone:
+                changed += 1
+                continue
+            if state.alias is not None and state.alias[2] in gone:
+                state, changed = dataclasses.replace(state, alias=None), changed + 1
+            kept[user] = state
+        if changed:
+            self._write(app_id, kept)
+        return changed
+
+    def _write(self, app_id: str, states: dict[str, IdState]) -> int:
         state_rows = [{"user_id": u, **s.to_row()} for u, s in sorted(states.items())]
         self._s3.put_object(Bucket=self._bucket, Key=state_key(app_id),
                             Body=to_bytes(pa.Table.from_pylist(state_rows, schema=STATE_SCHEMA)))

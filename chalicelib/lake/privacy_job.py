@@ -29,7 +29,6 @@ import logging
 import uuid
 from typing import Callable, Protocol
 
-import orjson
 
 from chalicelib.lake import layout, s3io
 from chalicelib.lake.erasure import ObjectEraser
@@ -51,10 +50,11 @@ class SearchEraser(Protocol):
     def erase(self, app_id: str, user_ids: list[str]) -> int: ...
 
 
-class FinalizerRefinalizer:
-    """Today's :class:`Refinalizer`: ``Finalizer.backfill_partition`` of each metric (it recomputes every
-    app of the hour: done once per hour and job), then the partials the new manifest covers are
-    deleted (readers take the finals; the partials may carry a deleted user's hash)."""
+class UnitRefinalizer:
+    """The :class:`Refinalizer` over the finalize units: every app of the hour is recomputed from the
+    cleaned raw table (:meth:`Finalizer.backfill_partition`, unit by unit; the worker's hook rewrites
+    the persons and sessions of each (app, hour)), then the hour's partials are deleted at once: they
+    hold the deleted users' hashes, and every app in them now has final rows (readers take those)."""
 
     def __init__(self, finalizer, metrics, s3, bucket: str) -> None:
         self._finalizer, self._metrics, self._s3, self._bucket = finalizer, metrics, s3, bucket
@@ -64,19 +64,22 @@ class FinalizerRefinalizer:
     def refinalize(self, app_id: str, dt: str, hour: str) -> str:
         if (dt, hour) in self._done:
             return self._done[(dt, hour)]
-        from chalicelib.lake.finalizer import manifest_key
+        partials = {m.name: {o["Key"]: o.get("ETag", "") for o in
+                             s3io.list_keys(self._s3, self._bucket, layout.rollup_prefix(m, "partial", dt, hour))}
+                    for m in self._metrics.metrics}
         outcome = "done"
-        for metric in self._metrics.metrics:
+        for metric in self._metrics.metrics:  # (one computation per hour: the metrics share it)
             report = self._finalizer.backfill_partition(metric, dt, hour)
             if report.action != "backfilled":
                 outcome = report.action
                 break
-            manifest = s3io.get_bytes(self._s3, self._bucket, manifest_key(metric, dt, hour))
-            covers = orjson.loads(manifest)["covers"] if manifest else {}
-            current = {o["Key"]: o.get("ETag", "") for o in
+        if outcome == "done":
+            for metric in self._metrics.metrics:
+                now = {o["Key"]: o.get("ETag", "") for o in
                        s3io.list_keys(self._s3, self._bucket, layout.rollup_prefix(metric, "partial", dt, hour))}
-            self.partials_deleted += s3io.delete_keys(self._s3, self._bucket,
-                                                      [k for k, etag in current.items() if covers.get(k) == etag])
+                # only the partials the recomputation covered (one rewritten since is left to the planner)
+                self.partials_deleted += s3io.delete_keys(self._s3, self._bucket, [
+                    k for k, etag in now.items() if partials[metric.name].get(k) == etag])
         self._done[(dt, hour)] = outcome
         return outcome
 
@@ -84,11 +87,12 @@ class FinalizerRefinalizer:
 class DeletionJob:
     def __init__(self, store: RegulationStore, lock: WriterLock, committer, raw, maintenance, eraser: ObjectEraser,
                  search: SearchEraser | None, refinalizer: Callable[[], Refinalizer], clock_ms: Callable[[], int],
-                 lookback_hours: int = 0, checkpoint: Callable[[str], None] = lambda step: None) -> None:
+                 lookback_hours: int = 0, checkpoint: Callable[[str], None] = lambda step: None,
+                 people=None) -> None:
         self._store, self._lock, self._committer, self._raw = store, lock, committer, raw
         self._maintenance, self._eraser, self._search = maintenance, eraser, search
         self._new_refinalizer, self._clock_ms, self._lookback = refinalizer, clock_ms, lookback_hours
-        self._checkpoint = checkpoint
+        self._checkpoint, self._people = checkpoint, people
 
     def run(self) -> dict:
         due = self._store.due()
@@ -153,6 +157,8 @@ class DeletionJob:
                     pending.append([dt, hour])
             r["hours"] = pending
             r["partials_deleted"] = getattr(refinalizer, "partials_deleted", 0)
+            if not pending and self._people is not None:  # after the hours' sessions were rewritten
+                r["person_states"] = r.get("person_states", 0) + self._people.erase(reg.app_id, sorted(frozen[reg.app_id]))
             if not pending:
                 reg.status, reg.finished_at, reg.user_ids = "done", self._clock_ms(), []
                 r.pop("hours", None)

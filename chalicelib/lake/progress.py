@@ -188,7 +188,7 @@ def finalized_hours(s3, bucket: str, prefixes: Mapping[str, str]) -> dict[str, F
     for name, prefix in prefixes.items():
         last = until = None
         for obj in list_keys(s3, bucket, prefix):
-            if not obj["Key"].endswith(MANIFEST):
+            if layout.final_app(obj["Key"]) is None:  # an app's final file (or the head of its slices)
                 continue
             part = layout.parse_partition(obj["Key"])
             if part.get("stage") != "final" or "dt" not in part or "hour" not in part:

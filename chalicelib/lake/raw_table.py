@@ -236,6 +236,57 @@ class RawTable:
         hours = hours_between(start_ms, end_ms)
         return _in_range(self.first_copies(self.read_hours(hours, app_ids), hours), start_ms, end_ms)
 
+    def read_app_deduped(self, app_id: str, start_ms: int, end_ms: int) -> pa.Table:
+        """One app's rows with start_ms <= event_time < end_ms, each event_id once by the duplicate rule.
+
+        The scan is pruned to the app's partitions and, by the files' ``event_time`` statistics and a
+        row filter applied while reading, to the range: a finalization unit holds its slice, never
+        the app's whole hour. Every copy of the ids within the dedupe window is consulted (three
+        columns), the range's own hours included, so slices of one hour agree with the whole hour."""
+        from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+
+        hours = hours_between(start_ms, end_ms)
+        row_filter = And(partition_filter(hours, [app_id]),
+                         And(GreaterThanOrEqual("event_time", _iso(start_ms)), LessThan("event_time", _iso(end_ms))))
+        rows = _in_range(to_reader_rows(self.scan(row_filter)), start_ms, end_ms)
+        if rows.num_rows == 0:
+            return rows
+        first, last = layout.hour_start_ms(*hours[0]), layout.hour_start_ms(*hours[-1]) + layout.HOUR_MS
+        reach = layout.HOUR_MS * (-(-DEDUPE_WINDOW_MS // layout.HOUR_MS))
+        return self._kept(rows, hours_between(first - reach, last + reach), [app_id])
+
+    def partition_files(self, hours: list[tuple[str, str]]) -> dict[tuple[str, str, str], list[tuple[str, int]]]:
+        """(app_id, dt, hour) -> [(data file path, record count)] of the hours, from the table's
+        manifests only (no data read): what the finalization planner sizes and fingerprints units by."""
+        found: dict[tuple[str, str, str], list[tuple[str, int]]] = {}
+        if not hours:
+            return found
+        table = self.table()
+        if table.current_snapshot() is None:
+            return found
+        for task in table.scan(row_filter=partition_filter(hours)).plan_files():
+            f = task.file
+            p = f.partition
+            found.setdefault((p[0], p[1], p[2]), []).append((f.file_path, int(f.record_count)))
+        return found
+
+    def _kept(self, rows: pa.Table, hours: list[tuple[str, str]], apps: list[str]) -> pa.Table:
+        """``rows`` the duplicate rule keeps, every copy of their ids in ``hours`` consulted
+        (a row read again from the table is a later-positioned copy of itself: the rule keeps the first)."""
+        columns = ["app_id", "event_id", "received_at"]
+        parts = [rows.select(columns)]
+        ids = rows["event_id"].combine_chunks()
+        reader = self.table().scan(row_filter=partition_filter(hours, apps),
+                                   selected_fields=tuple(columns)).to_arrow_batch_reader()
+        for batch in reader:
+            hit = pa.Table.from_batches([batch]).select(columns)
+            hit = hit.filter(pc.is_in(hit["event_id"], value_set=ids))
+            if hit.num_rows:
+                parts.append(hit.cast(parts[0].schema))
+        keys = pa.concat_tables(parts)
+        mask = kept_mask(keys["app_id"], keys["event_id"], keys["received_at"])
+        return rows.filter(mask.slice(0, rows.num_rows))
+
     def first_copies(self, rows: pa.Table, hours: list[tuple[str, str]]) -> pa.Table:
         """Of ``rows`` (every row of the apps present in ``hours``), those the duplicate rule keeps,
         given every copy of their ids in the table (the neighbouring hours within the dedupe window)."""
@@ -246,20 +297,12 @@ class RawTable:
         last = layout.hour_start_ms(*hours[-1]) + layout.HOUR_MS
         reach = layout.HOUR_MS * (-(-DEDUPE_WINDOW_MS // layout.HOUR_MS))
         inside = set(hours)
-        around = [h for h in hours_between(first - reach, last + reach) if h not in inside]
-        columns = ["app_id", "event_id", "received_at"]
-        parts = [rows.select(columns)]
-        reader = self.table().scan(row_filter=partition_filter(around, apps),
-                                   selected_fields=tuple(columns)).to_arrow_batch_reader()
-        ids = rows["event_id"].combine_chunks()
-        for batch in reader:
-            hit = pa.Table.from_batches([batch]).select(columns)
-            hit = hit.filter(pc.is_in(hit["event_id"], value_set=ids))
-            if hit.num_rows:
-                parts.append(hit.cast(parts[0].schema))
-        keys = pa.concat_tables(parts)
-        mask = kept_mask(keys["app_id"], keys["event_id"], keys["received_at"])
-        return rows.filter(mask.slice(0, rows.num_rows))
+        return self._kept(rows, [h for h in hours_between(first - reach, last + reach) if h not in inside], apps)
+
+
+def _iso(ms: int) -> str:
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="microseconds")
 
 
 def _in_range(rows: pa.Table, start_ms: int, end_ms: int) -> pa.Table:

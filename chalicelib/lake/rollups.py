@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from botocore.exceptions import ClientError
@@ -182,18 +183,29 @@ def read_app_final(s3, bucket: str, metric: MetricDef, dt: str, hour: str, app_i
             cache.validated(name, cached)
             return table
         raise
-    table = strip_register_columns(decode_parquet(response["Body"].read()), metric)
+    table = with_slices(s3, bucket, metric, key, decode_parquet(response["Body"].read()))
     etag = response.get("ETag", "")
     cache.put(key, etag, table)
     cache.validated(name, etag)
     return table
 
 
+def with_slices(s3, bucket: str, metric: MetricDef, key: str, head: pa.Table) -> pa.Table:
+    """A final file's rows; a head of a split (app, hour) (no rows, ``layout.SLICES_KEY`` in its
+    metadata) -> the rows of the slices it names, read by name (lake/final_writer.py)."""
+    names = (head.schema.metadata or {}).get(layout.SLICES_KEY)
+    if names is None:
+        return strip_register_columns(head, metric)
+    folder = key[:-len(".parquet")] + "/"
+    return pa.concat_tables([strip_register_columns(read_parquet(s3, bucket, folder + name), metric)
+                             for name in orjson.loads(names)] or [partials_schema(metric).empty_table()])
+
+
 def _read_file(s3, bucket: str, metric: MetricDef, key: str, etag: str, cache: FileCache) -> pa.Table:
     table = cache.get(key, etag)
     if table is None:
         try:
-            table = strip_register_columns(read_parquet(s3, bucket, key), metric)
+            table = with_slices(s3, bucket, metric, key, read_parquet(s3, bucket, key))
         except ClientError as exc:
             if _missing(exc):
                 raise RollupReadConflict(f"{key} vanished while reading") from exc

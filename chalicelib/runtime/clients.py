@@ -51,3 +51,7 @@ class Clients:
     @functools.cached_property
     def glue(self):
         return self.client("glue")
+
+    @functools.cached_property
+    def sqs(self):
+        return self.client("sqs")

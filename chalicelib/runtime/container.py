@@ -122,7 +122,7 @@ class Container:
     def deletion_job(self, checkpoint=None):
         """The privacy deletion job (chalicelib/lake/privacy_job.py); ``checkpoint(step)`` for tests."""
         from chalicelib.lake.erasure import ObjectEraser
-        from chalicelib.lake.privacy_job import DeletionJob, FinalizerRefinalizer
+        from chalicelib.lake.privacy_job import DeletionJob, UnitRefinalizer
         from chalicelib.lake.raw_commit import StagedCommitter
         from chalicelib.lake.raw_maintenance import RawMaintenance
         from chalicelib.search.erasure import SearchEraser
@@ -134,7 +134,8 @@ class Container:
             self.raw_table, RawMaintenance(self.clients.s3, s.bucket, self.raw_table, clock_ms, settle_ms=0,
                                            snapshot_retention_ms=0, orphan_min_age_ms=0),
             ObjectEraser(self.clients.s3, s.bucket), search,
-            lambda: FinalizerRefinalizer(self.finalizer, self.metrics, self.clients.s3, s.bucket), clock_ms,
+            lambda: UnitRefinalizer(self.finalizer, self.metrics, self.clients.s3, s.bucket), clock_ms,
+            people=self.people_tables,
             lookback_hours=-(-lookback_ms // 3_600_000), **({"checkpoint": checkpoint} if checkpoint else {}))
 
     @functools.cached_property
@@ -275,9 +276,18 @@ class Container:
     def finalizer(self):
         from chalicelib.lake.finalizer import Finalizer
         s = self.settings
+        dispatch = None
+        if s.finalize_queue_url:  # the units go to the finalize_worker function through SQS
+            from chalicelib.lake.unit_queue import UnitQueue
+            dispatch = UnitQueue(self.clients.sqs, s.finalize_queue_url).send
         return Finalizer(self.clients.s3, s.bucket, self.state, self.metrics, clock_ms,
                          grace_ms=s.finalize_grace_s * 1000, close_delay_ms=s.finalize_close_delay_s * 1000,
-                         raw=self.raw_table)
+                         raw=self.raw_table, dispatch=dispatch, after_hour=self.people_tables.update)
+
+    @property
+    def finalize_worker(self):
+        """One finalization unit at a time (the finalize_worker function; backfill and replay call it too)."""
+        return self.finalizer.worker
 
     @functools.cached_property
     def people_tables(self):

@@ -57,6 +57,13 @@ class FunctionConfig:
     reserved_concurrency: int | None = None
     #: How often a scheduled function runs on this stage (seconds); a deployed rule rounds up to minutes.
     schedule_s: int | None = None
+    #: An SQS-triggered function: messages per invocation (1..10), how long a received message stays
+    #: invisible (s), receives before it moves to the dead-letter queue; memory (MB) and timeout (s).
+    batch_size: int | None = None
+    visibility_timeout_s: int | None = None
+    max_receive_count: int | None = None
+    memory_mb: int | None = None
+    timeout_s: int | None = None
 
     @property
     def schedule_minutes(self) -> int | None:
@@ -241,6 +248,10 @@ def parse_pipeline_config(text: str, stage: str) -> PipelineConfig:
     for function in functions:
         if function.reserved_concurrency is not None:
             _in_range(f"functions.{function.name}", "reserved_concurrency", function.reserved_concurrency, 0, 900)
+        for key, low, high in (("batch_size", 1, 10), ("visibility_timeout_s", 0, 43_200), ("max_receive_count", 1, 1000),
+                               ("memory_mb", 128, 10_240), ("timeout_s", 1, 900)):
+            if getattr(function, key) is not None:
+                _in_range(f"functions.{function.name}", key, getattr(function, key), low, high)
     return config
 
 

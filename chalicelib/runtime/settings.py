@@ -39,6 +39,10 @@ class Settings:
     finalize_grace_s: int = 900
     #: ... and a window is finalized this long after it closed (beyond the allowed lateness).
     finalize_close_delay_s: int = 60
+    #: Finalization units go to this SQS queue (the finalize_worker function's); without its URL the
+    #: scheduled planner runs them itself (tests, tools).
+    finalize_queue: str = "eventpipe-finalize-units"
+    finalize_queue_url: str | None = None
     #: Days of raw events the Iceberg table keeps (0 = forever); the template sets it from pipeline.toml.
     raw_retention_days: int = 0
     #: Local debugging: the tap consumer appends delivered event ids here.
@@ -83,6 +87,8 @@ class Settings:
             tap_file=env.get("EVENTPIPE_TAP_FILE") or None,
             finalize_grace_s=int(env.get("EVENTPIPE_FINALIZE_GRACE_S", cls.finalize_grace_s)),
             finalize_close_delay_s=int(env.get("EVENTPIPE_FINALIZE_CLOSE_DELAY_S", cls.finalize_close_delay_s)),
+            finalize_queue=env.get("EVENTPIPE_FINALIZE_QUEUE", cls.finalize_queue),
+            finalize_queue_url=env.get("EVENTPIPE_FINALIZE_QUEUE_URL") or None,
             raw_retention_days=int(env.get("EVENTPIPE_RAW_RETENTION_DAYS", cls.raw_retention_days)),
             rate_events_per_second=float(env.get("EVENTPIPE_RATE_EVENTS_PER_S", cls.rate_events_per_second)),
             rate_requests_per_second=float(env.get("EVENTPIPE_RATE_REQUESTS_PER_S", cls.rate_requests_per_second)),

@@ -3,6 +3,7 @@
 * per consumer: iterator age (how far behind the stream it is) and failed deliveries to its
   on-failure destination (``DestinationDeliveryFailures``);
 * per function: errors and throttles;
+* the finalize-units dead-letter queue: any message in it;
 * the API: 5xx responses and p99 latency;
 * the search domain: cluster status red (and yellow with more than one node) and JVM memory
   pressure;
@@ -89,6 +90,10 @@ def alarms(config: PipelineConfig, names: StageNames) -> dict:
             resources[f"{logical_id}DestinationFailuresAlarm"] = _alarm(
                 f"{function}: a failed batch could not be written to the on-failure destination",
                 "AWS/Lambda", "DestinationDeliveryFailures", dims, 1)
+    resources["FinalizeUnitsDeadLettersAlarm"] = _alarm(
+        "finalize_worker: a finalization unit failed every attempt (in the dead-letter queue; "
+        "`eventpipe redrive --consumer finalize_worker` after the fix)", "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible", {"QueueName": names.finalize_dlq}, 1, statistic="Maximum")
     api = {"ApiName": names.rest_api, "Stage": "api"}
     resources["Api5xxAlarm"] = _alarm("API: 5xx responses", "AWS/ApiGateway", "5XXError", api, limits.api_5xx)
     resources["ApiLatencyAlarm"] = _alarm(

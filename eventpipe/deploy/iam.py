@@ -26,13 +26,17 @@ Which calls each function makes (from chalicelib):
 * commit_events: the raw events Iceberg table's one writer: reads and deletes staged files and its
   journals, reads, writes and deletes the table's files under tables/events/; Glue GetDatabase,
   GetTable, CreateTable (first run), UpdateTable (each commit); state table (progress, sweeps).
-* finalize_windows: reads the raw table (Glue GetTable, tables/events/) and rollups/, writes and
-  deletes rollups/; state table; reads and writes insights/, tables/sessions/, tables/persons/ and
-  reads each app's session gap (apps table GetItem).
+* finalize_windows: the planner: reads the raw table's metadata (Glue GetTable, tables/events/) and
+  rollups/, writes its bookkeeping and deletes covered partials under rollups/; state table (the
+  committer's progress); sends units to the finalize-units queue (backfill requests compute here).
+* finalize_worker: the SQS mapping (receive, delete, attributes of the finalize-units queue); reads
+  the raw table and rollups/, writes rollups/ (never deletes); state table reads; reads and writes
+  insights/, tables/sessions/, tables/persons/ (persons and sessions of the hour) and reads each app's
+  session gap (apps table GetItem).
 * search_retention: lists and deletes daily indices.
 * process_regulations (privacy deletions): the state table (regulations, the suppression list, the
   raw table's writer lease); the raw table as commit_events (under the lease); rollups as
-  finalize_windows; rewrites or deletes staged files, bad rows and on-failure records (and their old
+  finalize_worker (persons and sessions too); rewrites or deletes staged files, bad rows and on-failure records (and their old
   versions, should the bucket keep any); OpenSearch ``_delete_by_query`` (POST) on the daily indices.
 """
 
@@ -135,6 +139,23 @@ def statements(function: str, names: StageNames) -> list[dict]:
             {**_allow("InsightIds", ["dynamodb:GetItem", "dynamodb:PutItem"], [table_arn(n.STATE_TABLE)]),
              "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["insight#*"]}}},
         ]
+    if function in n.QUEUE_CONSUMERS:  # what Lambda's SQS event source mapping needs from the role
+        result.append(_allow("ReadQueue", ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                                           "sqs:ChangeMessageVisibility"],
+                             [{"Fn::GetAtt": [n.QUEUE_CONSUMERS[function], "Arn"]}]))
+    if function == "finalize_worker":
+        result += [
+            _allow("State", ["dynamodb:GetItem"], [table_arn(n.STATE_TABLE)]),
+            _allow("ListLake", ["s3:ListBucket"], [bucket_arn()]),
+            _allow("ReadEvents", ["s3:GetObject"], _objects("tables/events/")),
+            _allow("RawTableCatalog", ["glue:GetDatabase", "glue:GetTable"], glue_arns(names)),
+            _allow("Rollups", ["s3:GetObject", "s3:PutObject"], _objects("rollups/")),
+        ]
+    if function in ("finalize_worker", "process_regulations"):
+        # Persons and sessions of the finalized hours (chalicelib/lake/people_tables.py), each app's session gap.
+        result += [_allow("Insights", ["s3:GetObject", "s3:PutObject"],
+                          _objects("insights/", "tables/sessions/", "tables/persons/")),
+                   _allow("SessionGap", ["dynamodb:GetItem"], [table_arn(n.APPS_TABLE)])]
     if function in ("aggregate_events", "finalize_windows", "commit_events"):
         result.append(_allow("State", ["dynamodb:GetItem", "dynamodb:PutItem"], [table_arn(n.STATE_TABLE)]))
     if function == "commit_events":  # the raw table's writer lease (chalicelib/lake/writer_lock.py)
@@ -173,10 +194,7 @@ def statements(function: str, names: StageNames) -> list[dict]:
             _allow("ReadEvents", ["s3:GetObject"], _objects("tables/events/")),
             _allow("RawTableCatalog", ["glue:GetDatabase", "glue:GetTable"], glue_arns(names)),
             _allow("Rollups", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], _objects("rollups/")),
-            # Persons and sessions of the finalized hours (chalicelib/lake/people_tables.py), each app's session gap.
-            _allow("Insights", ["s3:GetObject", "s3:PutObject"],
-                   _objects("insights/", "tables/sessions/", "tables/persons/")),
-            _allow("SessionGap", ["dynamodb:GetItem"], [table_arn(n.APPS_TABLE)]),
+            _allow("SendUnits", ["sqs:SendMessage"], [{"Fn::GetAtt": [n.FINALIZE_QUEUE, "Arn"]}]),
         ]
     result += search_statements(function, names)
     return _merge_sids(result)

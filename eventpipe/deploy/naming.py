@@ -17,6 +17,7 @@ FUNCTIONS = {
     "aggregate_events": "AggregateEvents",
     "index_events": "IndexEvents",
     "finalize_windows": "FinalizeWindows",
+    "finalize_worker": "FinalizeWorker",
     "commit_events": "CommitEvents",
     "search_retention": "SearchRetention",
     "process_regulations": "ProcessRegulations",
@@ -38,6 +39,10 @@ SEARCH_DOMAIN = "SearchDomain"
 ALARM_TOPIC = "AlarmTopic"
 ALARM_TOPIC_POLICY = "AlarmTopicPolicy"
 REST_API = "RestAPI"
+FINALIZE_QUEUE = "FinalizeUnitsQueue"
+FINALIZE_DLQ = "FinalizeUnitsDeadLetterQueue"
+#: The SQS-triggered functions: function -> the logical id of its queue.
+QUEUE_CONSUMERS = {"finalize_worker": FINALIZE_QUEUE}
 
 #: Where Lambda writes a Kinesis mapping's on-failure records in an S3 destination
 #: (``aws/lambda/<ESM-UUID>/<shardID>/YYYY/MM/DD/...``; the prefix is Lambda's, not ours).
@@ -101,6 +106,14 @@ class StageNames:
     @property
     def alarm_topic(self) -> str:
         return f"{self.prefix}-alarms"
+
+    @property
+    def finalize_queue(self) -> str:
+        return f"{self.prefix}-finalize-units"
+
+    @property
+    def finalize_dlq(self) -> str:
+        return f"{self.finalize_queue}-dlq"  # eventpipe redrive finds it by this name
 
     def function(self, name: str) -> str:
         """Chalice's naming: ``eventpipe-dev-archive_events``."""

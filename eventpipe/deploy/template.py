@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 
 from chalicelib.runtime.pipeline_config import ConsumerConfig, PipelineConfig, load_pipeline_config
 from eventpipe.deploy.artifact_config import PACKAGE
-from eventpipe.deploy import alarms, api_stage, glue_resources, iam, search_domain, storage
+from eventpipe.deploy import alarms, api_stage, glue_resources, iam, queues, search_domain, storage
 from eventpipe.deploy import naming as n
 from eventpipe.deploy.naming import StageNames
 
@@ -102,12 +102,19 @@ def _environment(function: str, config: PipelineConfig) -> dict:
         "EVENTPIPE_SEARCH_RETENTION_DAYS": str(config.search.retention_days),
         "EVENTPIPE_SEARCH_REPLICAS": str(config.search.replicas),
     }
+    if function == "finalize_windows":  # the planner sends the due units to the workers' queue
+        variables["EVENTPIPE_FINALIZE_QUEUE"] = names_queue(config)
+        variables["EVENTPIPE_FINALIZE_QUEUE_URL"] = {"Ref": n.FINALIZE_QUEUE}
     if function == "commit_events":  # the raw table's retention is its own maintenance, not a lifecycle rule
         variables["EVENTPIPE_RAW_RETENTION_DAYS"] = str(config.lifecycle.raw_events_days)
     if function in n.SEARCH_FUNCTIONS:
         variables["OPENSEARCH_URL"] = search_domain.endpoint_url()
         variables["EVENTPIPE_OPENSEARCH_SIGV4"] = "es"
     return {"Variables": variables}
+
+
+def names_queue(config: PipelineConfig) -> str:
+    return StageNames(config.deploy.app_name, config.stage).finalize_queue
 
 
 def _function(function: str, config: PipelineConfig, names: StageNames, layers: Sequence[str]) -> dict:
@@ -129,6 +136,11 @@ def _function(function: str, config: PipelineConfig, names: StageNames, layers: 
     if function in n.CONSUMERS:
         properties["Events"] = {f"{logical_id}KinesisEventSource": {
             "Properties": mapping_properties(config.consumer(function))}}
+    if function in n.QUEUE_CONSUMERS:
+        own = config.function(function)
+        properties["Events"] = {f"{logical_id}SqsEventSource": {"Properties": queues.mapping_properties(config,
+                                                                                                      function)}}
+        properties.update({k: v for k, v in (("MemorySize", own.memory_mb), ("Timeout", own.timeout_s)) if v})
     return {logical_id: {"Properties": properties}}
 
 
@@ -187,7 +199,7 @@ def merge_template(config: PipelineConfig, layers: Mapping[str, Sequence[str]] =
     resources: dict = {}
     for part in (storage.stream(config, names), storage.bucket(config, names), storage.tables(config, names),
                  storage.log_groups(config, names), glue_resources.catalog(config, names),
-                 iam.roles(config, names), search_domain.domain(config, names),
+                 iam.roles(config, names), search_domain.domain(config, names), queues.queues(config, names),
                  search_domain.log_groups(config, names), alarms.topic(config, names),
                  alarms.alarms(config, names), api_stage.resources(config, names),
                  api_stage.permission_override(config), _layers(config, names, all_layers)):

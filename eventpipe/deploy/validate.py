@@ -142,13 +142,15 @@ def invariant_findings(template: dict) -> list[Finding]:
         findings.append(Finding("roles", "template", f"roles no function uses: {sorted(unused)}"))
 
     mappings = _resources(template, "AWS::Lambda::EventSourceMapping")
-    if len(mappings) != len(n.CONSUMERS):
+    if len(mappings) != len(n.CONSUMERS) + len(n.QUEUE_CONSUMERS):
         findings.append(Finding("mappings", "template", f"{len(mappings)} event source mappings, expected "
-                                                        f"{len(n.CONSUMERS)}"))
+                                                        f"{len(n.CONSUMERS) + len(n.QUEUE_CONSUMERS)}"))
     for logical_id, mapping in mappings.items():
         props = mapping["Properties"]
         if props.get("FunctionResponseTypes") != ["ReportBatchItemFailures"]:
             findings.append(Finding("mappings", logical_id, "no FunctionResponseTypes [ReportBatchItemFailures]"))
+        if ":sqs:" in json.dumps(props.get("EventSourceArn")) or "Queue" in json.dumps(props.get("EventSourceArn")):
+            continue  # an SQS mapping: retries and the dead letters are the queue's (RedrivePolicy)
         for key in REQUIRED_MAPPING_KEYS:
             if key not in props:
                 findings.append(Finding("mappings", logical_id, f"no {key}"))

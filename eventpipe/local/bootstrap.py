@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.api.keys import AppStore, hash_key
 from chalicelib.runtime.clients import Clients
+from chalicelib.runtime.pipeline_config import load_pipeline_config
 
 
 def _exists_error(exc: ClientError) -> bool:
@@ -47,6 +48,21 @@ def ensure_table(dynamodb, name: str, hash_key_name: str) -> None:
 def ensure_bucket(s3, name: str, region: str) -> None:
     kwargs = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     _create(lambda: s3.create_bucket(Bucket=name, **kwargs))
+
+
+def ensure_queue(sqs, name: str, visibility_timeout_s: int, max_receive_count: int) -> str:
+    """The queue and its dead-letter queue ``<name>-dlq`` (redrive after ``max_receive_count``
+    receives, as the deployed queue); returns the queue's URL."""
+    import json
+
+    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq",
+                               Attributes={"MessageRetentionPeriod": str(14 * 86400)})["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    attributes = {"VisibilityTimeout": str(visibility_timeout_s), "RedrivePolicy": json.dumps(
+        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})}
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]  # idempotent; attributes set (again) below
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return url
 
 
 def ensure_glue_database(glue, name: str) -> None:
@@ -103,8 +119,11 @@ def bootstrap(clients: Clients, shards: int = 2, demo_app: str = "demo", demo_ke
     ensure_bucket(clients.s3, s.bucket, s.region)
     ensure_glue_database(clients.glue, s.glue_database)
     ensure_catalog(clients)
+    worker = load_pipeline_config(s.stage).function("finalize_worker")
+    ensure_queue(clients.sqs, s.finalize_queue, worker.visibility_timeout_s or 30, worker.max_receive_count or 3)
     ensure_demo_app(clients, demo_app, demo_key)
     limits = f"{DEMO_LIMITS['events_per_second']:,.0f} events/s, {DEMO_LIMITS['requests_per_second']:,.0f} requests/s"
     return [f"kinesis stream {s.stream_name} ({shards} shards)", f"dynamodb tables {s.apps_table}, {s.state_table}",
             f"s3 bucket {s.bucket}", f"glue database {s.glue_database}",
+            f"sqs queue {s.finalize_queue} (dead letters: {s.finalize_queue}-dlq)",
             f"app {demo_app!r} with key {demo_key!r} (rate limits: {limits})"]

@@ -89,7 +89,11 @@ def run_consumers(poll_interval_s: float = 0.2, max_retries: int | None = None,
     jobs = scheduled_jobs_from_app(module, schedule_override_s)
     threading.Thread(target=run_schedules, args=(jobs, settings.region, runner.stop_event), daemon=True,
                      name="schedules").start()
+    from eventpipe.local.queue_runner import queue_consumers_from_app, run_queue_pollers
+    queues = queue_consumers_from_app(module, module.pipeline)  # SQS -> Lambda (the finalize-units queue)
+    run_queue_pollers(container.clients.sqs, queues, settings.region, runner.stop_event)
     print(json.dumps({"runner": "started", "consumers": [c.name for c in consumers],
+                      "queues": {q.name: q.queue for q in queues},
                       "schedules": {j.name: j.interval_s for j in jobs}}), flush=True)
     while not done.wait(30):
         runner.start()  # picks up new shards after a reshard

@@ -180,6 +180,9 @@ class Stack:
         self._restore(clients)
         report = bootstrap(clients, self.config.shards, self.config.demo_app, self.config.demo_key)
         self._say("bootstrap: " + "; ".join(report))
+        # Finalization goes through the queue (the runner plays SQS -> the finalize_worker function).
+        queue_url = clients.sqs.get_queue_url(QueueName=self.settings.finalize_queue)["QueueUrl"]
+        self.env.setdefault("EVENTPIPE_FINALIZE_QUEUE_URL", queue_url)
         self._spawn("api", [python, "-m", "eventpipe.cli", "serve", "--host", HOST,
                             "--port", str(self.config.http_port)])
         wait_http(f"{self.api_url}/v1/health")

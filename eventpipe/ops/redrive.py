@@ -121,3 +121,46 @@ def aws_redriver(clients, stream_arn: str) -> Redriver:
         return payload
 
     return Redriver(clients.s3, clients.settings.bucket, by_mapping, invoke)
+
+
+# ------------------------------------------------------------------ SQS dead-letter queues
+#: function -> its queue's name suffix: the finalize-units queue's dead letters go back to it.
+QUEUE_CONSUMERS = ("finalize_worker",)
+
+
+class QueueRedriver:
+    """Moves the messages of a dead-letter queue back to its source queue (the finalize-units
+    queue: a unit is idempotent, so running it again is safe). A message is deleted from the
+    dead-letter queue only after SQS accepted its copy (a crash in between sends it twice: harmless)."""
+
+    def __init__(self, sqs, queue_url: str, dlq_url: str, consumer: str = "finalize_worker") -> None:
+        self._sqs, self._url, self._dlq, self._consumer = sqs, queue_url, dlq_url, consumer
+
+    def run(self, dry_run: bool = False, limit: int = 100_000) -> list[RedriveOutcome]:
+        outcomes: list[RedriveOutcome] = []
+        while len(outcomes) < limit:
+            messages = self._sqs.receive_message(QueueUrl=self._dlq, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                                 VisibilityTimeout=0 if dry_run else 60).get("Messages", [])
+            if not messages:
+                break
+            if dry_run:
+                return [RedriveOutcome(m["MessageId"], self._consumer, 1, "would move back") for m in messages]
+            sent = self._sqs.send_message_batch(QueueUrl=self._url, Entries=[
+                {"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(messages)])
+            ok = {e["Id"] for e in sent.get("Successful", [])}
+            moved = [m for i, m in enumerate(messages) if str(i) in ok]
+            if moved:
+                self._sqs.delete_message_batch(QueueUrl=self._dlq, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(moved)])
+            outcomes += [RedriveOutcome(m["MessageId"], self._consumer, 1,
+                                        "replayed" if str(i) in ok else "failed: not sent")
+                         for i, m in enumerate(messages)]
+            if len(moved) < len(messages):
+                break
+        return outcomes
+
+
+def queue_redriver(sqs, queue_name: str) -> QueueRedriver:
+    """The redriver of ``queue_name``'s dead-letter queue ``<queue_name>-dlq``."""
+    url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+    return QueueRedriver(sqs, url, sqs.get_queue_url(QueueName=f"{queue_name}-dlq")["QueueUrl"])

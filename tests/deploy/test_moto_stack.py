@@ -53,9 +53,16 @@ def test_deploy_creates_the_stack_and_destroy_removes_it(moto_clients, tmp_path,
 
     lam = session.client("lambda", endpoint_url=url)
     mappings = lam.list_event_source_mappings()["EventSourceMappings"]
-    assert len(mappings) == 3
+    kinesis_mappings = [m for m in mappings if ":kinesis:" in m["EventSourceArn"]]
+    (queue_mapping,) = [m for m in mappings if ":sqs:" in m["EventSourceArn"]]  # the finalize-units queue
+    assert len(kinesis_mappings) == 3
     assert all(m["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and m["BisectBatchOnFunctionError"]
-               for m in mappings)
+               for m in kinesis_mappings)
+    assert queue_mapping["EventSourceArn"].endswith(":eventpipe-dev-finalize-units")
+    assert queue_mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    sqs = session.client("sqs", endpoint_url=url)
+    dlq = sqs.get_queue_url(QueueName="eventpipe-dev-finalize-units-dlq")["QueueUrl"]
+    assert dlq
     assert lam.get_function_concurrency(FunctionName="eventpipe-dev-finalize_windows")[
         "ReservedConcurrentExecutions"] == 1
     roles = {lam.get_function(FunctionName=f"eventpipe-dev-{name}")["Configuration"]["Role"]

@@ -70,8 +70,9 @@ def test_invariant_check_catches_too_much_reserved_concurrency(dev_template):
     for name in ("APIHandler", "ArchiveEvents", "AggregateEvents", "IndexEvents", "SearchRetention"):
         dev_template["Resources"][name]["Properties"]["ReservedConcurrentExecutions"] = 200  # the old prod setting
     messages = [f.message for f in invariant_findings(dev_template)]
-    # 5 x 200 + the finalizer's, the committer's and the deletion job's 1 each
-    assert messages == ["reserves 1003 concurrent executions; a default account can grant 900"]
+    # 5 x 200 + the planner's, the committer's and the deletion job's 1 each + the finalize workers' (pipeline.toml)
+    workers = dev_template["Resources"]["FinalizeWorker"]["Properties"]["ReservedConcurrentExecutions"]
+    assert messages == [f"reserves {1003 + workers} concurrent executions; a default account can grant 900"]
 
 
 def test_api_check_catches_an_integration_of_latest_and_an_unthrottled_stage(dev_template):

@@ -129,14 +129,15 @@ def test_bucket_is_encrypted_private_tls_only_with_lifecycle_per_prefix(dev_temp
 
 
 def test_the_finalizer_the_committer_and_the_api_alone_reserve_concurrency(stage_template):
-    """The finalizer and the committer (the raw table's only writer) run one at a time (1 each); the API is
-    capped (100) so it cannot starve the unreserved consumers."""
+    """The finalizer's planner and the committer (the raw table's only writer) run one at a time (1 each);
+    the finalize workers (pipeline.toml) and the API (100) are capped so they cannot starve the consumers."""
     _, template = stage_template
     reserved = {k: v["Properties"].get("ReservedConcurrentExecutions")
                 for k, v in template["Resources"].items() if v["Type"] == "AWS::Lambda::Function"}
+    workers = load_pipeline_config(stage_template[0]).function("finalize_worker").reserved_concurrency
     assert reserved == {**{k: None for k in n.FUNCTIONS.values()}, "FinalizeWindows": 1, "CommitEvents": 1,
                         "ProcessRegulations": 1,
-                        "APIHandler": 100}
+                        "APIHandler": 100, "FinalizeWorker": workers}
 
 
 def test_gzip_bodies_pass_as_binary(dev_template):
@@ -160,3 +161,32 @@ def test_alarms_cover_consumers_functions_api_and_search(dev_template):
     notice = dev_template["Resources"]["LakeBucket"]["Properties"]["NotificationConfiguration"]
     assert notice["TopicConfigurations"][0]["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix",
                                                                             "Value": "aws/lambda/"}]
+
+
+def test_the_finalize_worker_consumes_its_queue_with_partial_batch_responses_and_a_dead_letter_queue(dev_template):
+    """The worker's SQS mapping reports batch item failures; its queue redrives to a DLQ after
+    max_receive_count receives; an alarm watches the DLQ; only the planner may send, only the worker receive."""
+    resources = dev_template["Resources"]
+    worker_config = load_pipeline_config("dev").function("finalize_worker")
+    (mapping,) = [v["Properties"] for v in resources.values() if v["Type"] == "AWS::Lambda::EventSourceMapping"
+                  and "FinalizeUnitsQueue" in json.dumps(v["Properties"]["EventSourceArn"])]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BatchSize"] == worker_config.batch_size
+    queue = resources["FinalizeUnitsQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == worker_config.max_receive_count
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["FinalizeUnitsDeadLetterQueue", "Arn"]}
+    alarm = resources["FinalizeUnitsDeadLettersAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": "eventpipe-dev-finalize-units-dlq"}]
+    senders, receivers = set(), set()
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        for policy in resource["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                if "sqs:SendMessage" in statement["Action"]:
+                    senders.add(logical_id)
+                if "sqs:ReceiveMessage" in statement["Action"]:
+                    receivers.add(logical_id)
+    assert senders == {"FinalizeWindowsRole"} and receivers == {"FinalizeWorkerRole"}
+    worker = resources["FinalizeWorker"]["Properties"]
+    assert (worker["MemorySize"], worker["Timeout"]) == (worker_config.memory_mb, worker_config.timeout_s)

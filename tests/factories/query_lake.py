@@ -149,12 +149,13 @@ def build_lake(clients) -> LakeData:
     raw = raw_table_of(clients)
     committer = StagedCommitter(clients.s3, s.bucket, raw, state)
     committer.run()  # the commit_events schedule: the staged batches -> the raw events table
-    reports = Finalizer(clients.s3, s.bucket, state, metrics, clock, grace_ms=15 * MINUTE, raw=raw).run()
+    # The finalize worker's hook: persons and sessions of each (app, hour) whose finals switched.
+    people = InsightsUpdater(raw, SessionsTable(clients.s3, s.bucket), PersonsTable(clients.s3, s.bucket))
+    reports = Finalizer(clients.s3, s.bucket, state, metrics, clock, grace_ms=15 * MINUTE, raw=raw,
+                        after_hour=people.update).run()
     finalized = {(r.metric, r.dt, r.hour) for r in reports if r.action == "finalized"}
     assert {(dt, hour) for _, dt, hour in finalized} == {("2026-01-01", "12")}, reports
     assert {m for m, _, _ in finalized} == {m.name for m in metrics.metrics}
-    # The hook of the finalize_windows schedule: persons and sessions of the hours it finalized.
-    InsightsUpdater(raw, SessionsTable(clients.s3, s.bucket), PersonsTable(clients.s3, s.bucket)).after_finalize(reports)
     data.archived_at_final = len(data.archived)
 
     # Stragglers: 12:45 has final rows (hidden by the rule), 12:30 has none (shown from the partial).

@@ -122,9 +122,12 @@ def raw_ids(clients, bucket: str, app_id: str) -> list[str]:
 def final_windows(clients, bucket: str, app_id: str) -> Counter:
     """(window_start, event_type) -> count from the event_counts final files, for one app."""
     metric = load_metrics()["event_counts"]
+    from chalicelib.lake.rollups import with_slices
+
+    # Each app's final file by name; a head of a split (app, hour) stands for the slices it names.
     keys = [o["Key"] for o in list_keys(clients.s3, bucket, layout.rollup_prefix(metric, "final"))
-            if o["Key"].endswith(".parquet")]
-    tables = [strip_register_columns(t, metric) for t in read_many(clients.s3, bucket, keys)]
+            if layout.final_app(o["Key"]) is not None]
+    tables = [with_slices(clients.s3, bucket, metric, key, t) for key, t in zip(keys, read_many(clients.s3, bucket, keys))]
     if not tables:
         return Counter()
     got = Counter()

@@ -14,6 +14,7 @@ from chalicelib.runtime.clients import Clients
 from chalicelib.runtime.settings import Settings
 from chalicelib.lake import layout
 from chalicelib.lake.finalizer import Finalizer
+from chalicelib.lake.units import UNITS_PREFIX
 from chalicelib.lake.badrows import S3BadRowsSink
 from chalicelib.lake.consumers import AggregationService, ArchiveService
 from chalicelib.lake.s3io import list_keys
@@ -100,7 +101,8 @@ def test_any_batching_and_sharding_gives_the_one_pass_result_and_finalization_is
     assert lake.keys(layout.rollup_prefix(lake.metrics["event_counts"], "partial"))
     lake.clock.now_ms += 16 * 60_000
     assert {r.action for r in lake.finalizer.run()} == {"cleaned"}
-    assert lake.keys(layout.ROLLUPS_PREFIX) == [k for k in lake.keys(layout.ROLLUPS_PREFIX) if "stage=final" in k]
+    assert lake.keys(layout.ROLLUPS_PREFIX) == [k for k in lake.keys(layout.ROLLUPS_PREFIX)
+                                                if "stage=final" in k or k.startswith(UNITS_PREFIX)]
     assert_counts_match(lake.event_counts(), truth)
 
 

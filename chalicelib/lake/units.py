@@ -1,0 +1,159 @@
+"""Finalization work units: what one finalize-worker invocation computes (pure: no I/O, no clock).
+
+A unit is one (app, dt, hour) — or slice ``k`` of ``n`` of it when the app's hour holds more
+raw rows than :data:`ROWS_PER_UNIT`. It computes **every metric** of its slice from one read of
+the raw table, pruned to the app (the table is partitioned by ``app_id``) and to the slice's
+event-time range.
+
+**The slice rule** (by window range, not by key hash): slice ``k`` of ``n`` owns the windows whose
+``window_start`` lies in ``[hour + k*H/n, hour + (k+1)*H/n)`` (H = one hour), and reads the
+events with ``event_time`` in ``[that start, that end + max(size - slide))`` — every event of every
+window it owns. Each (app, window, key) group is owned by exactly one slice and computed from
+all of its events, so exact distinct counts and percentile sketches are never split, and the
+union of the slices' finals equals the one-unit finals row for row. Why not a hash of the group
+key: a metric without keys has one group per window (it could not be split), and metrics with
+different keys would each need the whole hour, so the read could not be pruned; a window range
+prunes the read itself (Parquet statistics on ``event_time``), which is what bounds a unit's
+memory. A window longer than a slice's range only widens that slice's read (by the window).
+Slice bounds need not align with any window: a window belongs to the slice its start falls in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import orjson
+
+from chalicelib.lake import layout
+
+#: Raw rows one unit may read. Measured (bench/finalize.py --events 1e6 20e6 --s3 files, 2026-12-07): a
+#: unit's peak RSS is ~130 MB (interpreter) + ~1,010 MB per million raw rows (every metric, exact
+#: distinct sets, 50k users), so 2.5M rows keep a unit at ~2.65 GB, under the 3 GB bound. A slice
+#: also reads the events of its last windows past its share of the hour (:func:`slices_for`).
+ROWS_PER_UNIT = 2_500_000
+#: More slices than this make slices shorter than a minute (the smallest window slide in use).
+MAX_SLICES = 60
+UNITS_PREFIX = f"{layout.ROLLUPS_PREFIX}_units/"
+
+
+@dataclass(frozen=True, order=True)
+class Unit:
+    app_id: str
+    dt: str
+    hour: str
+    slice: int = 0
+    slices: int = 1
+
+    def __post_init__(self) -> None:
+        layout.hour_start_ms(self.dt, self.hour)  # raises ValueError on a bad partition
+        if not (0 <= self.slice < self.slices <= MAX_SLICES):
+            raise ValueError(f"slice {self.slice} of {self.slices} is not a slice")
+        if not self.app_id or "/" in self.app_id:
+            raise ValueError(f"bad app id {self.app_id!r}")
+
+    @property
+    def window_range(self) -> tuple[int, int]:
+        """[start, end) of the window starts this unit owns."""
+        start = layout.hour_start_ms(self.dt, self.hour)
+        return (start + self.slice * layout.HOUR_MS // self.slices,
+                start + (self.slice + 1) * layout.HOUR_MS // self.slices)
+
+    def event_range(self, metrics) -> tuple[int, int]:
+        """[start, end) of the event times the unit reads: every event of every window it owns
+        (the last window a metric starts before the slice's end, to that window's end)."""
+        start, end = self.window_range
+        last = max((((end - 1) // m.window.slide_ms) * m.window.slide_ms + m.window.size_ms
+                    for m in metrics.metrics), default=end)
+        return start, max(end, last)
+
+    def message(self) -> str:
+        return orjson.dumps({"app_id": self.app_id, "dt": self.dt, "hour": self.hour,
+                             "slice": self.slice, "slices": self.slices}).decode()
+
+    @classmethod
+    def from_message(cls, body: str | bytes) -> "Unit":
+        """A queue message's body -> the unit (ValueError for anything else: a poison message)."""
+        try:
+            data = orjson.loads(body)
+            return cls(str(data["app_id"]), str(data["dt"]), str(data["hour"]),
+                       int(data.get("slice", 0)), int(data.get("slices", 1)))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a finalization unit: {body!r:.200}") from exc
+
+
+def overhang_ms(metrics) -> int:
+    """How far past its window range a slice may read: up to the longest window."""
+    return max((m.window.size_ms for m in metrics.metrics), default=0)
+
+
+def slices_for(rows: int, rows_per_unit: int = ROWS_PER_UNIT, overhang: int = 0) -> int:
+    """How many slices an (app, hour) of ``rows`` raw rows is split into, so that each slice's read
+    (its 1/n of the hour plus ``overhang`` ms of the next windows' events, at the hour's rate) stays
+    within ``rows_per_unit``. When even the overhang alone is more than that (one window holds more
+    rows than a unit may: ~30M events/hour for 5-minute windows at 2.5M rows), the most slices."""
+    share = overhang / layout.HOUR_MS
+    for n in range(1, MAX_SLICES + 1):
+        if rows * (1 / n + share) <= max(1, rows_per_unit):
+            return n
+    return MAX_SLICES
+
+
+def units_of(app_id: str, dt: str, hour: str, rows: int, rows_per_unit: int = ROWS_PER_UNIT,
+             overhang: int = 0) -> list[Unit]:
+    n = slices_for(rows, rows_per_unit, overhang)
+    return [Unit(app_id, dt, hour, k, n) for k in range(n)]
+
+
+def hour_closed(metrics, dt: str, hour: str, now_ms: int, close_delay_ms: int) -> bool:
+    """Every window of every metric starting in the hour ended more than the allowed lateness ago."""
+    horizon = now_ms - metrics.settings.allowed_lateness_ms - close_delay_ms
+    start = layout.hour_start_ms(dt, hour)
+    return all(start + layout.HOUR_MS - m.window.slide_ms + m.window.size_ms <= horizon for m in metrics.metrics)
+
+
+def input_fingerprint(raw_files: list[str], definitions: dict[str, str], slices: int) -> str:
+    """What a unit's finals were computed from: the raw data files of (app, dt, hour), the metric
+    definitions and the slicing. Any new file (a late event, a commit, a compaction) changes it."""
+    digest = hashlib.sha256(orjson.dumps({"files": sorted(raw_files), "defs": definitions, "n": slices},
+                                         option=orjson.OPT_SORT_KEYS))
+    return digest.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- bookkeeping names
+def hour_prefix(dt: str, hour: str) -> str:
+    return f"{UNITS_PREFIX}dt={dt}/hour={hour}/"
+
+
+def app_prefix(dt: str, hour: str, app_id: str) -> str:
+    return f"{hour_prefix(dt, hour)}app-{app_id}/"
+
+
+def slice_manifest_key(unit: Unit, fingerprint: str) -> str:
+    """Written by the unit after its final files: slice k of n is done from these inputs."""
+    return f"{app_prefix(unit.dt, unit.hour, unit.app_id)}slice-{unit.slice}-of-{unit.slices}-{fingerprint}.json"
+
+
+def done_key(dt: str, hour: str, app_id: str, fingerprint: str, finalized_at: int) -> str:
+    """Written once every slice of a fingerprint is done and the app's final heads point at it."""
+    return f"{app_prefix(dt, hour, app_id)}done-{fingerprint}-{finalized_at}.json"
+
+
+def seen_key(dt: str, hour: str) -> str:
+    """The planner's record of the hour's partial files it has attributed to apps."""
+    return f"{hour_prefix(dt, hour)}_seen.json"
+
+
+def parse_unit_key(key: str) -> tuple[str, str, dict] | None:
+    """A key under an hour prefix -> (app, kind, fields) for slice manifests and done markers."""
+    parts = key.rsplit("/", 2)
+    if len(parts) < 3 or not parts[1].startswith("app-") or not parts[2].endswith(".json"):
+        return None
+    app, name = parts[1][len("app-"):], parts[2][:-len(".json")]
+    if name.startswith("done-"):
+        fp, _, at = name[len("done-"):].partition("-")
+        return app, "done", {"fp": fp, "at": int(at)}
+    if name.startswith("slice-"):
+        k, _, n, fp = name[len("slice-"):].split("-", 3)
+        return app, "slice", {"k": int(k), "n": int(n), "fp": fp}
+    return None
