@@ -111,7 +111,7 @@ SCHEDULED = {"version": "0", "account": "123456789012", "region": "us-east-1", "
 
 def deliver(container, lines: list[bytes], first_sequence: int) -> dict:
     """The lines through the real archive and aggregation consumers, the commit_events schedule, then
-    app.py's finalize_windows handler (finalization, then persons and sessions of the hours it finalized)."""
+    app.py's finalize_windows handler (finalization; its worker hook writes the persons and sessions)."""
     import app as app_module
 
     for batch in lambda_batches(lines, seed=3, first_sequence=first_sequence):

@@ -283,10 +283,11 @@ def test_two_finalizers_at_once_lose_and_double_count_nothing(ledger_stack, reco
 
 
 def test_two_finalizers_interleaved_at_the_worst_moment_lose_nothing(ledger_stack, record_case):
-    """Run A lists the partials and reads the raw archive, then stalls before writing its final
-    file; new events land; run B writes its (complete) final file and stalls before its
-    manifest; A writes its (stale) final and manifest; B writes its manifest, which covers the
-    new partials. The partition's final file must not be taken as covering events it lacks."""
+    """Run A lists the partials and reads the raw table, then stalls before writing its final
+    file; new events land; run B writes its (complete) final file and stalls before its done
+    marker; A writes its (stale) final and done marker; B writes its done marker, which covers the
+    new partials. The app's final file must not be taken as covering events it lacks (the planner
+    compares the finals' ETags with the newest marker's and runs the hour again)."""
     s = ledger_stack
     ledger = Ledger("ledger_race", s.new_app("ledger_race"))
     post_all(s, ledger, make_events("race", 200, START_MS))
@@ -308,8 +309,10 @@ def test_two_finalizers_interleaved_at_the_worst_moment_lose_nothing(ledger_stac
     proxies = {"A": FaultProxy(s.stack.moto_url).start(), "B": FaultProxy(s.stack.moto_url).start()}
     proxies["A"].add_rule(Rule("hook", method="PUT", path=final_path + r"app-ledger_race\.parquet", limit=1,
                                callback=stall("A")))
-    proxies["B"].add_rule(Rule("hook", method="PUT", path=final_path + "_manifest.json", limit=1,
-                               callback=stall("B")))
+    # B stalls at its done marker (rollups/_units/dt=/hour=/app-<app>/done-<fp>-<at>.json): the last
+    # write of a unit, after its final files
+    done_path = rf"rollups/_units/dt(=|%3D){dt}/hour(=|%3D){hour}/app-ledger_race/done-"
+    proxies["B"].add_rule(Rule("hook", method="PUT", path=done_path, limit=1, callback=stall("B")))
     runs = {name: in_background(s.finalizer(endpoint_url=proxies[name].url).run) for name in ("A", "B")
             if name == "A"}
     try:
@@ -318,7 +321,7 @@ def test_two_finalizers_interleaved_at_the_worst_moment_lose_nothing(ledger_stac
         wait_caught_up(s.clients, s.settings)
         s.commit()
         runs["B"] = in_background(s.finalizer(endpoint_url=proxies["B"].url).run)
-        assert gates["B"][0].wait(60), "run B never wrote the manifest"
+        assert gates["B"][0].wait(60), "run B never wrote its done marker"
         gates["A"][1].set()
         join_ok(runs["A"])
         gates["B"][1].set()
@@ -330,7 +333,7 @@ def test_two_finalizers_interleaved_at_the_worst_moment_lose_nothing(ledger_stac
             proxy.stop()
     notes = s.settle()
     result = measure("two finalizers interleaved adversarially", ledger, s.clients, s.bucket, s.search_url,
-                     f"A: stale final after B's; B: manifest last; {notes}")
+                     f"A: stale final after B's; B: done marker last; {notes}")
     record_case(result)
     check(result)
 

@@ -173,18 +173,19 @@ def test_on_failure_records_are_counted_per_consumer_and_shard(client, container
 
 
 def test_finalization_reports_the_finalizer_manifests_of_the_current_definition_only(client, container, pipeline):
-    """compacted_until and last_finalized_at both come from the current definition's manifests: None together
-    until the finalizer compacted an hour; a manifest left by an older definition counts for nothing."""
+    """compacted_until and last_finalized_at both come from the current definition's final files (an app's
+    file, or the head of its slices): None together until the finalizer compacted an hour; a final file
+    left by an older definition counts for nothing, nor does a file that is not an app's final."""
     s3, bucket = container.clients.s3, container.settings.bucket
     metric = next(m for m in container.metrics.metrics if m.name == "event_counts")
-    s3.put_object(Bucket=bucket, Key=f"rollups/{metric.name}/def=0ld/stage=final/dt=2026-12-06/hour=23/_manifest.json",
+    s3.put_object(Bucket=bucket, Key=f"rollups/{metric.name}/def=0ld/stage=final/dt=2026-12-06/hour=23/app-someone.parquet",
+                  Body=b"")
+    s3.put_object(Bucket=bucket, Key=layout.rollup_prefix(metric, "final", "2026-12-07", "11") + "_manifest.json",
                   Body=b"{}")
     before = {f["metric"]: f for f in get(client, "/v1/pipeline")[1]["finalization"]}
     assert (before["event_counts"]["compacted_until"], before["event_counts"]["last_finalized_at"]) == (None, None)
-    s3.put_object(Bucket=bucket, Key=layout.rollup_prefix(metric, "final", "2026-12-07", "09") + "_manifest.json",
-                  Body=b"{}")
-    s3.put_object(Bucket=bucket, Key=layout.rollup_prefix(metric, "final", "2026-12-07", "08") + "_manifest.json",
-                  Body=b"{}")
+    s3.put_object(Bucket=bucket, Key=layout.final_key(metric, "2026-12-07", "09", "someone"), Body=b"")
+    s3.put_object(Bucket=bucket, Key=layout.final_key(metric, "2026-12-07", "08", "someone"), Body=b"")
     status, body = get(client, "/v1/pipeline")
     rows = {f["metric"]: f for f in body["finalization"]}
     assert status == 200 and rows["event_counts"]["compacted_until"] == "2026-12-07T10:00:00.000Z"
