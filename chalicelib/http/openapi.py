@@ -11,7 +11,7 @@ the dialects' error bodies and the metrics config (:mod:`.openapi_schemas`).
 checks every response of the running API against it (schemathesis).
 
 Every status a handler can answer is listed with its body: 400, 401, 404, 413,
-415, 429 and 503 are the typed errors of ``api/errors.py``, in each route
+415, 429 and 503 are the typed errors of ``http/errors.py``, in each route
 family's shape (``{"error"}`` native, ``{"code", "message"}`` Segment,
 ``{"type", "code", "detail"}`` PostHog). Every route with a key may answer 429
 with ``Retry-After`` (per-app rate limits, and Kinesis throttling on ingest).
@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from chalicelib.api.dashboard import ASSETS
-from chalicelib.api.dialects import KEY_HEADER
-from chalicelib.api.openapi_schemas import ERRORS, schemas
+from chalicelib.http.dashboard import ASSETS
+from chalicelib.http.dialects import KEY_HEADER
+from chalicelib.http.openapi_schemas import ERRORS, schemas
 from chalicelib.processing import MetricSet
 
 OPENAPI_VERSION = "3.1.0"

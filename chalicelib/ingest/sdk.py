@@ -28,8 +28,8 @@ from typing import Any, Callable, Mapping
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.api.dialects import Script, SdkCall
-from chalicelib.api.errors import PayloadTooLarge, ServiceUnavailable, TooManyRequests
+from chalicelib.http.dialects import Script, SdkCall
+from chalicelib.http.errors import PayloadTooLarge, ServiceUnavailable, TooManyRequests
 from chalicelib.ingest.kinesis_writer import PutOutcome
 from chalicelib.ingest import posthog as posthog_protocol
 from chalicelib.ingest.posthog import POSTHOG
@@ -86,7 +86,7 @@ class SdkIngestService:
     def __init__(self, sink: RecordSink, bad_rows: badrows.BadRowsSink, clock_ms: Callable[[], int],
                  admit: Callable[[str, int], None] | None = None) -> None:
         self._sink, self._bad_rows, self._clock_ms = sink, bad_rows, clock_ms
-        #: The app's rate limit (chalicelib/api/ratelimit.py): raises 429 before anything is written.
+        #: The app's rate limit (chalicelib/apps/ratelimit.py): raises 429 before anything is written.
         self._admit = admit
 
     def segment(self, call: SdkCall) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from chalicelib.stream import codec
-from chalicelib.api.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
+from chalicelib.http.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
 from chalicelib.ingest.validation import InvalidEvent, ValidatedEvent, validate_event
 from chalicelib.ingest.body import decompress, parse_events
 from chalicelib.ingest.kinesis_writer import PutOutcome
@@ -48,7 +48,7 @@ class IngestService:
                  max_bytes: int = MAX_DECOMPRESSED_BYTES,
                  admit: Callable[[str, int], None] | None = None) -> None:
         self._sink = sink
-        #: The app's rate limit (chalicelib/api/ratelimit.py): raises 429 before anything is written.
+        #: The app's rate limit (chalicelib/apps/ratelimit.py): raises 429 before anything is written.
         self._admit = admit
         self._clock_ms = clock_ms
         self._max_events = max_events

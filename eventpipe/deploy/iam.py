@@ -28,7 +28,7 @@ Which calls each function makes (from chalicelib):
 
 from __future__ import annotations
 
-from chalicelib.api.ratelimit_store import BUCKET_PREFIX
+from chalicelib.apps.ratelimit_store import BUCKET_PREFIX
 from chalicelib.runtime.pipeline_config import PipelineConfig
 from chalicelib.search.naming import index_pattern
 from eventpipe.deploy import naming as n
@@ -98,7 +98,7 @@ def statements(function: str, names: StageNames) -> list[dict]:
             # Scan: whether an app is an operator (GET /v1/pipeline).
             _allow("Authenticate", ["dynamodb:GetItem", "dynamodb:DescribeTable", "dynamodb:Scan"],
                    [table_arn(n.APPS_TABLE)]),
-            # Per-app rate limits (chalicelib/api/ratelimit_store.py): one conditional UpdateItem per request, on
+            # Per-app rate limits (chalicelib/apps/ratelimit_store.py): one conditional UpdateItem per request, on
             # the bucket items only: the API can never write a key or an app's limits.
             {**_allow("RateLimitBuckets", ["dynamodb:UpdateItem"], [table_arn(n.APPS_TABLE)]),
              "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{BUCKET_PREFIX}*"]}}},

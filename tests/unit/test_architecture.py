@@ -52,7 +52,7 @@ def test_app_py_imports_only_chalice_the_runtime_and_the_route_helpers():
     tree = ast.parse((ROOT / "app.py").read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    allowed = {"__future__", "logging", "chalice", "chalicelib.api.routes", "chalicelib.runtime.container",
+    allowed = {"__future__", "logging", "chalice", "chalicelib.http.routes", "chalicelib.runtime.container",
                "chalicelib.runtime.settings", "chalicelib.runtime.pipeline_config", "chalicelib.runtime.snapstart",
                "chalicelib.stream.tap"}
     assert imported <= allowed, imported - allowed
