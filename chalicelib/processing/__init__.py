@@ -13,6 +13,8 @@ Typical use in a Kinesis-triggered Lambda::
 or all of it at once, as the consumer does: ``process_batch(records, metrics, max_event_time_before=...)``.
 
 Later, ``finalize(merge_partials([...]))`` gives the final measures.
+
+Layer: pure domain, below ``http/``, above ``stream/``.
 """
 
 from typing import TYPE_CHECKING
