@@ -6,7 +6,7 @@ limits) come in through :class:`ContractFacts`, which the container fills from t
 modules that enforce them (``ingest/``, ``query/``, ``search/`` sit above this
 layer, so they are passed in, not imported); the schemas come from the envelope,
 the dialects' error bodies and the metrics config (:mod:`.openapi_schemas`).
-``tests/unit/api/test_openapi.py`` checks it against ``app.py``'s route table
+``tests/unit/http/test_openapi.py`` checks it against ``app.py``'s route table
 (paths, methods, which routes need a key) and ``tests/e2e/test_contract_fuzz.py``
 checks every response of the running API against it (schemathesis).
 
