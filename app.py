@@ -2,7 +2,7 @@
 
 Each handler parses its request and calls one service of the container
 (``chalicelib/runtime/container.py``); authentication and error mapping are
-done once, in ``chalicelib/api/routes.py``.
+done once, in ``chalicelib/http/routes.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 
 from chalice import Chalice, Rate
 
-from chalicelib.api.routes import (POSTHOG, SEGMENT, Routes, insight_cost, json_body, json_response, metrics_cost,
+from chalicelib.http.routes import (POSTHOG, SEGMENT, Routes, insight_cost, json_body, json_response, metrics_cost,
                                    person_cost, pipeline_cost, query_params, regulations_cost, sessions_cost)
 from chalicelib.runtime.container import Container
 from chalicelib.runtime.pipeline_config import load_pipeline_config

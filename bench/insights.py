@@ -1,5 +1,5 @@
 """Insights benchmark: a 30-day 4-step funnel and a 12-week retention over 10M events of one app,
-on the local DuckDB path (the API's engine, chalicelib/query/insight_engines.DuckDbEngine, running the
+on the local DuckDB path (the API's engine, chalicelib/reads/insight_engines.DuckDbEngine, running the
 same bound SQL as POST /v1/insights/funnel and /retention), and the bytes Athena would scan.
 
     .venv/bin/python bench/insights.py [--events 10000000] [--runs 7] [--dir /tmp/eventpipe-bench-insights]
@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chalicelib.lake.raw_table import arrow_table_schema  # noqa: E402
-from chalicelib.query import insight_sql  # noqa: E402
-from chalicelib.query.insight_engines import DuckDbEngine  # noqa: E402
-from chalicelib.query.insights import InsightsService  # noqa: E402
+from chalicelib.reads import insight_sql  # noqa: E402
+from chalicelib.reads.insight_engines import DuckDbEngine  # noqa: E402
+from chalicelib.reads.insights import InsightsService  # noqa: E402
 
 APP = "bench-app"
 DAYS = 112

@@ -1,6 +1,6 @@
 """Rate-limit benchmark: what the per-app limiter adds to a request.
 
-(a) the pure decision (``chalicelib/api/ratelimit.decide``) per call;
+(a) the pure decision (``chalicelib/apps/ratelimit.decide``) per call;
 (b) one admission through the DynamoDB buckets (an app of 10,000 requests/s: 40 items) on a local moto server (loopback HTTP: a floor
     for the round trip, not DynamoDB's in-region latency), admitted and refused, with the
     number of DynamoDB writes each made;
@@ -32,9 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chalicelib.api.ratelimit import BucketState, Limits, decide  # noqa: E402
-from chalicelib.api.ratelimit import shard_count  # noqa: E402
-from chalicelib.api.ratelimit_store import DynamoBuckets  # noqa: E402
+from chalicelib.apps.ratelimit import BucketState, Limits, decide  # noqa: E402
+from chalicelib.apps.ratelimit import shard_count  # noqa: E402
+from chalicelib.apps.ratelimit_store import DynamoBuckets  # noqa: E402
 
 
 def bench_decide(calls: int) -> None:

@@ -24,7 +24,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chalicelib.api.keys import AppStore  # noqa: E402
+from chalicelib.apps.keys import AppStore  # noqa: E402
 from chalicelib.runtime.clients import Clients  # noqa: E402
 from chalicelib.stream.instants import ms_to_iso  # noqa: E402
 from eventpipe.local.stack import Stack, StackConfig, free_port  # noqa: E402

@@ -57,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 import requests  # noqa: E402
 
-from chalicelib.query.stream_lag import CheckpointLag  # noqa: E402
+from chalicelib.reads.stream_lag import CheckpointLag  # noqa: E402
 from chalicelib.runtime.clients import Clients  # noqa: E402
 from eventpipe.local.stack import Stack, StackConfig, free_port  # noqa: E402
 

@@ -44,7 +44,7 @@ from chalicelib.lake.final_rows import encode_final, split_by_app  # noqa: E402
 from chalicelib.lake.rollups import FileCache, read_windows_status  # noqa: E402
 from chalicelib.lake.state import StateStore  # noqa: E402
 from chalicelib.processing import MetricSet, load_metrics, merge_partials  # noqa: E402
-from chalicelib.processing.pipeline import process_batch  # noqa: E402
+from chalicelib.processing.batch import process_batch  # noqa: E402
 from chalicelib.runtime.clients import Clients  # noqa: E402
 from chalicelib.runtime.settings import Settings  # noqa: E402
 from chalicelib.stream import codec  # noqa: E402

@@ -46,8 +46,8 @@ def cmd_bootstrap(args) -> int:
 
 def _limit_args(args) -> dict[str, float]:
     """The limits given on the command line (``--events-per-second`` ...), by field name; checked first."""
-    from chalicelib.api.errors import BadRequest
-    from chalicelib.api.ratelimit import LIMIT_FIELDS, valid_limit
+    from chalicelib.http.errors import BadRequest
+    from chalicelib.apps.ratelimit import LIMIT_FIELDS, valid_limit
     limits = {name: getattr(args, name) for name in LIMIT_FIELDS if getattr(args, name, None) is not None}
     for name, value in limits.items():
         if not valid_limit(value):
@@ -56,15 +56,15 @@ def _limit_args(args) -> dict[str, float]:
 
 
 def _describe_limits(settings: Settings, own: dict[str, float]) -> str:
-    from chalicelib.api.ratelimit import Limits
+    from chalicelib.apps.ratelimit import Limits
     limits = Limits.merged(Limits(settings.rate_events_per_second, settings.rate_requests_per_second,
                                   settings.rate_burst_seconds), own)
     return limits.describe() + ("" if own else " (the defaults)")
 
 
 def cmd_apps(args) -> int:
-    from chalicelib.api.errors import BadRequest
-    from chalicelib.api.keys import AppStore
+    from chalicelib.http.errors import BadRequest
+    from chalicelib.apps.keys import AppStore
     from chalicelib.runtime.clients import Clients
     settings = _aws_settings(args)
     store = AppStore(Clients(settings).dynamodb, settings.apps_table)

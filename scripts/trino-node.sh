@@ -8,7 +8,7 @@
 # assembled once into the cache (~1 GB unpacked); a cache assembled before a connector was added
 # gets only that connector fetched.
 # No catalog is configured: catalogs are created at run time (`CREATE CATALOG`, dynamic catalog
-# management), see chalicelib/query/trino_engine.py.
+# management), see eventpipe/query/trino_engine.py.
 # Env: TRINO_PORT (8081), TRINO_VERSION (476), TRINO_HEAP (2G), TRINO_JAVA_HOME (Java 24+),
 # EVENTPIPE_CACHE, TRINO_RUN_DIR (etc, data, logs; wiped at each start), TRINO_START_TIMEOUT (120 s).
 set -euo pipefail

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from chalicelib.api.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from chalicelib.http.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 JSON_TYPES = frozenset({"application/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonlines",

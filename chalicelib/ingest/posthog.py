@@ -36,7 +36,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from chalicelib.api.errors import BadRequest
+from chalicelib.http.errors import BadRequest
 from chalicelib.ingest.body import media_type
 from chalicelib.ingest.names import event_type_for
 from chalicelib.ingest.sdk_protocol import (FORM_TYPE, SdkBatch, attributes_with, check_size, event_id_for,

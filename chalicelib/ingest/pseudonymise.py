@@ -2,7 +2,7 @@
 
 Like Snowplow's PII pseudonymization enrichment: ``eventpipe apps pseudonymise APP --field user_id
 --field attributes.email`` stores the fields and a random 256-bit secret of the app in the apps table
-(chalicelib/api/keys.py); every ingest route then replaces each named field's value by
+(chalicelib/apps/keys.py); every ingest route then replaces each named field's value by
 ``ps_<HMAC-SHA256(secret, value) in hex>`` (64 hex digits: within the user id's 128 characters)
 before validation, so neither the stream, the lake, the search index nor a bad row sees the value.
 With ``user_id``, every attribute value equal to the user id is replaced too (the SDK routes keep

@@ -14,8 +14,8 @@ from typing import Any, Callable
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.api.errors import BadRequest, NotFound, ServiceUnavailable
-from chalicelib.api.keys import APP_ID_RE, hash_key
+from chalicelib.http.errors import BadRequest, NotFound, ServiceUnavailable
+from chalicelib.apps.keys import APP_ID_RE, hash_key
 from chalicelib.lake.regulations import MAX_USER_IDS, TYPES, RegulationStore
 from chalicelib.stream.envelope import MAX_USER_ID_CHARS
 

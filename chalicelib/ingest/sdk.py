@@ -28,8 +28,8 @@ from typing import Any, Callable, Mapping
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.api.dialects import Script, SdkCall
-from chalicelib.api.errors import PayloadTooLarge, ServiceUnavailable, TooManyRequests
+from chalicelib.http.dialects import Script, SdkCall
+from chalicelib.http.errors import PayloadTooLarge, ServiceUnavailable, TooManyRequests
 from chalicelib.ingest.kinesis_writer import PutOutcome
 from chalicelib.ingest import posthog as posthog_protocol
 from chalicelib.ingest.posthog import POSTHOG
@@ -93,7 +93,7 @@ class SdkIngestService:
         self._sink, self._bad_rows, self._clock_ms = sink, bad_rows, clock_ms
         #: Suppressed users (chalicelib/ingest/suppression.py): accepted in the answer, written nowhere.
         self._suppression = suppression
-        #: The app's rate limit (chalicelib/api/ratelimit.py): raises 429 before anything is written.
+        #: The app's rate limit (chalicelib/apps/ratelimit.py): raises 429 before anything is written.
         self._admit = admit
 
     def segment(self, call: SdkCall) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from chalicelib.api.errors import BadRequest, UnsupportedMediaType
+from chalicelib.http.errors import BadRequest, UnsupportedMediaType
 from chalicelib.ingest.body import decompress, load_json
 from chalicelib.ingest.validation import InvalidEvent
 from chalicelib.stream.envelope import MAX_EVENT_ID_CHARS

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from chalicelib.api.errors import BadRequest
+from chalicelib.http.errors import BadRequest
 from chalicelib.ingest.names import event_type_for
 from chalicelib.ingest.sdk_protocol import (TRAITS, SdkBatch, attributes_with, check_size, event_id_for, id_string,
                                             inflate, optional_object, parse_json, string_key, user_traits,

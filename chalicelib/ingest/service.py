@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from chalicelib.stream import codec
-from chalicelib.api.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
+from chalicelib.http.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
 from chalicelib.ingest.validation import InvalidEvent, ValidatedEvent, validate_event
 from chalicelib.ingest.body import decompress, parse_events
 from chalicelib.ingest.kinesis_writer import PutOutcome
@@ -55,7 +55,7 @@ class IngestService:
         #: Suppressed users (chalicelib/ingest/suppression.py ``Suppression.keep``): their events are
         #: answered as accepted and written nowhere.
         self._suppression = suppression
-        #: The app's rate limit (chalicelib/api/ratelimit.py): raises 429 before anything is written.
+        #: The app's rate limit (chalicelib/apps/ratelimit.py): raises 429 before anything is written.
         self._admit = admit
         self._clock_ms = clock_ms
         self._max_events = max_events

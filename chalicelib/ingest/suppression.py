@@ -19,8 +19,8 @@ from typing import Callable, Sequence, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.api.errors import ServiceUnavailable
-from chalicelib.api.key_cache import TtlLru
+from chalicelib.http.errors import ServiceUnavailable
+from chalicelib.apps.key_cache import TtlLru
 from chalicelib.ingest.validation import ValidatedEvent
 from chalicelib.lake.regulations import RegulationStore, user_hash
 

@@ -13,6 +13,8 @@ Typical use in a Kinesis-triggered Lambda::
 or all of it at once, as the consumer does: ``process_batch(records, metrics, max_event_time_before=...)``.
 
 Later, ``finalize(merge_partials([...]))`` gives the final measures.
+
+Layer: pure domain, below ``http/``, above ``stream/``.
 """
 
 from typing import TYPE_CHECKING
@@ -26,13 +28,13 @@ from .windows import WindowSpec, assign_windows, parse_duration, window_starts
 
 #: Loaded on first use (PEP 562): they need duckdb, which a reader of rollups (the API) never loads.
 _LAZY = {"aggregate": ".aggregation", "aggregate_metric": ".aggregation", "BadRecord": ".decode",
-         "DecodedBatch": ".decode", "decode_records": ".decode", "BatchResult": ".pipeline",
-         "process_batch": ".pipeline"}
+         "DecodedBatch": ".decode", "decode_records": ".decode", "BatchResult": ".batch",
+         "process_batch": ".batch"}
 
 if TYPE_CHECKING:
     from .aggregation import aggregate, aggregate_metric
     from .decode import BadRecord, DecodedBatch, decode_records
-    from .pipeline import BatchResult, process_batch
+    from .batch import BatchResult, process_batch
 
 
 def __getattr__(name: str):

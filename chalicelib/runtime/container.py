@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import time
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.ingest.kinesis_writer import DEFAULT_BACKOFF, KinesisWriter
 from chalicelib.ingest.service import IngestService
 from chalicelib.runtime.clients import Clients
@@ -49,8 +49,8 @@ class Container:
     @functools.cached_property
     def limiter(self):
         """Per-app rate limits: the app's own (apps table) over the settings' defaults; buckets in DynamoDB."""
-        from chalicelib.api.ratelimit import Limits, RateLimiter
-        from chalicelib.api.ratelimit_store import DynamoBuckets
+        from chalicelib.apps.ratelimit import Limits, RateLimiter
+        from chalicelib.apps.ratelimit_store import DynamoBuckets
         s = self.settings
         defaults = Limits(s.rate_events_per_second, s.rate_requests_per_second, s.rate_burst_seconds)
         return RateLimiter(lambda app_id: Limits.merged(defaults, self.apps.own_limits(app_id)),
@@ -58,8 +58,8 @@ class Container:
 
     @functools.cached_property
     def read_guard(self):
-        """Identical reads in flight shared, an app's expensive reads in flight capped (chalicelib/api/read_costs.py)."""
-        from chalicelib.api.read_costs import ReadGuard
+        """Identical reads in flight shared, an app's expensive reads in flight capped (chalicelib/http/read_costs.py)."""
+        from chalicelib.http.read_costs import ReadGuard
         return ReadGuard()
 
     @functools.cached_property
@@ -140,22 +140,22 @@ class Container:
 
     @functools.cached_property
     def health(self):
-        from chalicelib.api.health import HealthService
+        from chalicelib.http.health import HealthService
         return HealthService(self.clients, self.settings,
                              (lambda: self.search_reader) if self.settings.opensearch_url else None)
 
     @functools.cached_property
     def metrics_service(self):
-        from chalicelib.query.metrics import MetricsLimits, MetricsService
+        from chalicelib.reads.metrics import MetricsLimits, MetricsService
         # Half the grace period: a checked final file is trusted well before its partials could go.
         limits = MetricsLimits(final_trust_s=self.settings.finalize_grace_s / 2)
         return MetricsService(self.clients.s3, self.settings.bucket, self.metrics, clock_ms, limits)
 
     @functools.cached_property
     def insights(self):
-        """Funnels and retention (chalicelib/query/insights.py): DuckDB here on the local stack, Athena on AWS."""
-        from chalicelib.query import insight_engines as engines
-        from chalicelib.query.insights import InsightsService
+        """Funnels and retention (chalicelib/reads/insights.py): DuckDB here on the local stack, Athena on AWS."""
+        from chalicelib.reads import insight_engines as engines
+        from chalicelib.reads.insights import InsightsService
         s = self.settings
         if (s.insights_engine or ("duckdb" if s.aws_endpoint_url else "athena")) == "athena":
             engine = engines.AthenaEngine(self.clients.client("athena"), self.clients.dynamodb, s.state_table,
@@ -176,14 +176,14 @@ class Container:
 
     @functools.cached_property
     def dashboard(self):
-        from chalicelib.api.dashboard import DashboardAssets
+        from chalicelib.http.dashboard import DashboardAssets
         return DashboardAssets()
 
     @functools.cached_property
     def pipeline(self):
         """GET /v1/pipeline: locally from the runner's checkpoints, on AWS from CloudWatch."""
-        from chalicelib.query.pipeline import PipelineService
-        from chalicelib.query.stream_lag import CheckpointLag, CloudWatchLag
+        from chalicelib.reads.pipeline_status import PipelineService
+        from chalicelib.reads.stream_lag import CheckpointLag, CloudWatchLag
         from chalicelib.runtime.pipeline_config import load_pipeline_config
 
         s = self.settings
@@ -199,12 +199,13 @@ class Container:
     @functools.cached_property
     def openapi(self) -> dict:
         """GET /v1/openapi.json: the contract, built once from the modules that enforce it."""
-        from chalicelib.api.openapi import ContractFacts, build_spec
+        from chalicelib.http.openapi import ContractFacts, build_spec
         from chalicelib.ingest import posthog, segment
         from chalicelib.ingest.sdk import MAX_MESSAGES_PER_REQUEST
         from chalicelib.ingest.service import MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_REQUEST
-        from chalicelib.query import insights, people, pipeline
-        from chalicelib.query.metrics import FIXED_PARAMS, MetricsLimits
+        from chalicelib.reads import insights, people
+        from chalicelib.reads import pipeline_status as pipeline
+        from chalicelib.reads.metrics import FIXED_PARAMS, MetricsLimits
         from chalicelib.search.query import PARAMS, SearchSettings
 
         limits, search = MetricsLimits(), SearchSettings()
@@ -301,8 +302,8 @@ class Container:
 
     @functools.cached_property
     def people(self):
-        """GET /v1/sessions and GET /v1/persons/{user_id} (chalicelib/query/people.py)."""
-        from chalicelib.query.people import PeopleService
+        """GET /v1/sessions and GET /v1/persons/{user_id} (chalicelib/reads/people.py)."""
+        from chalicelib.reads.people import PeopleService
         return PeopleService(self.clients.s3, self.settings.bucket, clock_ms)
 
     @functools.cached_property

@@ -48,7 +48,7 @@ class Settings:
     #: Local debugging: the tap consumer appends delivered event ids here.
     tap_file: str | None = None
     #: Per-app rate limits of apps without their own (``eventpipe apps limits``): sustained rates, and how
-    #: many seconds of each rate a burst may take (chalicelib/api/ratelimit.py).
+    #: many seconds of each rate a burst may take (chalicelib/apps/ratelimit.py).
     rate_events_per_second: float = 10_000.0
     rate_requests_per_second: float = 200.0
     rate_burst_seconds: float = 10.0

@@ -24,10 +24,10 @@ from typing import Callable
 
 #: What the API's routes import on first use (container.py imports them inside its properties).
 WARM_MODULES = (
-    "chalicelib.api.ratelimit", "chalicelib.api.ratelimit_store", "chalicelib.api.health",
-    "chalicelib.api.dashboard", "chalicelib.api.openapi", "chalicelib.ingest.sdk", "chalicelib.ingest.segment",
-    "chalicelib.ingest.posthog", "chalicelib.query.metrics", "chalicelib.query.pipeline",
-    "chalicelib.query.stream_lag", "chalicelib.search.facade", "chalicelib.search.query", "chalicelib.search.client",
+    "chalicelib.apps.ratelimit", "chalicelib.apps.ratelimit_store", "chalicelib.http.health",
+    "chalicelib.http.dashboard", "chalicelib.http.openapi", "chalicelib.ingest.sdk", "chalicelib.ingest.segment",
+    "chalicelib.ingest.posthog", "chalicelib.reads.metrics", "chalicelib.reads.pipeline_status",
+    "chalicelib.reads.stream_lag", "chalicelib.search.facade", "chalicelib.search.query", "chalicelib.search.client",
     "chalicelib.processing", "opensearchpy", "orjson",
 )
 #: The AWS clients whose service models the API's requests use (cloudwatch: GET /v1/pipeline on AWS).

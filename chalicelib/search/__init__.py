@@ -8,6 +8,8 @@ Public API (what app.py wires):
   handler's work; ``.lambda_response()`` is its return value.
 * ``delete_expired_indices(client, retention_days, now_ms)`` - the scheduled job.
 * ``search_events(client, app_id, params, now_ms)`` - GET /v1/search.
+
+Layer: a service, beside ``ingest/`` and ``reads/``; below ``runtime/``, above ``lake/``.
 """
 
 from chalicelib.stream.badrows import BadRow, BadRowsSink, MemoryBadRowsSink

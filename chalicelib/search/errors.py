@@ -7,7 +7,7 @@ unavailable -> 503.
 
 from __future__ import annotations
 
-from chalicelib.api.errors import BadRequest, ServiceUnavailable
+from chalicelib.http.errors import BadRequest, ServiceUnavailable
 
 
 class SearchParameterError(BadRequest):

@@ -2,7 +2,7 @@
 
 * Stage throttling (``[api]`` of chalicelib/pipeline.toml): API Gateway answers 429 above the
   stage's rate and burst before any Lambda runs, so a flood cannot take the whole account's
-  concurrency (the per-app limits of chalicelib/api/ratelimit.py run inside the function).
+  concurrency (the per-app limits of chalicelib/apps/ratelimit.py run inside the function).
 * Access logs: one JSON line per request into a log group with the stage's retention. API
   Gateway writes them with the region's *account* logging role (``AWS::ApiGateway::Account``,
   one per account and region): the stack creates that role unless the

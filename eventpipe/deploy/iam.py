@@ -15,7 +15,7 @@ Which calls each function makes (from chalicelib):
   tables/persons/ reads
   (metrics API); OpenSearch reads only: ``POST /<daily indices>/_search`` (GET /v1/search) and
   ``GET /_cluster/health`` (GET /v1/health), never a write or the index template; insights
-  (chalicelib/query/insights.py): Athena queries in the stage's workgroup, which read the raw table
+  (chalicelib/reads/insights.py): Athena queries in the stage's workgroup, which read the raw table
   (Glue GetDatabase/GetTable/GetPartitions, tables/events/) and write results under
   athena-results/insights/; the query ids in the state table (items ``insight#<id>`` only); the event
   types read from the raw table with pyiceberg.
@@ -42,7 +42,7 @@ Which calls each function makes (from chalicelib):
 
 from __future__ import annotations
 
-from chalicelib.api.ratelimit_store import BUCKET_PREFIX
+from chalicelib.apps.ratelimit_store import BUCKET_PREFIX
 from chalicelib.runtime.pipeline_config import PipelineConfig
 from chalicelib.search.naming import index_pattern
 from eventpipe.deploy import naming as n
@@ -112,7 +112,7 @@ def statements(function: str, names: StageNames) -> list[dict]:
             # Scan: whether an app is an operator (GET /v1/pipeline).
             _allow("Authenticate", ["dynamodb:GetItem", "dynamodb:DescribeTable", "dynamodb:Scan"],
                    [table_arn(n.APPS_TABLE)]),
-            # Per-app rate limits (chalicelib/api/ratelimit_store.py): one conditional UpdateItem per request, on
+            # Per-app rate limits (chalicelib/apps/ratelimit_store.py): one conditional UpdateItem per request, on
             # the bucket items only: the API can never write a key or an app's limits.
             {**_allow("RateLimitBuckets", ["dynamodb:UpdateItem"], [table_arn(n.APPS_TABLE)]),
              "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{BUCKET_PREFIX}*"]}}},
@@ -121,13 +121,13 @@ def statements(function: str, names: StageNames) -> list[dict]:
             _allow("ListLake", ["s3:ListBucket"], [bucket_arn()]),
             # GET /v1/pipeline also reads the bad rows and the on-failure records.
             _allow("ReadRollups", ["s3:GetObject"], _objects("rollups/", "bad-rows/", n.DEAD_LETTER_PREFIX)),
-            # GET /v1/sessions and GET /v1/persons/{user_id} (chalicelib/query/people.py).
+            # GET /v1/sessions and GET /v1/persons/{user_id} (chalicelib/reads/people.py).
             _allow("ReadInsights", ["s3:GetObject"], _objects("tables/sessions/", "tables/persons/")),
             # GET /v1/pipeline on AWS: IteratorAge, Errors, IncomingRecords (GetMetricData has no resource ARN).
             _allow("PipelineMetrics", ["cloudwatch:GetMetricData"], ["*"]),
             # The SDK-compatible routes keep the messages they refuse (chalicelib/ingest/sdk.py).
             _allow("WriteBadRows", ["s3:PutObject"], _objects("bad-rows/ingest/")),
-            # Insights on Athena (chalicelib/query/insight_engines.py): the query runs with the caller's
+            # Insights on Athena (chalicelib/reads/insight_engines.py): the query runs with the caller's
             # permissions, so the API reads the raw table and writes the results.
             _allow("InsightQueries", ["athena:StartQueryExecution", "athena:GetQueryExecution",
                                       "athena:GetQueryResults"],

@@ -7,7 +7,7 @@ from typing import Callable
 
 from botocore.exceptions import ClientError
 
-from chalicelib.api.keys import AppStore, hash_key
+from chalicelib.apps.keys import AppStore, hash_key
 from chalicelib.runtime.clients import Clients
 from chalicelib.runtime.pipeline_config import load_pipeline_config
 

@@ -310,7 +310,7 @@ class DrainReport:
 def drain(kinesis, dynamodb, state_table: str, stream_name: str, consumers: Sequence[str],
           timeout_s: float = 60.0, poll_s: float = 0.5) -> DrainReport:
     """Wait until every consumer's checkpoint is at the last record of every shard (or ``timeout_s``)."""
-    from chalicelib.query.stream_lag import CheckpointLag
+    from chalicelib.reads.stream_lag import CheckpointLag
 
     lag = CheckpointLag(kinesis, dynamodb, state_table, stream_name, lambda: int(time.time() * 1000))
     began = time.monotonic()

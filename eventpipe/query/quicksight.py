@@ -30,8 +30,8 @@ from typing import Any, Callable, Mapping
 
 from botocore.exceptions import ClientError
 
-from chalicelib.api.keys import APP_ID_RE
-from eventpipe.query.dashboard import (SHEET_ID, grid, time_filters, view_columns, view_columns_by_name,  # noqa: F401
+from chalicelib.apps.keys import APP_ID_RE
+from eventpipe.query.quicksight_dashboard import (SHEET_ID, grid, time_filters, view_columns, view_columns_by_name,  # noqa: F401
                                        view_names, visual_data_sets, visuals)
 
 DATA_SOURCE_ID = "eventpipe-athena"

@@ -77,8 +77,8 @@ class QueryService:
         return self.clients.settings
 
     def authenticate(self, api_key: str) -> str:
-        from chalicelib.api.keys import AppStore
-        from chalicelib.api.errors import Unauthorized
+        from chalicelib.apps.keys import AppStore
+        from chalicelib.http.errors import Unauthorized
         try:
             return AppStore(self.clients.dynamodb, self.settings.apps_table).authenticate(api_key)
         except Unauthorized as exc:

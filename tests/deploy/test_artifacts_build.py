@@ -50,7 +50,7 @@ def test_sizes_are_those_of_the_real_zips(target_artifacts):  # noqa: F811
 def test_code_zip_holds_app_chalicelib_and_chalices_runtime_but_no_tools(target_artifacts):  # noqa: F811
     files = names(target_artifacts.code.path)
     assert "app.py" in files and "chalicelib/metrics.yaml" in files and "chalicelib/ingest/service.py" in files
-    assert "chalicelib/query/metrics.py" in files, "the metrics service is the API's"
+    assert "chalicelib/reads/metrics.py" in files, "the metrics service is the API's"
     assert not [f for f in files if f.startswith("eventpipe/")], "no tool (CLI, local stack, SQL engine, deploy)"
     assert {f for f in files if f.startswith("chalice/") and f.endswith(".py")} == {"chalice/__init__.py",
                                                                                     "chalice/app.py"}

@@ -28,7 +28,7 @@ with mock_aws():
     before = sorted(set(HEAVY) & set(sys.modules))
     import app
     after_import = sorted(set(HEAVY) & set(sys.modules))
-    from chalicelib.api.keys import AppStore
+    from chalicelib.apps.keys import AppStore
     container = app.container
     container.clients.kinesis.create_stream(StreamName=container.settings.stream_name, ShardCount=1)
     container.clients.dynamodb.create_table(

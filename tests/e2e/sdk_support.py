@@ -13,7 +13,7 @@ from typing import Callable
 import orjson
 import requests
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.runtime.clients import Clients
 from tests.conftest import ROOT
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.runtime.clients import Clients
 from eventpipe.local.stack import Stack, StackConfig, free_port
 from tests.conftest import ROOT

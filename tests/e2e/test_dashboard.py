@@ -25,7 +25,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.runtime.clients import Clients
 from eventpipe.generate import generate_events, write_ndjson
 from eventpipe.sender import send_file

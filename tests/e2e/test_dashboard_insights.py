@@ -17,7 +17,7 @@ import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.runtime.clients import Clients
 from tests.e2e.test_dashboard import browser, wait_for  # noqa: F401 - the module's Chromium fixture
 

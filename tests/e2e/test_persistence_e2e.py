@@ -19,7 +19,7 @@ import orjson
 import pytest
 import requests
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.runtime.clients import Clients
 from chalicelib.runtime.settings import Settings
 from chalicelib.stream.instants import ms_to_iso

@@ -20,7 +20,7 @@ import orjson
 import pytest
 import requests
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.ingest.validation import ms_to_iso
 from chalicelib.lake.s3io import get_bytes, list_keys
 from chalicelib.runtime.clients import Clients

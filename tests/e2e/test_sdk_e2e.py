@@ -25,7 +25,7 @@ import requests
 from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics import Client as SegmentClient
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.ingest.names import event_type_for
 from chalicelib.lake.finalizer import Finalizer
 from tests.factories.lake import raw_table_of

@@ -5,7 +5,7 @@ import uuid
 
 import requests
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.runtime.clients import Clients
 from chalicelib.ingest.validation import ms_to_iso
 

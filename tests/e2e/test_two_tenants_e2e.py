@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.ingest.validation import ms_to_iso
 from chalicelib.lake.s3io import list_keys
 from chalicelib.runtime.clients import Clients

@@ -20,7 +20,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.lake.finalizer import Finalizer
 from chalicelib.runtime.container import Container
 from tests.factories.lake import raw_table_of

@@ -29,7 +29,7 @@ from chalicelib.lake import layout
 from chalicelib.lake.s3io import list_keys, read_many
 from chalicelib.lake.sql_sketch import strip_register_columns
 from chalicelib.processing import finalize, load_metrics, merge_partials
-from chalicelib.query.stream_lag import CheckpointLag
+from chalicelib.reads.stream_lag import CheckpointLag
 
 CONSUMERS = ("archive_events", "aggregate_events", "index_events")
 EVENT_TYPES = ("level_up", "match_start", "purchase", "login")

@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 import pytest
 from botocore.stub import Stubber
 
-from chalicelib.api.dashboard import ASSETS, FETCHED, STATIC_DIR, DashboardAssets
-from chalicelib.query.pipeline import PipelineService
-from chalicelib.query.stream_lag import CheckpointLag, CloudWatchLag
+from chalicelib.http.dashboard import ASSETS, FETCHED, STATIC_DIR, DashboardAssets
+from chalicelib.reads.pipeline_status import PipelineService
+from chalicelib.reads.stream_lag import CheckpointLag, CloudWatchLag
 from chalicelib.stream.badrows import BadRow, INVALID_EVENT, TOO_LATE
 from chalicelib.stream.records import RecordRef
 from chalicelib.lake import layout

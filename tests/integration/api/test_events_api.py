@@ -109,7 +109,7 @@ def test_second_app_events_are_stamped_with_its_own_app_id(client, container):
 
 
 def test_health_reports_each_component(client, container, monkeypatch):
-    from chalicelib.api.health import HealthService
+    from chalicelib.http.health import HealthService
     # Every call checks afresh here (cache_s=0); the reuse of reports: test_unauthenticated_cost.py.
     monkeypatch.setitem(container.__dict__, "health", HealthService(container.clients, container.settings, cache_s=0))
     response = client.http.get("/v1/health")

@@ -193,7 +193,7 @@ def test_on_athena_a_quick_insight_answers_200(monkeypatch):
 
 def test_an_insight_takes_its_cost_in_request_tokens(local_api, monkeypatch):
     """The route admits insight_cost(body) tokens of the app's requests/s bucket (not one)."""
-    from chalicelib.api.read_costs import insight_cost
+    from chalicelib.http.read_costs import insight_cost
 
     taken = []
     monkeypatch.setattr(app_module.container.limiter, "admit", lambda app, events, requests: taken.append(

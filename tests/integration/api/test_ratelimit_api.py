@@ -17,10 +17,10 @@ from chalice.test import Client
 from moto.server import ThreadedMotoServer
 
 import app as app_module
-from chalicelib.api.errors import TooManyRequests
-from chalicelib.api.keys import AppStore
-from chalicelib.api.ratelimit import NS, Limits, MemoryBuckets, RateLimiter
-from chalicelib.api.ratelimit_store import DynamoBuckets, bucket_key
+from chalicelib.http.errors import TooManyRequests
+from chalicelib.apps.keys import AppStore
+from chalicelib.apps.ratelimit import NS, Limits, MemoryBuckets, RateLimiter
+from chalicelib.apps.ratelimit_store import DynamoBuckets, bucket_key
 from chalicelib.runtime.container import Container
 from chalicelib.runtime.settings import Settings
 from chalicelib.stream import codec

@@ -16,8 +16,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from chalicelib.api.ratelimit import ITEM_ADMISSIONS_PER_S, MAX_SHARDS, NS, Limits, shard_count
-from chalicelib.api.ratelimit_store import DynamoBuckets, bucket_key
+from chalicelib.apps.ratelimit import ITEM_ADMISSIONS_PER_S, MAX_SHARDS, NS, Limits, shard_count
+from chalicelib.apps.ratelimit_store import DynamoBuckets, bucket_key
 from eventpipe.local.stack import free_port
 
 T0_MS = 1_767_268_800_000

@@ -7,7 +7,7 @@ import json
 import orjson
 import pytest
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.stream import codec
 from tests.integration.api.conftest import read_stream
 

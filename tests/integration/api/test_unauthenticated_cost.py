@@ -13,8 +13,8 @@ import json
 import pytest
 
 import app as app_module
-from chalicelib.api.health import HealthService
-from chalicelib.api.keys import AppStore, KeyCacheLimits
+from chalicelib.http.health import HealthService
+from chalicelib.apps.keys import AppStore, KeyCacheLimits
 
 EVENT = {"event_type": "a", "event_time": "2026-01-01T00:00:00Z", "sent_at": "2026-01-01T00:00:00Z"}
 

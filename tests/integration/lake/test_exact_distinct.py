@@ -14,7 +14,7 @@ from moto import mock_aws
 from chalicelib.ingest.validation import ms_to_iso, validate_event
 from chalicelib.lake.rollups import read_windows_status
 from chalicelib.processing import hll
-from chalicelib.query.metrics import MetricsService
+from chalicelib.reads.metrics import MetricsService
 from tests.factories.lake import T0, lambda_batches
 from tests.integration.lake.test_lake_processing import HOUR, Lake
 

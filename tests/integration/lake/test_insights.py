@@ -176,7 +176,7 @@ def test_unknown_person_is_404_and_another_apps_person_is_not_visible(stack):
 
 def test_session_and_person_reads_take_their_cost_in_request_tokens(stack):
     """Rule: GET /v1/sessions takes 1 + one token per UTC day of its range, GET /v1/persons/{id} 5
-    (chalicelib/api/read_costs.py), from the caller's app."""
+    (chalicelib/http/read_costs.py), from the caller's app."""
     container, _ = stack
     taken = []
 

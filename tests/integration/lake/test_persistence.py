@@ -9,7 +9,7 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.lake import layout
 from chalicelib.lake.finalizer import Finalizer
 from chalicelib.lake.s3io import list_keys, read_many

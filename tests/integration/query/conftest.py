@@ -11,7 +11,7 @@ import logging
 import pytest
 from moto.server import ThreadedMotoServer
 
-from chalicelib.api.keys import AppStore
+from chalicelib.apps.keys import AppStore
 from chalicelib.runtime.clients import Clients
 from chalicelib.runtime.settings import Settings
 from eventpipe.local.bootstrap import bootstrap

@@ -1,4 +1,4 @@
-"""The funnel and retention SQL (chalicelib/query/insight_sql.py; sql/queries/funnel.sql, retention.sql)
+"""The funnel and retention SQL (chalicelib/reads/insight_sql.py; sql/queries/funnel.sql, retention.sql)
 against a pandas truth (tests/factories/insights.py), on DuckDB and unmodified on Trino.
 
 Own lake: a moto server whose raw Iceberg table holds two apps with known journeys, duplicates
@@ -14,7 +14,7 @@ import os
 import pytest
 from moto.server import ThreadedMotoServer
 
-from chalicelib.query import insight_sql
+from chalicelib.reads import insight_sql
 from chalicelib.runtime.clients import Clients
 from chalicelib.runtime.settings import Settings
 from eventpipe.local.bootstrap import bootstrap
@@ -65,7 +65,7 @@ def retention_rows_as_truth(rows, periods: int) -> list:
 
 
 def test_the_named_query_files_are_the_generators_text():
-    """sql/queries/funnel.sql and retention.sql are what chalicelib/query/insight_sql.py generates (one definition)."""
+    """sql/queries/funnel.sql and retention.sql are what chalicelib/reads/insight_sql.py generates (one definition)."""
     for name, text in insight_sql.named_query_files().items():
         assert (SQL_ROOT / "queries" / f"{name}.sql").read_text() == text, name
 

@@ -1,7 +1,7 @@
 """Every shipped view and named query executed unmodified on Trino, the engine behind Athena v3.
 
 The lake is the one of the DuckDB suite (conftest.py: written by the real handlers on moto); its
-Glue tables are registered in Trino from their definitions (chalicelib/query/trino_engine.py) over
+Glue tables are registered in Trino from their definitions (eventpipe/query/trino_engine.py) over
 a mirror of the S3 objects. Each result is checked against the plain-Python truth (checks.py) and
 against DuckDB's answer to the same bound SQL: equal, row for row.
 

@@ -4,7 +4,7 @@ import gzip
 
 import pytest
 
-from chalicelib.api.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from chalicelib.http.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from chalicelib.ingest.body import decompress, parse_events
 
 MIB = 1024 * 1024

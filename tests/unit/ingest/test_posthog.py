@@ -7,7 +7,7 @@ import urllib.parse
 import orjson
 import pytest
 
-from chalicelib.api.errors import BadRequest, UnsupportedMediaType
+from chalicelib.http.errors import BadRequest, UnsupportedMediaType
 from chalicelib.ingest.posthog import POSTHOG
 from chalicelib.ingest.validation import InvalidEvent, parse_timestamp, validate_event
 

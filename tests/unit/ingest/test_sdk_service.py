@@ -4,8 +4,8 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.api.dialects import SdkCall
-from chalicelib.api.errors import ServiceUnavailable, TooManyRequests, Unauthorized
+from chalicelib.http.dialects import SdkCall
+from chalicelib.http.errors import ServiceUnavailable, TooManyRequests, Unauthorized
 from chalicelib.ingest.kinesis_writer import PutOutcome
 from chalicelib.ingest.sdk import SdkIngestService
 from chalicelib.stream import badrows, codec

@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from chalicelib.api.errors import BadRequest, PayloadTooLarge
+from chalicelib.http.errors import BadRequest, PayloadTooLarge
 from chalicelib.ingest.names import event_type_for
 from chalicelib.ingest.segment import BATCH_LIMIT_BYTES, MESSAGE_LIMIT_BYTES, SEGMENT
 from chalicelib.ingest.validation import InvalidEvent, parse_timestamp, validate_event

@@ -62,7 +62,7 @@ def test_a_new_measure_kind_is_one_class(monkeypatch, con):
     assert row["level_spread"] == max(levels) - min(levels)
     assert abs(row["level_p90"] - sorted(levels)[int(0.9 * (len(levels) - 1))]) <= 0.01 * 12
 
-    from eventpipe.query.dashboard import view_columns
+    from eventpipe.query.quicksight_dashboard import view_columns
     from eventpipe.query.views import view_sql
     assert 'attributes_level__max - attributes_level__min AS "level_spread"' in view_sql(metric)
     assert {"Name": "level_spread", "Type": "DECIMAL"} in view_columns(metric)

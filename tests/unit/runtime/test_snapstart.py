@@ -72,7 +72,7 @@ def test_before_snapshot_warms_imports_and_models_and_keeps_no_client(container)
     or credential survives into the snapshot; the parsed metrics definitions (pure) do."""
     loader = container.clients._core.get_component("data_loader")
     imported = snapstart.before_snapshot(container)
-    assert {"chalicelib.api.ratelimit", "chalicelib.ingest.sdk", "chalicelib.search.facade"} <= set(imported)
+    assert {"chalicelib.apps.ratelimit", "chalicelib.ingest.sdk", "chalicelib.search.facade"} <= set(imported)
     assert all(name in sys.modules for name in imported)
     built = {name for name in vars(container) if name not in ("settings", "clients")}
     assert built == {"metrics"}

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.api.errors import BadRequest
+from chalicelib.http.errors import BadRequest
 from chalicelib.search.errors import SearchParameterError
 from chalicelib.search.naming import DAY_MS
 from chalicelib.search.query import (QUERY_FLAGS, SearchSettings, build_search_body, decode_cursor, encode_cursor,

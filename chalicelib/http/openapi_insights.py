@@ -1,7 +1,7 @@
 """The insight routes of the OpenAPI document (pure): paths and schemas, merged by :mod:`.openapi`.
 
 The limits are passed in (:class:`InsightFacts`, filled by the container from
-``chalicelib/query/insights.py``, which enforces them: the query layer sits above this one).
+``chalicelib/reads/insights.py``, which enforces them: the query layer sits above this one).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Mapping
 
 from chalice import Response
 
-from chalicelib.api.errors import NotFound, ServiceUnavailable
+from chalicelib.http.errors import NotFound, ServiceUnavailable
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "dashboard" / "static"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from chalicelib.api.errors import ServiceUnavailable, TooManyRequests
-from chalicelib.api.ratelimit import NS, BucketState, Limits, decide
-from chalicelib.api.ratelimit_store import DynamoBuckets, update_request
+from chalicelib.http.errors import ServiceUnavailable, TooManyRequests
+from chalicelib.apps.ratelimit import NS, BucketState, Limits, decide
+from chalicelib.apps.ratelimit_store import DynamoBuckets, update_request
 
 NOW_MS = 1_767_268_800_000
 LIMITS = Limits(events_per_second=100, requests_per_second=10, burst_seconds=1)

@@ -1,6 +1,6 @@
 """Where the insight SQL runs: DuckDB in the API process (local stack), or Athena (AWS).
 
-Both take the *bound* text of :mod:`chalicelib.query.insight_sql` unchanged.
+Both take the *bound* text of :mod:`chalicelib.reads.insight_sql` unchanged.
 
 * :class:`DuckDbEngine` registers the app's raw events of the ``dt`` days the query reads
   (``source(app_id, first_dt, last_dt)``: an Arrow table or dataset; on the local stack the raw
@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import orjson
 
-from chalicelib.api.errors import ServiceUnavailable
+from chalicelib.http.errors import ServiceUnavailable
 
 ROW_LIMIT = 100_000
 

@@ -2,17 +2,17 @@
 
 ``app.py`` declares each route with :meth:`Routes.public` or
 :meth:`Routes.authenticated`; the handler body only parses its request and calls
-one service. Typed :class:`~chalicelib.api.errors.RequestError` exceptions
+one service. Typed :class:`~chalicelib.http.errors.RequestError` exceptions
 become their status and ``{"error": message}`` here, in one place.
 
 :meth:`Routes.sdk` declares the SDK-compatible ingestion routes (Segment,
 PostHog): the key may also come from ``Authorization: Basic`` or the body
-(:func:`~chalicelib.api.dialects.find_key`), and errors take the shape that
-protocol's clients read (:mod:`chalicelib.api.dialects`).
+(:func:`~chalicelib.http.dialects.find_key`), and errors take the shape that
+protocol's clients read (:mod:`chalicelib.http.dialects`).
 
-Rate limits (:mod:`chalicelib.api.ratelimit`): ``admit(app_id, events, requests)`` takes
+Rate limits (:mod:`chalicelib.apps.ratelimit`): ``admit(app_id, events, requests)`` takes
 the request tokens of an authenticated route after its key is checked (429 otherwise): one,
-or the read's cost (``cost=``, :mod:`chalicelib.api.read_costs`). Ingestion routes count
+or the read's cost (``cost=``, :mod:`chalicelib.http.read_costs`). Ingestion routes count
 their events, so their services call it themselves once the body is read and before
 anything is written (``counts_events=True``, and every SDK route); before that, as soon as
 the key is known, ``check(app_id)`` refuses a request the app's bucket already refuses
@@ -29,9 +29,9 @@ from typing import Any, Callable
 import orjson
 from chalice import Chalice, Response
 
-from chalicelib.api.dialects import KEY_HEADER, NATIVE, POSTHOG, SEGMENT, Dialect, Script, SdkCall, find_key
-from chalicelib.api.errors import BadRequest, RequestError, Unauthorized
-from chalicelib.api.read_costs import (ReadGuard, insight_cost, metrics_cost, person_cost, pipeline_cost,
+from chalicelib.http.dialects import KEY_HEADER, NATIVE, POSTHOG, SEGMENT, Dialect, Script, SdkCall, find_key
+from chalicelib.http.errors import BadRequest, RequestError, Unauthorized
+from chalicelib.http.read_costs import (ReadGuard, insight_cost, metrics_cost, person_cost, pipeline_cost,
                                        regulations_cost, sessions_cost)
 
 __all__ = ["KEY_HEADER", "NATIVE", "POSTHOG", "SEGMENT", "Routes", "SdkCall", "error_response", "insight_cost",
@@ -154,7 +154,7 @@ class Routes:
 
         The handler's service decodes the body and calls ``call.authenticate(body_key)``
         (401 without a key, in the dialect's error shape, like every other error). Every answer
-        carries CORS headers; a :class:`~chalicelib.api.dialects.Script` is answered as JavaScript.
+        carries CORS headers; a :class:`~chalicelib.http.dialects.Script` is answered as JavaScript.
         """
         def register(handler: Callable) -> Callable:
             for path in paths:

@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from chalicelib.api.errors import BadRequest, TooManyRequests
+from chalicelib.http.errors import BadRequest, TooManyRequests
 
 NS = 1_000_000_000
 #: Admissions per second one bucket item is planned for: a quarter of DynamoDB's 1,000 writes/s per

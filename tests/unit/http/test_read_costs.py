@@ -1,4 +1,4 @@
-"""What reads cost (chalicelib/api/read_costs.py) and the per-app guard on reads in flight (threads, no AWS)."""
+"""What reads cost (chalicelib/http/read_costs.py) and the per-app guard on reads in flight (threads, no AWS)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from chalicelib.api.errors import BadRequest, TooManyRequests
-from chalicelib.api.read_costs import (PERSON_TOKENS, ReadGuard, insight_cost, metrics_cost, person_cost, pipeline_cost,
+from chalicelib.http.errors import BadRequest, TooManyRequests
+from chalicelib.http.read_costs import (PERSON_TOKENS, ReadGuard, insight_cost, metrics_cost, person_cost, pipeline_cost,
                                        sessions_cost)
 
 DAY = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}

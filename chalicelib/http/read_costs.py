@@ -36,7 +36,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
-from chalicelib.api.errors import ServiceUnavailable, TooManyRequests
+from chalicelib.http.errors import ServiceUnavailable, TooManyRequests
 from chalicelib.stream.instants import InvalidInstant, parse_instant
 
 HOUR_MS = 3_600_000

@@ -34,7 +34,7 @@ units/s per partition, and one partition key never spans two partitions. A write
 1 WCU (item < 1 KB; a failed condition is charged too) and nothing reads (``ReturnValues``
 is free), so one item caps an app at ~1,000 admitted requests/s (~333 when every admission
 met a conflict). An app is therefore split over ``N = ceil(requests_per_second / 250)``
-items (:func:`~chalicelib.api.ratelimit.shard_count`: ``bucket#<app_id>`` then
+items (:func:`~chalicelib.apps.ratelimit.shard_count`: ``bucket#<app_id>`` then
 ``bucket#<app_id>#1`` ... ``#N-1``, N <= 400), each a full bucket pair with ``1/N`` of both rates and
 the same burst seconds. A request goes to a shard chosen at random, and to the next ones
 while the state last seen refuses it there (free: no write), so the app is refused only
@@ -61,8 +61,8 @@ from typing import Callable, Iterator
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.api.errors import ServiceUnavailable, TooManyRequests
-from chalicelib.api.ratelimit import NS, BucketState, Decision, Limits, decide, shard_count
+from chalicelib.http.errors import ServiceUnavailable, TooManyRequests
+from chalicelib.apps.ratelimit import NS, BucketState, Decision, Limits, decide, shard_count
 
 BUCKET_PREFIX = "bucket#"
 ATTRIBUTES = {"requests": "requests_tat", "events": "events_tat"}

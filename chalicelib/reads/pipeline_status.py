@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Callable, Mapping, Sequence
 
-from chalicelib.api.errors import BadRequest
+from chalicelib.http.errors import BadRequest
 from chalicelib.lake import layout
 from chalicelib.lake.progress import count_bad_rows, count_dead_letters, finalized_hours
-from chalicelib.query.metrics import MetricsService, single_values
-from chalicelib.query.stream_lag import StreamLag
+from chalicelib.reads.metrics import MetricsService, single_values
+from chalicelib.reads.stream_lag import StreamLag
 from chalicelib.stream.instants import iso_date, ms_to_iso, parse_instant, InvalidInstant
 from chalicelib.stream.badrows import TOO_LATE
 
@@ -45,7 +45,7 @@ class PipelineService:
         s3: an S3 client (bad rows, on-failure records, manifests).
         bucket: the lake bucket.
         metrics_service: answers the metric queries (accepted and late events, finalized_until).
-        lag: reads the stream's lag (:class:`~chalicelib.query.stream_lag.CheckpointLag` or ``CloudWatchLag``).
+        lag: reads the stream's lag (:class:`~chalicelib.reads.stream_lag.CheckpointLag` or ``CloudWatchLag``).
         consumers: the Kinesis consumers of the pipeline configuration.
         is_operator: app id -> whether it may see the stream-wide figures.
         clock_ms: the wall clock (epoch ms).

@@ -6,12 +6,12 @@ limits) come in through :class:`ContractFacts`, which the container fills from t
 modules that enforce them (``ingest/``, ``query/``, ``search/`` sit above this
 layer, so they are passed in, not imported); the schemas come from the envelope,
 the dialects' error bodies and the metrics config (:mod:`.openapi_schemas`).
-``tests/unit/api/test_openapi.py`` checks it against ``app.py``'s route table
+``tests/unit/http/test_openapi.py`` checks it against ``app.py``'s route table
 (paths, methods, which routes need a key) and ``tests/e2e/test_contract_fuzz.py``
 checks every response of the running API against it (schemathesis).
 
 Every status a handler can answer is listed with its body: 400, 401, 404, 413,
-415, 429 and 503 are the typed errors of ``api/errors.py``, in each route
+415, 429 and 503 are the typed errors of ``http/errors.py``, in each route
 family's shape (``{"error"}`` native, ``{"code", "message"}`` Segment,
 ``{"type", "code", "detail"}`` PostHog). Every route with a key may answer 429
 with ``Retry-After`` (per-app rate limits, and Kinesis throttling on ingest).
@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from chalicelib.api.dashboard import ASSETS
-from chalicelib.api.dialects import KEY_HEADER
-from chalicelib.api.openapi_insights import InsightFacts, insight_paths, insight_schemas
-from chalicelib.api.openapi_schemas import ERRORS, schemas
+from chalicelib.http.dashboard import ASSETS
+from chalicelib.http.dialects import KEY_HEADER
+from chalicelib.http.openapi_insights import InsightFacts, insight_paths, insight_schemas
+from chalicelib.http.openapi_schemas import ERRORS, schemas
 from chalicelib.processing import MetricSet
 
 OPENAPI_VERSION = "3.1.0"
@@ -75,9 +75,9 @@ class ContractFacts:
     pipeline_max_range_h: int
     posthog_config_paths: tuple[str, ...] = ()
     posthog_flags_paths: tuple[str, ...] = ()
-    #: The insight routes' limits (chalicelib/query/insights.py); None: the routes are left out.
+    #: The insight routes' limits (chalicelib/reads/insights.py); None: the routes are left out.
     insights: InsightFacts | None = None
-    #: ``GET /v1/sessions`` and ``GET /v1/persons/{user_id}`` (chalicelib/query/people.py).
+    #: ``GET /v1/sessions`` and ``GET /v1/persons/{user_id}`` (chalicelib/reads/people.py).
     sessions_params: tuple[str, ...] = ("from", "to")
     sessions_max_range_days: int = 31
     person_id_max_chars: int = 128
@@ -298,7 +298,7 @@ def _regulations() -> dict[str, Any]:
                     "responses": {"200": one, **_errors((404, *_AUTHENTICATED), "Error")}}},
     }
 def _sessions_and_persons(facts: ContractFacts) -> dict[str, Any]:
-    """GET /v1/sessions and GET /v1/persons/{user_id} (chalicelib/query/people.py)."""
+    """GET /v1/sessions and GET /v1/persons/{user_id} (chalicelib/reads/people.py)."""
     days = facts.sessions_max_range_days
     params = [_query("from", "sessions starting from (included); default to - 7 days", _TIME),
               _query("to", f"sessions starting before (excluded); default now; at most {days} days after from", _TIME)]

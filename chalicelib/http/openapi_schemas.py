@@ -2,20 +2,20 @@
 
 * the event a client sends and the event search returns: from the envelope table
   (``stream/envelope.py``), so a new field or limit appears here by itself;
-* the error bodies: from the dialects (``api/dialects.py``), by asking each dialect
-  how it words every typed error (``api/errors.py``), so a code added there is
+* the error bodies: from the dialects (``http/dialects.py``), by asking each dialect
+  how it words every typed error (``http/errors.py``), so a code added there is
   documented here;
 * the metric rows and names: from the metrics config (``metrics.yaml``).
 
-:mod:`chalicelib.api.openapi` assembles the paths around these.
+:mod:`chalicelib.http.openapi` assembles the paths around these.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.api.dialects import NATIVE, POSTHOG, SEGMENT, Dialect
-from chalicelib.api.errors import (BadRequest, NotFound, PayloadTooLarge, RequestError, ServiceUnavailable,
+from chalicelib.http.dialects import NATIVE, POSTHOG, SEGMENT, Dialect
+from chalicelib.http.errors import (BadRequest, NotFound, PayloadTooLarge, RequestError, ServiceUnavailable,
                                    TooManyRequests, Unauthorized, UnsupportedMediaType)
 from chalicelib.processing import MetricSet
 from chalicelib.stream.envelope import (ENVELOPE, EVENT_TYPE_PATTERN, INSTANT, JSON_OBJECT, MAX_EVENT_ID_CHARS,

@@ -6,8 +6,8 @@ import pytest
 from openapi_spec_validator import validate
 
 import app as app_module
-from chalicelib.api.dialects import NATIVE, POSTHOG, SEGMENT
-from chalicelib.api.openapi_schemas import ERRORS
+from chalicelib.http.dialects import NATIVE, POSTHOG, SEGMENT
+from chalicelib.http.openapi_schemas import ERRORS
 from chalicelib.ingest import posthog, segment
 from chalicelib.ingest.service import MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_REQUEST
 from chalicelib.stream.envelope import ENVELOPE, EVENT_TYPE_PATTERN

@@ -17,7 +17,7 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
-from chalicelib.api.errors import RequestError
+from chalicelib.http.errors import RequestError
 
 KEY_HEADER = "x-api-key"
 AUTHORIZATION = "authorization"

@@ -1,4 +1,4 @@
-"""The token-bucket rules of chalicelib/api/ratelimit.py, on an injected clock (no AWS)."""
+"""The token-bucket rules of chalicelib/apps/ratelimit.py, on an injected clock (no AWS)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.api.errors import BadRequest, TooManyRequests
-from chalicelib.api.ratelimit import NS, BucketState, Limits, MemoryBuckets, RateLimiter, decide
+from chalicelib.http.errors import BadRequest, TooManyRequests
+from chalicelib.apps.ratelimit import NS, BucketState, Limits, MemoryBuckets, RateLimiter, decide
 
 T0 = 1_767_268_800 * NS
 

@@ -10,11 +10,11 @@ from typing import Any, Callable, Mapping
 
 import orjson
 
-from chalicelib.api.errors import BadRequest, NotFound
+from chalicelib.http.errors import BadRequest, NotFound
 from chalicelib.lake.persons_table import PersonsTable
 from chalicelib.lake.sessions_table import SessionsTable
 from chalicelib.processing.sessions import metrics
-from chalicelib.query.metrics import single_values
+from chalicelib.reads.metrics import single_values
 from chalicelib.stream.instants import InvalidInstant, ms_to_iso, parse_instant
 
 SESSION_PARAMS = ("from", "to")

@@ -4,8 +4,8 @@ import base64
 
 import pytest
 
-from chalicelib.api.dialects import NATIVE, POSTHOG, SEGMENT, basic_user, find_key
-from chalicelib.api.errors import BadRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests, Unauthorized
+from chalicelib.http.dialects import NATIVE, POSTHOG, SEGMENT, basic_user, find_key
+from chalicelib.http.errors import BadRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests, Unauthorized
 
 
 def basic(user: str, password: str = "") -> str:

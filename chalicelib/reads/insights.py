@@ -1,8 +1,8 @@
 """POST /v1/insights/funnel, /v1/insights/retention, GET /v1/insights/queries/{id}, GET /v1/event-types.
 
-Requests are validated here and turned into the bound SQL of :mod:`chalicelib.query.insight_sql`
+Requests are validated here and turned into the bound SQL of :mod:`chalicelib.reads.insight_sql`
 (nothing of the request becomes SQL text except checked event types and attribute paths, and
-values as literals); the app is always the key's. The engine (:mod:`chalicelib.query.insight_engines`)
+values as literals); the app is always the key's. The engine (:mod:`chalicelib.reads.insight_engines`)
 answers rows, shaped here into the documented answer, or a pending Athena query (202).
 
 Funnel answer: ``{"steps": [{"event_type", "users", "conversion", "median_seconds_to_convert"}]}``
@@ -17,10 +17,10 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from chalicelib.api.errors import BadRequest, NotFound
-from chalicelib.api.routes import json_response
-from chalicelib.query import insight_sql
-from chalicelib.query.insight_engines import Pending
+from chalicelib.http.errors import BadRequest, NotFound
+from chalicelib.http.routes import json_response
+from chalicelib.reads import insight_sql
+from chalicelib.reads.insight_engines import Pending
 from chalicelib.stream.instants import InvalidInstant, parse_instant
 
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -169,7 +169,7 @@ class InsightsService:
 
 def contract_facts():
     """The limits enforced here, for the OpenAPI document."""
-    from chalicelib.api.openapi_insights import InsightFacts
+    from chalicelib.http.openapi_insights import InsightFacts
     return InsightFacts(max_steps=MAX_STEPS, max_where=MAX_WHERE, max_range_days=MAX_RANGE_DAYS,
                         max_within_days=MAX_WITHIN_S // 86400, max_periods=dict(MAX_PERIODS),
                         attribute_path=insight_sql.ATTRIBUTE_PATH.pattern, duration=DURATION.pattern)

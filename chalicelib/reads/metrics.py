@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chalicelib.api.errors import BadRequest, NotFound
+from chalicelib.http.errors import BadRequest, NotFound
 from chalicelib.lake.rollups import read_windows_status
 from chalicelib.processing import MetricDef, MetricSet
 from chalicelib.stream.instants import InvalidInstant, ms_to_iso, parse_instant

@@ -18,13 +18,13 @@ from typing import Callable
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.stream.envelope import APP_ID_PATTERN
-from chalicelib.api.errors import BadRequest, ServiceUnavailable, TooManyRequests, Unauthorized
-from chalicelib.api.key_cache import TtlLru, UnknownKeyBudget
-from chalicelib.api.ratelimit import LIMIT_FIELDS, valid_limit
+from chalicelib.http.errors import BadRequest, ServiceUnavailable, TooManyRequests, Unauthorized
+from chalicelib.apps.key_cache import TtlLru, UnknownKeyBudget
+from chalicelib.apps.ratelimit import LIMIT_FIELDS, valid_limit
 
 APP_ID_RE = re.compile(APP_ID_PATTERN[1:-1])
 #: Items that are not keys: an app's own limits (``app#<app_id>``) and its rate-limit buckets
-#: (``bucket#<app_id>``, chalicelib/api/ratelimit_store.py). Key hashes are hex: they never hold ``#``.
+#: (``bucket#<app_id>``, chalicelib/apps/ratelimit_store.py). Key hashes are hex: they never hold ``#``.
 LIMITS_PREFIX = "app#"
 #: The app's session inactivity gap (minutes) on its ``app#`` item, and the range accepted.
 SESSION_GAP_FIELD = "session_gap_minutes"

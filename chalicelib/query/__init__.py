@@ -1,1 +1,0 @@
-"""The read side behind ``GET /v1/metrics``: windows from the rollups, with the consistency rule."""
