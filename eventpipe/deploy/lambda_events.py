@@ -1,4 +1,5 @@
-"""Lambda-shaped events: API Gateway REST proxy requests, Kinesis batches read back from a stream, schedules."""
+"""Lambda-shaped events: API Gateway REST proxy requests, Kinesis batches read back from a stream, SQS
+messages received from a queue, schedules."""
 
 from __future__ import annotations
 
@@ -80,6 +81,29 @@ def kinesis_events(kinesis, stream_name: str, batch_size: int = 1000) -> list[di
         for start in range(0, len(records), batch_size):
             events.append({"Records": records[start:start + batch_size]})
     return events
+
+
+def sqs_record(message: dict, queue_arn: str, region: str) -> dict:
+    """One received message in the shape Lambda gives an SQS handler."""
+    return {"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"], "body": message["Body"],
+            "attributes": message.get("Attributes", {}), "messageAttributes": message.get("MessageAttributes", {}),
+            "md5OfBody": message.get("MD5OfBody", ""), "eventSource": "aws:sqs", "eventSourceARN": queue_arn,
+            "awsRegion": region}
+
+
+def sqs_events(sqs, queue_url: str, batch_size: int = 10, visibility_timeout_s: int = 300) -> list[dict]:
+    """Every message waiting in the queue, received (so hidden for ``visibility_timeout_s``) and shaped as
+    Lambda's SQS event source mapping delivers them: one event per ``batch_size`` messages."""
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    region = arn.split(":")[3]
+    records: list[dict] = []
+    while True:
+        page = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=visibility_timeout_s,
+                                   AttributeNames=["All"]).get("Messages", [])
+        if not page:
+            break
+        records += [sqs_record(m, arn, region) for m in page]
+    return [{"Records": records[i:i + batch_size]} for i in range(0, len(records), batch_size)]
 
 
 def scheduled_event(rule: str, region: str = "us-east-1", now: datetime | None = None) -> dict:

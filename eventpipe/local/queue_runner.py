@@ -22,6 +22,8 @@ from typing import Any, Callable
 from chalice.app import SQSEventConfig
 from chalice.local import LambdaContext
 
+from eventpipe.deploy.lambda_events import sqs_record as lambda_sqs_record
+
 log = logging.getLogger("eventpipe.queue_runner")
 
 
@@ -48,14 +50,6 @@ def queue_consumers_from_app(app_module, pipeline=None) -> list[QueueConsumer]:
             out.append(QueueConsumer(source.name, handler, source.queue, batch,
                                      30 if visibility is None else visibility, timeout_s * 1000))
     return out
-
-
-def lambda_sqs_record(message: dict, queue_arn: str, region: str) -> dict:
-    """One received message in the shape Lambda gives an SQS handler."""
-    return {"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"], "body": message["Body"],
-            "attributes": message.get("Attributes", {}), "messageAttributes": message.get("MessageAttributes", {}),
-            "md5OfBody": message.get("MD5OfBody", ""), "eventSource": "aws:sqs", "eventSourceARN": queue_arn,
-            "awsRegion": region}
 
 
 def acknowledged(result: Any, batch: list[dict], raised: bool) -> list[dict]:

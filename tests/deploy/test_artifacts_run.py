@@ -79,6 +79,9 @@ def _steps(sandbox: Sandbox, clients: Clients, settings: Settings, search_url: s
     client_for_url(search_url).indices.create(index=f"{settings.search_index_prefix}-2000.01.01")
     for function in ("search_retention", "commit_events", "finalize_windows"):
         runs[function] = sandbox.run(function, [events.scheduled_event(function)])
+    # The planner queued the (app, hour) units; the worker computes them as its SQS mapping delivers them.
+    units = events.sqs_events(clients.sqs, settings.finalize_queue_url, batch_size=1)
+    runs["finalize_worker"] = sandbox.run("finalize_worker", units)
     window = {"from": [_iso(start_ms)], "to": [_iso(start_ms + 3_600_000)]}
     runs["api_read"] = sandbox.run("api_handler", [
         events.api_event("GET", "/v1/metrics", headers=KEY),
@@ -88,7 +91,12 @@ def _steps(sandbox: Sandbox, clients: Clients, settings: Settings, search_url: s
         events.api_event("GET", "/v1/pipeline", headers=KEY),
         events.api_event("GET", "/dashboard"),
         events.api_event("GET", "/v1/openapi.json"),
+        events.api_event("POST", "/v1/regulations", headers={**KEY, "Content-Type": "application/json"},
+                         body=orjson.dumps({"type": "delete", "user_ids": ["u-nobody"]})),
+        events.api_event("GET", "/v1/sessions", headers=KEY, query=window),
+        events.api_event("GET", "/v1/persons/u-sdk", resource="/v1/persons/{user_id}", headers=KEY),
     ])
+    runs["process_regulations"] = sandbox.run("process_regulations", [events.scheduled_event("process_regulations")])
     # Last (its events stay in the stream): the API as SnapStart runs it, restored in a fork of its init.
     runs["api_snapstart"] = sandbox.run("api_handler", [
         events.api_event("GET", "/v1/health"),
@@ -107,9 +115,12 @@ def flow(runnable_artifacts, tmp_path_factory):  # noqa: F811 - the imported fix
         env = {**chalice_environment(), "EVENTPIPE_AWS_ENDPOINT_URL": services.moto_url,
                "OPENSEARCH_URL": services.search_url, "EVENTPIPE_SEARCH_REPLICAS": "0",
                "EVENTPIPE_FINALIZE_GRACE_S": "0", "EVENTPIPE_FINALIZE_CLOSE_DELAY_S": "0"}
+        clients = Clients(Settings.from_env({**env, "AWS_REGION": "us-east-1"}))
+        bootstrap(clients)  # (the finalize-units queue too: the planner sends to it, the worker takes from it)
+        env["EVENTPIPE_FINALIZE_QUEUE_URL"] = clients.sqs.get_queue_url(
+            QueueName=clients.settings.finalize_queue)["QueueUrl"]
         settings = Settings.from_env({**env, "AWS_REGION": "us-east-1"})
         clients = Clients(settings)
-        bootstrap(clients)
         sandbox = Sandbox.create(runnable_artifacts, tmp_path_factory.mktemp("sandbox"), env)
         yield _steps(sandbox, clients, settings, services.search_url)
 
@@ -151,23 +162,35 @@ def test_kinesis_consumers_archive_aggregate_and_index_the_posted_events(flow):
 def test_schedules_finalize_windows_and_delete_expired_indices(flow):
     (retention,) = flow.runs["search_retention"].results()
     assert f"{flow.settings.search_index_prefix}-2000.01.01" in retention["deleted"]
-    (finalized,) = flow.runs["finalize_windows"].results()
-    assert any("event_counts" in line for line in finalized["partitions"]), finalized
+    (planned,) = flow.runs["finalize_windows"].results()
+    assert any(line.startswith("event_counts") and ": queued" in line for line in planned["partitions"]), planned
+    worked = flow.runs["finalize_worker"].results()
+    assert worked and all(r == {"batchItemFailures": []} for r in worked), worked
     final = list(list_keys(flow.clients.s3, flow.settings.bucket, layout.rollup_prefix(load_metrics()["event_counts"], "final")))
     assert final
+
+
+def test_privacy_regulations_sessions_and_persons_answer_from_the_artifacts(flow):
+    """The routes and the daily deletion job of the privacy and insights features run from the zips."""
+    *_, filed, sessions, person = flow.runs["api_read"].results()
+    assert filed["statusCode"] == 202 and _body(filed)["status"] == "pending", filed
+    assert sessions["statusCode"] == 200 and _body(sessions)["sessions"] >= 1, sessions
+    assert person["statusCode"] == 200 and _body(person)["user_id"] == "u-sdk", person
+    (job,) = flow.runs["process_regulations"].results()
+    assert job.get("regulations") == 1 and job.get("done") == 1, job
 
 
 def test_sdk_routes_pipeline_and_dashboard_answer_from_the_artifacts(flow):
     *_, segment, posthog = flow.runs["api"].results()
     assert segment["statusCode"] == 200 and _body(segment)["success"] is True, segment
     assert posthog["statusCode"] == 200 and _body(posthog)["status"] == 1, posthog
-    *_, pipeline, page, _ = flow.runs["api_read"].results()
+    *_, pipeline, page, _, _, _, _ = flow.runs["api_read"].results()
     assert pipeline["statusCode"] == 200 and "stream" in _body(pipeline), pipeline
     assert page["statusCode"] == 200 and "<html" in page["body"].lower()
 
 
 def test_the_api_serves_its_openapi_document_from_the_artifacts(flow):
-    *_, spec = flow.runs["api_read"].results()
+    *_, spec, _, _, _ = flow.runs["api_read"].results()
     assert spec["statusCode"] == 200 and _body(spec)["openapi"] == "3.1.0", spec
     assert "/v1/events" in _body(spec)["paths"]
 

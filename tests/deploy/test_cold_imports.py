@@ -35,6 +35,10 @@ with mock_aws():
         TableName=container.settings.apps_table, BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "key_hash", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "key_hash", "KeyType": "HASH"}])
+    container.clients.dynamodb.create_table(  # the suppression list (privacy regulations) lives here
+        TableName=container.settings.state_table, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
     AppStore(container.clients.dynamodb, container.settings.apps_table).create_key("demo", "demo-key")
     with Client(app.app) as client:
         response = client.http.post("/v1/events", headers={"x-api-key": "demo-key", "content-type": "application/json"},
