@@ -172,6 +172,16 @@ class AppStore:
             self._limits.pop(app_id, None)
         return _limit_values(item)
 
+    def _app_item(self, app_id: str) -> dict:
+        """The app's own item (limits, pseudonymisation, session gap; ``{}`` when none), a 503 when the
+        key store cannot be read."""
+        try:
+            return self._client.get_item(TableName=self._table,
+                                         Key={"key_hash": {"S": LIMITS_PREFIX + app_id}}).get("Item") or {}
+        except (ClientError, BotoCoreError) as exc:
+            raise ServiceUnavailable(f"the key store is unavailable ({type(exc).__name__}); retry later",
+                                     headers={"Retry-After": "1"}) from exc
+
     def own_limits(self, app_id: str) -> dict[str, float]:
         """The limits stored for the app (a subset of the fields; remembered for the cache TTL)."""
         now = time.monotonic()
@@ -179,13 +189,7 @@ class AppStore:
             cached = self._limits.get(app_id)
         if cached is not None and now - cached[0] < self._cache_ttl_s:
             return cached[1]
-        try:
-            item = self._client.get_item(TableName=self._table,
-                                         Key={"key_hash": {"S": LIMITS_PREFIX + app_id}}).get("Item")
-        except (ClientError, BotoCoreError) as exc:
-            raise ServiceUnavailable(f"the key store is unavailable ({type(exc).__name__}); retry later",
-                                     headers={"Retry-After": "1"}) from exc
-        values = _limit_values(item or {})
+        values = _limit_values(self._app_item(app_id))
         with self._lock:
             self._limits[app_id] = (now, values)
         return values
@@ -216,12 +220,7 @@ class AppStore:
             cached = self._pseudonyms.get(app_id)
         if cached is not None and now - cached[0] < self._cache_ttl_s:
             return cached[1]
-        try:
-            item = self._client.get_item(TableName=self._table,
-                                         Key={"key_hash": {"S": LIMITS_PREFIX + app_id}}).get("Item") or {}
-        except (ClientError, BotoCoreError) as exc:
-            raise ServiceUnavailable(f"the key store is unavailable ({type(exc).__name__}); retry later",
-                                     headers={"Retry-After": "1"}) from exc
+        item = self._app_item(app_id)
         value = ((sorted(item["pseudonymise"]["SS"]), bytes.fromhex(item["pseudonym_secret"]["S"]))
                  if "pseudonymise" in item and "pseudonym_secret" in item else None)
         with self._lock:
@@ -253,12 +252,7 @@ class AppStore:
 
     def session_gap_minutes(self, app_id: str) -> float | None:
         """The app's own session gap in minutes, or None (the default applies)."""
-        try:
-            item = self._client.get_item(TableName=self._table,
-                                         Key={"key_hash": {"S": LIMITS_PREFIX + app_id}}).get("Item") or {}
-        except (ClientError, BotoCoreError) as exc:
-            raise ServiceUnavailable(f"the key store is unavailable ({type(exc).__name__}); retry later",
-                                     headers={"Retry-After": "1"}) from exc
+        item = self._app_item(app_id)
         return float(item[SESSION_GAP_FIELD]["N"]) if SESSION_GAP_FIELD in item else None
 
     def authenticate(self, api_key: str | None) -> str:
