@@ -5,9 +5,10 @@ bill without bound. ``AppStore.authenticate`` (keys.py) remembers answers in two
 with a size cap each (known keys for the cache TTL, unknown keys for a short TTL so a new
 key works at once), and spends one token of an :class:`UnknownKeyBudget` per lookup that
 found no key: when the budget is empty, a key that is not remembered is refused (429)
-without a lookup until tokens come back. Keys already remembered are never refused, so a
-flood of made-up keys costs at most ``rate`` lookups per second per process and cannot
-lock out the apps already served.
+without a lookup until tokens come back. Keys already remembered are never refused, and
+a key found once (for a day) is looked up again when its cache entry expires whatever the
+budget holds, so a flood of made-up keys costs at most ``rate`` lookups per second per
+process and cannot lock out the apps already served, however long it lasts.
 """
 
 from __future__ import annotations

@@ -50,6 +50,10 @@ class KeyCacheLimits:
         unknown_lookups_per_s: key-store lookups that found no key, per second, before refusing (429)
             keys that are not remembered.
         unknown_lookup_burst: such lookups at once.
+        served_ttl_s: how long a key that was once found stays exempt from that budget: its
+            lookup when its cache entry expires is made even while unknown keys are refused, so a
+            flood of made-up keys cannot lock out an app already served (its answer is still
+            looked up: a revoked key is refused).
     """
 
     known_keys: int = 10_000
@@ -57,6 +61,7 @@ class KeyCacheLimits:
     unknown_ttl_s: float = 2.0
     unknown_lookups_per_s: float = 50.0
     unknown_lookup_burst: float = 100.0
+    served_ttl_s: float = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ class AppStore:
         # briefly only, so a new key works at once, and their lookups are budgeted.
         self._known: TtlLru[App] = TtlLru(limits.known_keys, cache_ttl_s, monotonic)
         self._unknown: TtlLru[None] = TtlLru(limits.unknown_keys, min(cache_ttl_s, limits.unknown_ttl_s), monotonic)
+        # Digests of keys found before (same cap as the known keys): their refresh lookups skip the budget.
+        self._served: TtlLru[None] = TtlLru(limits.known_keys, max(cache_ttl_s, limits.served_ttl_s), monotonic)
         self._unknown_budget = UnknownKeyBudget(limits.unknown_lookups_per_s, limits.unknown_lookup_burst, monotonic)
         self._operators: dict[str, tuple[float, bool]] = {}
         self._limits: dict[str, tuple[float, dict[str, float]]] = {}
@@ -265,7 +272,7 @@ class AppStore:
             return app.app_id
         if self._unknown.get(digest)[0]:
             raise Unauthorized("unknown API key")
-        if not self._unknown_budget.available():
+        if not self._served.get(digest)[0] and not self._unknown_budget.available():
             raise TooManyRequests("too many requests with unknown API keys; retry later",
                                   headers={"Retry-After": str(self._unknown_budget.retry_after_s())})
         try:
@@ -276,7 +283,9 @@ class AppStore:
         app = App(item["app_id"]["S"], item["app_id"]["S"]) if item else None
         if app is not None:
             self._known.put(digest, app)
+            self._served.put(digest, None)
         else:
+            self._served.pop(digest)
             self._unknown_budget.spend()
             self._unknown.put(digest, None)
         if app is None:

@@ -14,7 +14,7 @@ import pytest
 
 import app as app_module
 from chalicelib.http.health import HealthService
-from chalicelib.apps.keys import AppStore, KeyCacheLimits
+from chalicelib.apps.keys import AppStore, KeyCacheLimits, hash_key
 
 EVENT = {"event_type": "a", "event_time": "2026-01-01T00:00:00Z", "sent_at": "2026-01-01T00:00:00Z"}
 
@@ -70,6 +70,30 @@ def test_a_flood_of_unknown_keys_is_bounded_in_memory_and_in_lookups(client, con
     for i in range(5000):  # and made-up keys never grow the memory past the caps
         store._unknown.put(f"k{i}", None)
     assert store.cached_keys()[1] == 100
+
+
+def test_a_served_key_whose_cache_entry_expires_during_a_flood_is_looked_up_not_refused(client, container,
+                                                                                        monkeypatch):
+    """Rule: a flood that empties the unknown-key budget cannot lock out an app already served, even
+    after its key's cache entry (60 s) expires mid-flood: that key is looked up again outside the
+    budget (and a key revoked meanwhile gets 401, not a stale 200)."""
+    clock = FakeClock()
+    store = AppStore(container.clients.dynamodb, container.settings.apps_table, monotonic=clock,
+                     cache=KeyCacheLimits(unknown_lookups_per_s=1, unknown_lookup_burst=5))
+    monkeypatch.setitem(container.__dict__, "apps", store)
+    good, revoked = store.create_key("alpha"), store.create_key("alpha")
+    assert post(client, good).status_code == 200 and post(client, revoked).status_code == 200
+    flood = [post(client, f"made-up-{i}").status_code for i in range(50)]
+    assert flood.count(429) == 45
+    clock.now += 61.0  # both cache entries expire; the budget refills by 61 tokens...
+    assert [post(client, f"more-{i}").status_code for i in range(200)].count(429) >= 100  # ...and empties again
+    container.clients.dynamodb.delete_item(TableName=container.settings.apps_table,
+                                           Key={"key_hash": {"S": hash_key(revoked)}})
+    calls = Calls(container.clients.dynamodb)
+    assert post(client, good).status_code == 200
+    assert post(client, revoked).status_code == 401
+    assert calls.count("GetItem") == 2
+    assert post(client, "made-up-new").status_code == 429  # a key never served still waits for the budget
 
 
 def test_unknown_keys_are_forgotten_after_a_short_ttl_so_a_new_key_works(container):
