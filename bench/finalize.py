@@ -54,8 +54,15 @@ TYPES = np.array(["session_start", "level_up", "purchase", "match_end", "gps_pin
 TYPE_WEIGHTS = np.array([8, 10, 6, 12, 50, 14], float) / 100
 CLASSES = np.array(["warrior", "mage", "archer", "rogue", "priest"])
 FILE_ROWS = 1_000_000
-#: The longest window of metrics.yaml: how far past its share of the hour a slice reads.
-OVERHANG = 5 * 60_000
+
+
+def _sizing():
+    """units.sizing for the bench hour under metrics.yaml: each slicing's read shares."""
+    from chalicelib.lake import layout
+    from chalicelib.lake.units import sizing
+    from chalicelib.processing import load_metrics
+
+    return sizing(load_metrics(), *layout.dt_hour(T0))
 
 
 def _strings(*parts) -> pa.Array:  # noqa: ANN002 - arrays or scalars
@@ -178,7 +185,7 @@ def unit_on_moto(n_events: int, users: int, seed: int, rows_per_unit: int) -> li
         finalizer = Finalizer(clients.s3, clients.settings.bucket, state, load_metrics(), lambda: T0 + 3 * HOUR,
                               raw=raw, rows_per_unit=rows_per_unit)
         out = []
-        for unit in units_of(APP, *layout.dt_hour(T0), n_events, rows_per_unit, OVERHANG):
+        for unit in units_of(APP, *layout.dt_hour(T0), n_events, load_metrics(), rows_per_unit):
             os.sched_yield()
             cpu0, wall0 = _cpu_s(), time.monotonic()
             base = _rss_mb()
@@ -193,7 +200,7 @@ def run_units(n: int, args: argparse.Namespace) -> dict:
     """Every unit of an N-event hour, each in a child; per-million figures."""
     from chalicelib.lake.units import slices_for
 
-    slices = slices_for(n, args.rows_per_unit, OVERHANG)
+    slices = slices_for(n, args.rows_per_unit, _sizing())
     if args.s3 == "moto":
         results = json.loads(_child(["--child-moto", str(n)], args))
     else:
@@ -233,11 +240,10 @@ def plan(apps: int, total: int, rows_per_unit: int, mb_per_million: float, cpu_p
          overhead_s: float, base_mb: float = 300.0) -> dict:
     from chalicelib.lake.units import slices_for
 
-    out = {}
+    out, shares = {}, _sizing()
     for name, sizes in (("1/rank", app_sizes(apps, total)), ("one app", [total])):
-        # a slice reads its 1/n of the hour plus the longest window (OVERHANG) of the next rows
-        units = [round(size * (1 / slices_for(size, rows_per_unit, OVERHANG) + OVERHANG / HOUR))
-                 for size in sizes for _ in range(slices_for(size, rows_per_unit, OVERHANG))]
+        # a slice reads its share of the hour plus the rest of its last windows (units.read_shares)
+        units = [round(size * share) for size in sizes for share in shares(slices_for(size, rows_per_unit, shares))]
         biggest = max(units)
         out[name] = {"apps": len(sizes), "units": len(units), "max_rows_per_unit": biggest,
                      "est_peak_gb": round((base_mb + biggest / 1e6 * mb_per_million) / 1024, 2), "limit_gb": 10,
@@ -251,11 +257,9 @@ def lag(apps: int, total: int, rows_per_unit: int, cpu_per_million: float, overh
     close), then ``workers`` at a time, the biggest units first as the planner sends them."""
     from chalicelib.lake.units import slices_for
 
-    rng = np.random.default_rng(seed)
-    durations = sorted((overhead_s + size * (1 / slices_for(size, rows_per_unit, OVERHANG) + OVERHANG / HOUR) / 1e6
-                        * cpu_per_million
-                        for size in app_sizes(apps, total) for _ in range(slices_for(size, rows_per_unit, OVERHANG))),
-                       reverse=True)
+    rng, shares = np.random.default_rng(seed), _sizing()
+    durations = sorted((overhead_s + size * share / 1e6 * cpu_per_million for size in app_sizes(apps, total)
+                        for share in shares(slices_for(size, rows_per_unit, shares))), reverse=True)
     lags = []
     for _ in range(20):  # the close falls anywhere between two planner runs
         start = float(rng.uniform(0, planner_every_s))

@@ -102,10 +102,10 @@ class Planner:
                 | {a for k, entry in plan.seen.items() if k in current for a in entry.get("apps", ())})
         done, slices = self._bookkeeping(dt, hour)
         definitions = {m.name: m.fingerprint for m in self._metrics.metrics}
-        overhang = units.overhang_ms(self._metrics)
+        shares = units.sizing(self._metrics, dt, hour)
         for app in sorted(apps):
             app_files = files.get((app, dt, hour), [])
-            n = units.slices_for(sum(c for _, c in app_files), self._rows_per_unit, overhang)
+            n = units.slices_for(sum(c for _, c in app_files), self._rows_per_unit, shares)
             fp = units.input_fingerprint([f for f, _ in app_files], definitions, n)
             at, key = done.get(app, {}).get(fp, (None, None))
             if app not in new_apps and at is not None and (self._clock_ms() - at >= VERIFY_MS
@@ -118,8 +118,7 @@ class Planner:
                     and app not in new_apps:
                 pass  # sent a moment ago and still working (or coming back from SQS by itself)
             else:
-                plan.units += units.units_of(app, dt, hour, sum(c for _, c in app_files), self._rows_per_unit,
-                                             overhang)
+                plan.units += [units.Unit(app, dt, hour, k, n) for k in range(n)]
         return plan
 
     def _bookkeeping(self, dt: str, hour: str) -> tuple[dict[str, dict[str, tuple[int, str]]], dict[tuple, set[int]]]:

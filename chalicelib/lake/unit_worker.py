@@ -98,7 +98,7 @@ class FinalizeWorker:
     def units_for(self, app_id: str, dt: str, hour: str) -> list[Unit]:
         """The (app, hour)'s units, sized from the raw table's file statistics."""
         rows = sum(count for _, count in self._reader.raw_files(app_id, dt, hour))
-        return units.units_of(app_id, dt, hour, rows, self._rows_per_unit, units.overhang_ms(self._metrics))
+        return units.units_of(app_id, dt, hour, rows, self._metrics, self._rows_per_unit)
 
     def recompute_app_hour(self, app_id: str, dt: str, hour: str) -> list[UnitReport]:
         """Recompute every metric of one (app_id, dt, hour) from the raw table now and switch its

@@ -15,13 +15,17 @@ key: a metric without keys has one group per window (it could not be split), and
 different keys would each need the whole hour, so the read could not be pruned; a window range
 prunes the read itself (Parquet statistics on ``event_time``), which is what bounds a unit's
 memory. A window longer than a slice's range only widens that slice's read (by the window).
-Slice bounds need not align with any window: a window belongs to the slice its start falls in.
+Slice bounds need not align with any window: a window belongs to the slice its start falls in;
+but the slice count is chosen by each slice's real read (:func:`slices_for`), which favours
+counts whose bounds fall on the windows' boundaries (12 five-minute slices rather than 24 that
+re-read half of the hour).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Callable
 
 import orjson
 
@@ -82,26 +86,45 @@ class Unit:
             raise ValueError(f"not a finalization unit: {body!r:.200}") from exc
 
 
-def overhang_ms(metrics) -> int:
-    """How far past its window range a slice may read: up to the longest window."""
-    return max((m.window.size_ms for m in metrics.metrics), default=0)
+def read_shares(metrics, dt: str, hour: str, slices: int) -> list[float]:
+    """What share of the hour each slice of ``slices`` reads: its window range plus the rest of its
+    last windows (:meth:`Unit.event_range`). A slice ending on a boundary of every tumbling window
+    reads no further than its end, so bounds aligned to the windows cost no re-read."""
+    return [(lambda u: (u.event_range(metrics)[1] - u.window_range[0]) / layout.HOUR_MS)(Unit("x", dt, hour, k, slices))
+            for k in range(slices)]
 
 
-def slices_for(rows: int, rows_per_unit: int = ROWS_PER_UNIT, overhang: int = 0) -> int:
-    """How many slices an (app, hour) of ``rows`` raw rows is split into, so that each slice's read
-    (its 1/n of the hour plus ``overhang`` ms of the next windows' events, at the hour's rate) stays
-    within ``rows_per_unit``. When even the overhang alone is more than that (one window holds more
-    rows than a unit may: ~30M events/hour for 5-minute windows at 2.5M rows), the most slices."""
-    share = overhang / layout.HOUR_MS
+def slices_for(rows: int, rows_per_unit: int, shares: Callable[[int], list[float]]) -> int:
+    """How many slices an (app, hour) of ``rows`` raw rows is split into: the fewest whose largest
+    read (``shares(n)``: each slice's share of the hour, at the hour's average rate) stays within
+    ``rows_per_unit`` -- e.g. 12 five-minute slices for 20M rows under 5-minute windows, where 24
+    slices of 2.5 minutes would read half of them twice. When no count does (one window holds more
+    rows than a unit may: ~30M events/hour for 5-minute windows at 2.5M rows), the count whose
+    largest read is smallest, and the fewest of those."""
+    best, best_read = 1, float("inf")
     for n in range(1, MAX_SLICES + 1):
-        if rows * (1 / n + share) <= max(1, rows_per_unit):
+        largest = rows * max(shares(n))
+        if largest <= max(1, rows_per_unit):
             return n
-    return MAX_SLICES
+        if largest < best_read - 1e-9:
+            best, best_read = n, largest
+    return best
 
 
-def units_of(app_id: str, dt: str, hour: str, rows: int, rows_per_unit: int = ROWS_PER_UNIT,
-             overhang: int = 0) -> list[Unit]:
-    n = slices_for(rows, rows_per_unit, overhang)
+def sizing(metrics, dt: str, hour: str) -> Callable[[int], list[float]]:
+    """``shares`` for :func:`slices_for`: the read shares of an (app, hour)'s slicings under ``metrics``."""
+    cache: dict[int, list[float]] = {}
+
+    def shares(n: int) -> list[float]:
+        if n not in cache:
+            cache[n] = read_shares(metrics, dt, hour, n)
+        return cache[n]
+    return shares
+
+
+def units_of(app_id: str, dt: str, hour: str, rows: int, metrics,
+             rows_per_unit: int = ROWS_PER_UNIT) -> list[Unit]:
+    n = slices_for(rows, rows_per_unit, sizing(metrics, dt, hour))
     return [Unit(app_id, dt, hour, k, n) for k in range(n)]
 
 

@@ -30,8 +30,8 @@ def test_a_split_app_hour_reads_the_same_as_unsplit_through_its_head(lake):
     import orjson
     import pyarrow.parquet as pq
     names = orjson.loads(pq.read_schema(io.BytesIO(head)).metadata[layout.SLICES_KEY])
-    from chalicelib.lake.units import overhang_ms, slices_for
-    assert len(names) == slices_for(400, 100, overhang_ms(lake.metrics)) > 1
+    from chalicelib.lake.units import sizing, slices_for
+    assert len(names) == slices_for(400, 100, sizing(lake.metrics, dt, hour)) > 1
     finalizer.run()  # the grace period (0) is over: the covered partials go; only finals answer now
     assert not lake.keys(layout.rollup_prefix(metric, "partial"))
     truth = truth_event_counts(lines)
