@@ -315,7 +315,10 @@ def main() -> None:
         print(json.dumps({k: v for k, v in result.items() if k != "per_unit"}))
         for unit in result["per_unit"]:
             print("   ", json.dumps(unit))
-    mb = args.mb_per_million or max(r["peak_mb_per_million_in_unit"] for r in measured)
+    # memory per million rows from the run with the biggest units (the nearest to the units planned: a small
+    # unit's fixed costs, e.g. encoding its finals, weigh more per row); CPU from the worst run
+    biggest = max(measured, key=lambda r: max(u["rows"] for u in r["per_unit"]))
+    mb = args.mb_per_million or biggest["peak_mb_per_million_in_unit"]
     cpu = args.cpu_per_million or max(r["cpu_s_per_million"] for r in measured)
     total = int(args.plan_events)
     base = max(r["base_mb"] for r in measured)

@@ -31,11 +31,13 @@ import orjson
 
 from chalicelib.lake import layout
 
-#: Raw rows one unit may read. Measured (bench/finalize.py --events 1e6 20e6 --s3 files, 2026-12-07): a
-#: unit's peak RSS is ~130 MB (interpreter) + ~1,010 MB per million raw rows (every metric, exact
-#: distinct sets, 50k users), so 2.5M rows keep a unit at ~2.65 GB, under the 3 GB bound. A slice
-#: also reads the events of its last windows past its share of the hour (:func:`slices_for`).
-ROWS_PER_UNIT = 2_500_000
+#: Raw rows one unit may read. Measured (bench/finalize.py --s3 files --events 1e6 5e6 --rows-per-unit 6000000,
+#: 2026-12-07): a unit's peak RSS is ~130 MB (interpreter) + ~500 MB per million raw rows (every metric,
+#: exact distinct sets, 50k users, the duplicate rule over every copy of the unit's ids), so 4M rows keep
+#: a unit near 2.1 GB, under the 3 GB bound with room for the Iceberg reader (on moto, a 4M-row unit's
+#: whole process, moto's copy of the data included, peaked at 2.3 GB). A slice also reads the events of
+#: its last windows past its share of the hour (:func:`read_shares`).
+ROWS_PER_UNIT = 4_000_000
 #: More slices than this make slices shorter than a minute (the smallest window slide in use).
 MAX_SLICES = 60
 UNITS_PREFIX = f"{layout.ROLLUPS_PREFIX}_units/"
@@ -97,10 +99,10 @@ def read_shares(metrics, dt: str, hour: str, slices: int) -> list[float]:
 def slices_for(rows: int, rows_per_unit: int, shares: Callable[[int], list[float]]) -> int:
     """How many slices an (app, hour) of ``rows`` raw rows is split into: the fewest whose largest
     read (``shares(n)``: each slice's share of the hour, at the hour's average rate) stays within
-    ``rows_per_unit`` -- e.g. 12 five-minute slices for 20M rows under 5-minute windows, where 24
-    slices of 2.5 minutes would read half of them twice. When no count does (one window holds more
-    rows than a unit may: ~30M events/hour for 5-minute windows at 2.5M rows), the count whose
-    largest read is smallest, and the fewest of those."""
+    ``rows_per_unit`` -- e.g. 12 five-minute slices for 20M rows under 5-minute tumbling windows,
+    where 24 slices of 2.5 minutes would read half of them twice. When no count does (one window
+    holds more rows than a unit may: ~48M events/hour for 5-minute windows at 4M rows), the count
+    whose largest read is smallest, and the fewest of those."""
     best, best_read = 1, float("inf")
     for n in range(1, MAX_SLICES + 1):
         largest = rows * max(shares(n))
