@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, call, (first, last), columns, sql in cases:
         times, cpu, answer = timed(call, args.runs)
         scans = sql.count("FROM deduped") + sql.count("JOIN deduped")
+        columns = tuple(c for c in columns if c in sql)  # (a funnel without where or breakdown reads no attributes)
         scanned = athena_bytes(data, first, last, columns) * scans
         summary = (answer["steps"] if "steps" in answer else
                    [(c["period_start"][:10], c["users"], c["returned"][:4]) for c in answer["cohorts"][:2]])

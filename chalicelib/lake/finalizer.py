@@ -37,6 +37,7 @@ from chalicelib.lake.final_rows import DEFINITION_KEY  # noqa: F401 - re-exporte
 from chalicelib.lake.final_writer import FinalWriter
 from chalicelib.lake.planner import HourPlan, PartialCleaner, Planner
 from chalicelib.lake.raw_table import RawTable, hours_between
+from chalicelib.lake.slice_sweeper import SliceSweeper
 from chalicelib.lake.state import StateStore
 from chalicelib.lake.unit_inputs import ArchiveReader
 from chalicelib.lake.unit_worker import FinalizeWorker, UnitReport
@@ -83,6 +84,7 @@ class Finalizer:
         self.planner = Planner(s3, bucket, metrics, raw, reader, writer, clock_ms, close_delay_ms, rows_per_unit,
                                resend_ms)
         self.cleaner = PartialCleaner(s3, bucket, clock_ms, grace_ms)
+        self.sweeper = SliceSweeper(s3, bucket, metrics, writer, clock_ms, grace_ms)
         self._reader, self._raw = reader, raw
         self._backfilled: dict[tuple[str, str], list[UnitReport]] = {}
 
@@ -100,6 +102,7 @@ class Finalizer:
                 reports.append(PartitionReport(metric, plan.dt, plan.hour, "cleaned", partials=count))
             if not plan.units:
                 self.planner.record(plan, planned_at)
+                self._sweep(plan.dt, plan.hour)  # the hour is settled: superseded slice files go
                 continue
             if self._dispatch is not None:
                 self._dispatch(plan.units)
@@ -110,6 +113,11 @@ class Finalizer:
             self.planner.record(plan, planned_at)
             reports += self._per_metric(plan, "finalized", done)
         return reports
+
+    def _sweep(self, dt: str, hour: str, grace_ms: int | None = None) -> None:
+        swept = self.sweeper.sweep(dt, hour, grace_ms=grace_ms)
+        if swept:
+            log.info("swept %d superseded slice file(s) and manifest(s) of %s/%s", swept, dt, hour)
 
     def _per_metric(self, plan: HourPlan, action: str, done: list[UnitReport] = ()) -> list[PartitionReport]:
         out = []
@@ -141,6 +149,10 @@ class Finalizer:
             reports = [r for app in self.apps_of_hour(dt, hour) for r in self.worker.recompute_app_hour(app, dt, hour)]
             if not reports and not self.worker.is_closed(dt, hour):
                 reports = [UnitReport(Unit("-", dt, hour), "open", {})]
+            if reports and all(r.action == "finalized" for r in reports):
+                # Recomputed here and now (a backfill, a deletion request): the superseded slices go at
+                # once, a reader that loses one re-lists and reads the new head.
+                self._sweep(dt, hour, grace_ms=0)
             self._backfilled = {key: reports}
         reports = self._backfilled[key]
         for action in ("open", "waiting-for-archive"):

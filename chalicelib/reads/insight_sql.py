@@ -90,7 +90,10 @@ def funnel_sql(wheres: list[Mapping[str, str]], breakdown: str | None = None) ->
                        for i, path in enumerate(wheres[k - 1])]
         return " AND ".join(conditions)
 
-    parts = [_deduped("app_id, user_id, event_type, event_time, attributes", types, end)]
+    # The attributes (the widest column) are read and carried through the deduplication only when
+    # a step filters on them or the funnel is broken down by one.
+    attributes = ", attributes" if breakdown or any(wheres) else ""
+    parts = [_deduped("app_id, user_id, event_type, event_time" + attributes, types, end)]
     value = f"json_extract_scalar(e.attributes, {json_path(breakdown)})" if breakdown else "CAST(NULL AS VARCHAR)"
     starts = (f"    SELECT e.user_id, 0 AS by_value, CAST(NULL AS VARCHAR) AS bd, e.event_time AS t1\n"
               f"    FROM deduped e WHERE {match(1, 'e')} AND e.event_time < :to")

@@ -12,7 +12,7 @@
 -- param: step3 string
 -- param: step4 string
 WITH copies AS (
-    SELECT app_id, user_id, event_type, event_time, attributes,
+    SELECT app_id, user_id, event_type, event_time,
            row_number() OVER (PARTITION BY app_id, event_id ORDER BY received_at) AS copy_number
     FROM events
     WHERE app_id = :app_id
@@ -22,7 +22,7 @@ WITH copies AS (
       AND event_type IN (:step1, :step2, :step3, :step4)
 ),
 deduped AS (
-    SELECT user_id, event_type, event_time, attributes FROM copies WHERE copy_number = 1 AND user_id IS NOT NULL
+    SELECT user_id, event_type, event_time FROM copies WHERE copy_number = 1 AND user_id IS NOT NULL
 ),
 r1 AS (
     SELECT DISTINCT user_id, by_value, bd, t1 FROM (
