@@ -10,6 +10,7 @@ topic, and the deploying principal needs ``kms:CreateGrant`` and ``kms:DescribeK
 
 from __future__ import annotations
 
+from chalicelib.lake.units import UNITS_PREFIX
 from chalicelib.runtime.pipeline_config import PipelineConfig
 from eventpipe.deploy import naming as n
 from eventpipe.deploy.naming import StageNames
@@ -60,6 +61,10 @@ def stream(config: PipelineConfig, names: StageNames) -> dict:
     return {n.STREAM: {"Type": "AWS::Kinesis::Stream", "Properties": properties}}
 
 
+#: Days the finalization bookkeeping is kept (rollups/_units/): well past metrics.yaml's max_lateness.
+BOOKKEEPING_DAYS = 35
+
+
 def _expire(rule_id: str, prefix: str, days: int, transitions: list | None = None) -> dict:
     rule = {"Id": rule_id, "Status": "Enabled", "Prefix": prefix}
     if days:
@@ -80,10 +85,14 @@ def lifecycle_rules(config: PipelineConfig) -> list[dict]:
     # The raw events Iceberg table: its own maintenance expires rows (retention) and deletes files
     # (chalicelib/lake/raw_maintenance.py); a lifecycle expiry would delete files the table still
     # references, so its data files only move to Infrequent Access. Staged batches are committed
-    # within minutes: a week-old one is a leftover of a removed stack.
+    # within minutes: a week-old one is a leftover of a removed stack. The finalization bookkeeping
+    # (done markers, slice manifests, the planner's record) matters while an hour can still receive
+    # events (max_lateness, 7 days in metrics.yaml) plus the grace period; without it an hour
+    # recomputed later (a deletion request) carries its late counts at least once, as documented.
     rules = [
         _expire("raw-events", "tables/events/data/", 0, raw_transitions),
         _expire("staged-events", "staging/", 7),
+        _expire("finalize-bookkeeping", UNITS_PREFIX, BOOKKEEPING_DAYS),
         _expire("bad-rows", "bad-rows/", life.bad_rows_days),
         _expire("dead-letters", n.DEAD_LETTER_PREFIX, life.dead_letter_days),
         _expire("query-results", n.ATHENA_RESULTS_PREFIX, life.query_results_days),

@@ -124,7 +124,7 @@ def test_bucket_is_encrypted_private_tls_only_with_lifecycle_per_prefix(dev_temp
     # The raw events table's data files never expire by lifecycle (its own maintenance deletes them); they
     # move to Infrequent Access only when that comes before the table's retention (not on dev: 30 and 30 days).
     assert life.raw_events_infrequent_access_days >= life.raw_events_days
-    assert rules == {"staging/": 7, "bad-rows/": life.bad_rows_days,
+    assert rules == {"staging/": 7, "rollups/_units/": 35, "bad-rows/": life.bad_rows_days,
                      "aws/lambda/": life.dead_letter_days, "athena-results/": life.query_results_days, "": None}
 
 
