@@ -57,11 +57,14 @@ def fresh_moto_server():
     pytest process created is still there (and a reset would wipe a session fixture's lake), so
     callers use names of their own.
     """
+    import logging
+
     from moto.server import ThreadedMotoServer
 
     from eventpipe.local.stack import free_port
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"

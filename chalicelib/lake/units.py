@@ -92,8 +92,11 @@ def read_shares(metrics, dt: str, hour: str, slices: int) -> list[float]:
     """What share of the hour each slice of ``slices`` reads: its window range plus the rest of its
     last windows (:meth:`Unit.event_range`). A slice ending on a boundary of every tumbling window
     reads no further than its end, so bounds aligned to the windows cost no re-read."""
-    return [(lambda u: (u.event_range(metrics)[1] - u.window_range[0]) / layout.HOUR_MS)(Unit("x", dt, hour, k, slices))
-            for k in range(slices)]
+    shares = []
+    for k in range(slices):
+        unit = Unit("x", dt, hour, k, slices)
+        shares.append((unit.event_range(metrics)[1] - unit.window_range[0]) / layout.HOUR_MS)
+    return shares
 
 
 def slices_for(rows: int, rows_per_unit: int, shares: Callable[[int], list[float]]) -> int:

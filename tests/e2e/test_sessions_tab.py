@@ -8,12 +8,10 @@ sessions, so the tab's figures are compared with the API's answer and with the p
 from __future__ import annotations
 
 import json
-import logging
 import threading
 
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 from selenium.webdriver.common.by import By
 
 import app as app_module
@@ -23,6 +21,7 @@ from eventpipe.local.stack import free_port
 from tests.e2e.test_dashboard import browser, wait_for  # noqa: F401 - the module's Chromium fixture
 from tests.factories.people import deliver, generate, own_settings, session_metrics_truth, sessions_truth
 from tests.factories.lake import T0
+from tests.conftest import fresh_moto_server
 
 KEY = "demo-key"
 FIELDS = ("sessions", "users", "events", "bounces", "bounce_rate", "median_duration_s")
@@ -31,14 +30,15 @@ FIELDS = ("sessions", "users", "events", "bounces", "bounce_rate", "median_durat
 @pytest.fixture(scope="module")
 def api_url():
     """A moto server with the generated lake, and the app served over it on a free port."""
+    with fresh_moto_server() as url:
+        yield from _served(url)
+
+
+def _served(moto_url: str):
     from chalice.config import Config
     from chalice.local import LocalDevServer
 
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    moto.start()
-    container = Container(own_settings(f"http://127.0.0.1:{port}", "sessions-tab"))
+    container = Container(own_settings(moto_url, "sessions-tab"))
     bootstrap(container.clients, shards=2)
     original, app_module.container = app_module.container, container
     data = generate()
@@ -54,7 +54,6 @@ def api_url():
         server.server.shutdown()
         server.server.server_close()
         app_module.container = original
-        moto.stop()
 
 
 def test_the_sessions_tab_shows_the_apis_figures_for_the_chosen_days(api_url, browser):  # noqa: F811

@@ -11,24 +11,22 @@ that joins two sessions into one.
 from __future__ import annotations
 
 import json
-import logging
 import os
 
 import pandas as pd
 import pytest
 from chalice.test import Client
-from moto.server import ThreadedMotoServer
 
 import app as app_module
 from chalicelib.lake.s3io import list_keys
 from chalicelib.runtime.container import Container
 from chalicelib.stream.instants import ms_to_iso
 from eventpipe.local.bootstrap import bootstrap
-from eventpipe.local.stack import free_port
 from eventpipe.query.service import QueryService
 from tests.factories.people import (APPS, HOUR, MINUTE, deliver, generate, own_settings, persons_truth, session_metrics_truth,
                                       sessions_truth)
 from tests.factories.lake import T0
+from tests.conftest import fresh_moto_server
 
 KEYS = {"demo": "demo-key", "rival-game": "rival-key"}
 #: demo keeps the default gap; rival-game has its own (the apps table).
@@ -37,12 +35,8 @@ RANGE = (T0 - HOUR, T0 + 8 * HOUR)
 
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    moto.start()
-    yield f"http://127.0.0.1:{port}"
-    moto.stop()
+    with fresh_moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,18 @@ text (where filters, breakdown) is run on both too, and every answer equals the 
 
 from __future__ import annotations
 
-import logging
 import os
 import pytest
-from moto.server import ThreadedMotoServer
 
 from chalicelib.reads import insight_sql
 from chalicelib.runtime.clients import Clients
 from chalicelib.runtime.settings import Settings
 from eventpipe.local.bootstrap import bootstrap
-from eventpipe.local.stack import free_port
 from eventpipe.query.named import SQL_ROOT
 from eventpipe.query.service import QueryService
 from tests.factories import insights as data
 from tests.factories.lake import raw_table_of
+from tests.conftest import fresh_moto_server
 
 TRINO_URL = os.environ.get("TRINO_URL")
 RANGE = {"from": data.FROM.isoformat(), "to": data.TO.isoformat()}
@@ -33,18 +31,12 @@ WITHIN_S = 3600
 @pytest.fixture(scope="module")
 def insights_lake():
     """(QueryService, the raw rows as a DataFrame) over a moto server holding the generated raw table."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server.start()
-    try:
-        clients = Clients(Settings(aws_endpoint_url=f"http://127.0.0.1:{port}"))
+    with fresh_moto_server() as url:
+        clients = Clients(Settings(aws_endpoint_url=url))
         bootstrap(clients)
         frame = data.generate()
         data.write_raw_table(raw_table_of(clients), frame)
         yield QueryService(clients), frame
-    finally:
-        server.stop()
 
 
 def funnel_rows_as_truth(rows, steps: int) -> dict:
