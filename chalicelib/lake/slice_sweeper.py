@@ -44,17 +44,17 @@ class SliceSweeper:
         self._s3, self._bucket, self._metrics, self._writer = s3, bucket, metrics, writer
         self._clock_ms, self._grace_ms = clock_ms, grace_ms
 
-    def sweep(self, dt: str, hour: str, apps: set[str] | None = None, grace_ms: int | None = None) -> int:
-        """Delete the stale slices of the hour's apps (``apps`` only, when given); returns the keys
-        deleted. ``grace_ms`` overrides the grace period (0 right after a deletion request: readers
-        that lose a file re-list and read the new head)."""
+    def sweep(self, dt: str, hour: str, grace_ms: int | None = None) -> int:
+        """Delete the stale slices of the hour's apps; returns the keys deleted. ``grace_ms``
+        overrides the grace period (0 right after a deletion request: readers that lose a file
+        re-list and read the new head)."""
         grace = self._grace_ms if grace_ms is None else grace_ms
         now = self._clock_ms()
         done: dict[str, dict[str, tuple[int, str]]] = {}          # app -> fp -> its newest (at, key)
         manifests: dict[tuple[str, str], list[tuple[dict, str]]] = {}  # (app, fp) -> [(fields, key)]
         for obj in list_keys(self._s3, self._bucket, units.hour_prefix(dt, hour)):
             parsed = units.parse_unit_key(obj["Key"])
-            if parsed is None or (apps is not None and parsed[0] not in apps):
+            if parsed is None:
                 continue
             app, kind, fields = parsed
             if kind == "done":
